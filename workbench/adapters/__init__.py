@@ -1,0 +1,82 @@
+"""Family adapters: where a model keeps its attention modules and how many heads it has.
+
+Generic code asks ``adapter_for(model)``; knowledge of one family lives in one small adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_positions: int | None
+    causal: bool = True
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def kv_head(self, head: int) -> int:
+        """The KV head (GQA group) that query head ``head`` reads."""
+        return head // self.group_size
+
+
+class Adapter:
+    """Base adapter for HF decoder-only models whose attention modules carry ``layer_idx``."""
+
+    families: tuple[str, ...] = ()
+
+    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
+        found = {}
+        for module in model.modules():
+            if hasattr(module, "layer_idx") and hasattr(module, "o_proj") and hasattr(module, "q_proj"):
+                found.setdefault(int(module.layer_idx), module)
+        if not found:
+            raise TypeError(
+                f"{type(model).__name__}: no attention modules with q_proj/o_proj/layer_idx found; "
+                "add an adapter in workbench/adapters/ for this family"
+            )
+        return [found[i] for i in sorted(found)]
+
+    def output_projection(self, attention_module: nn.Module) -> nn.Module:
+        return attention_module.o_proj
+
+    def shape(self, model: nn.Module) -> ModelShape:
+        config = model.config
+        config = getattr(config, "text_config", None) or config
+        heads = config.num_attention_heads
+        return ModelShape(
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            max_positions=getattr(config, "max_position_embeddings", None),
+        )
+
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def register_adapter(adapter: Adapter) -> Adapter:
+    for family in adapter.families:
+        _ADAPTERS[family] = adapter
+    return adapter
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _ADAPTERS:
+        return _ADAPTERS[model_type]
+    return _DECODER
+
+
+from workbench.adapters.decoder import DecoderAdapter  # noqa: E402
+
+_DECODER = register_adapter(DecoderAdapter())

