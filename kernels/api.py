@@ -1,0 +1,321 @@
+"""Entry points the attention seam calls: forward with row statistics, key statistics, probability tiles.
+
+CUDA tensors run the Triton kernels. CPU tensors run them under Triton's interpreter only when
+``TRITON_INTERPRET=1`` was set before the first call (tests; bf16 excluded, the interpreter gets it
+wrong); otherwise CPU tensors, or a machine without Triton, use the chunked PyTorch reference in fp32
+(``kernels.reference``), which gives the same results more slowly. Triton is imported on first use, so
+importing ``kernels`` never compiles or decorates anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+ROW_STATISTICS = (
+    "lse",
+    "entropy",
+    "max",
+    "argmax",
+    "sink_mass",
+    "local_mass",
+    "span_mass",
+    "mean_distance",
+    "waad",
+)
+KEY_STATISTICS = ("received", "fai", "pooled")
+MAX_HEAD_DIM = 256
+_FLOAT_TYPES = ("float16", "bfloat16", "float32")
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def uses_triton(tensor: Tensor) -> bool:
+    """Whether calls on ``tensor`` run the Triton kernels (else the PyTorch reference in fp32)."""
+    import torch
+
+    if not _triton_available():
+        return False
+    if tensor.is_cuda:
+        return True
+    return os.environ.get("TRITON_INTERPRET") == "1" and tensor.dtype != torch.bfloat16
+
+
+def _device_guard(tensor: Tensor):
+    import torch
+
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+def _check_inputs(q, k, v, *, causal, logit_bias, head_gate=None):
+    if q.dim() != 4 or k.dim() != 4 or (v is not None and v.dim() != 4):
+        raise ValueError(
+            f"expected q (B, H, Tq, D) and k, v (B, Hkv, Tk, D); got q {tuple(q.shape)}, k {tuple(k.shape)}"
+            + (f", v {tuple(v.shape)}" if v is not None else "")
+            + " (transpose HF's (B, T, H, D) with .transpose(1, 2))"
+        )
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    if k.shape[0] != batch or k.shape[3] != head_dim:
+        raise ValueError(f"k {tuple(k.shape)} does not match q {tuple(q.shape)} in batch or head dim")
+    if v is not None and tuple(v.shape) != tuple(k.shape):
+        raise ValueError(f"v {tuple(v.shape)} must have the shape of k {tuple(k.shape)}")
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(
+            f"{heads} query heads are not a multiple of {kv_heads} KV heads (GQA needs H % Hkv == 0)"
+        )
+    for name, tensor in (("q", q), ("k", k), ("v", v)):
+        if tensor is None:
+            continue
+        if str(tensor.dtype).removeprefix("torch.") not in _FLOAT_TYPES:
+            raise TypeError(f"{name} is {tensor.dtype}; the kernels take float16, bfloat16 or float32")
+        if tensor.dtype != q.dtype or tensor.device != q.device:
+            raise TypeError(f"{name} is {tensor.dtype} on {tensor.device} but q is {q.dtype} on {q.device}")
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"head dim {head_dim} is above the supported {MAX_HEAD_DIM}")
+    if causal and q_len > k_len:
+        raise ValueError(
+            f"causal attention with {q_len} queries and {k_len} keys: queries sit at the last Tq positions, "
+            "so Tq must be <= Tk"
+        )
+    if logit_bias is not None and tuple(logit_bias.shape) != (heads, k_len):
+        raise ValueError(f"logit_bias must be (H, Tk) = ({heads}, {k_len}); got {tuple(logit_bias.shape)}")
+    if head_gate is not None and tuple(head_gate.shape) != (heads,):
+        raise ValueError(f"head_gate must be (H,) = ({heads},); got {tuple(head_gate.shape)}")
+
+
+def _reference_chunk(heads: int, k_len: int) -> int:
+    """Query rows per chunk for the PyTorch path: about 64 MiB of fp32 probabilities per chunk."""
+    return max(1, min(1024, (16 * 1024 * 1024) // max(1, heads * k_len)))
+
+
+def attention_with_statistics(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scaling: float,
+    causal: bool = True,
+    statistics: tuple[str, ...] = (),
+    sink_tokens: int = 1,
+    local_window: int = 16,
+    waad_window: int = 10,
+    span: tuple[int, int] | None = None,
+    logit_bias: Tensor | None = None,
+    head_gate: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Attention output and per-row statistics in one pass.
+
+    q (B, H, Tq, D), k / v (B, Hkv, Tk, D), H % Hkv == 0 (query head h uses KV head h // (H // Hkv)).
+    Query i sits at absolute position Tk - Tq + i. logit_bias (H, Tk) fp32 is added to the logits;
+    head_gate (H,) multiplies each head's output (statistics are those of the attention, before the gate).
+    Returns out (B, Tq, H, D) in q.dtype and name -> (B, H, Tq) fp32 (argmax int64) for each requested
+    statistic, "lse" (natural log) always included. Definitions: kernels/attention_forward.py.
+    """
+    import torch
+
+    statistics = tuple(statistics)
+    unknown = [name for name in statistics if name not in ROW_STATISTICS]
+    if unknown:
+        raise ValueError(f"unknown statistics {unknown}; choose from {ROW_STATISTICS}")
+    if "span_mass" in statistics:
+        if span is None:
+            raise ValueError("span_mass needs span=(start, end), the key positions [start, end) to sum over")
+        span = (int(span[0]), int(span[1]))
+    if sink_tokens < 0 or local_window < 0 or waad_window < 0:
+        raise ValueError("sink_tokens, local_window and waad_window must be >= 0")
+    _check_inputs(q, k, v, causal=causal, logit_bias=logit_bias, head_gate=head_gate)
+    wants = tuple(dict.fromkeys(("lse",) + statistics))
+    batch, heads, q_len, head_dim = q.shape
+    if q_len == 0:
+        out = q.new_empty((batch, 0, heads, head_dim))
+        return out, {
+            name: torch.empty(
+                (batch, heads, 0), dtype=torch.int64 if name == "argmax" else torch.float32, device=q.device
+            )
+            for name in wants
+        }
+    if uses_triton(q):
+        from kernels.attention_forward import attention_forward
+
+        with _device_guard(q):
+            return attention_forward(
+                q,
+                k,
+                v,
+                scaling=float(scaling),
+                causal=bool(causal),
+                statistics=wants,
+                sink_tokens=int(sink_tokens),
+                local_window=int(local_window),
+                waad_window=int(waad_window),
+                span=span,
+                logit_bias=logit_bias,
+                head_gate=head_gate,
+            )
+    from kernels.reference import attention_reference
+
+    out, stats = attention_reference(
+        q,
+        k,
+        v,
+        scaling=scaling,
+        causal=causal,
+        statistics=wants,
+        sink_tokens=sink_tokens,
+        local_window=local_window,
+        waad_window=waad_window,
+        span=span,
+        logit_bias=logit_bias,
+        head_gate=head_gate,
+        dtype=torch.float32,
+        chunk=_reference_chunk(heads, k.shape[2]),
+    )
+    return out.to(q.dtype), stats
+
+
+def key_statistics(
+    q: Tensor,
+    k: Tensor,
+    lse: Tensor,
+    *,
+    scaling: float,
+    causal: bool = True,
+    logit_bias: Tensor | None = None,
+    received: bool = True,
+    fai_window: tuple[int, int] | None = (10, 100),
+    pooled_cells: int = 0,
+) -> dict[str, Tensor]:
+    """Key-side statistics from the saved lse (B, H, Tq), recomputing q.k without storing T x T.
+
+    Returns "received" and "fai" as (B, H, Tk) fp32 when asked, and "pooled" (B, H, cells, cells) fp32
+    with cells = min(pooled_cells, Tk) when pooled_cells > 0. Definitions: kernels/key_statistics_pass.py.
+    """
+    _check_inputs(q, k, None, causal=causal, logit_bias=logit_bias)
+    batch, heads, q_len, _ = q.shape
+    if tuple(lse.shape) != (batch, heads, q_len):
+        raise ValueError(f"lse must be (B, H, Tq) = {(batch, heads, q_len)}; got {tuple(lse.shape)}")
+    if pooled_cells < 0 or pooled_cells > 256:
+        raise ValueError(f"pooled_cells={pooled_cells}; choose 0 (no map) up to 256")
+    if fai_window is not None:
+        fai_window = (int(fai_window[0]), int(fai_window[1]))
+        if fai_window[0] > fai_window[1]:
+            raise ValueError(f"fai_window {fai_window} must be (low, high) with low <= high")
+    if q_len == 0:
+        from kernels.reference import key_statistics_reference
+
+        return key_statistics_reference(
+            q,
+            k,
+            scaling=scaling,
+            causal=causal,
+            logit_bias=logit_bias,
+            received=received,
+            fai_window=fai_window,
+            pooled_cells=pooled_cells,
+            dtype=lse.dtype,
+        )
+    if uses_triton(q):
+        import torch
+
+        from kernels.key_statistics_pass import key_statistics_launch
+
+        with _device_guard(q):
+            return key_statistics_launch(
+                q,
+                k,
+                lse.to(device=q.device, dtype=torch.float32).contiguous(),
+                scaling=float(scaling),
+                causal=bool(causal),
+                logit_bias=logit_bias,
+                received=received,
+                fai_window=fai_window,
+                pooled_cells=int(pooled_cells),
+            )
+    import torch
+
+    from kernels.reference import key_statistics_reference
+
+    results = key_statistics_reference(
+        q,
+        k,
+        scaling=scaling,
+        causal=causal,
+        logit_bias=logit_bias,
+        received=received,
+        fai_window=fai_window,
+        pooled_cells=pooled_cells,
+        dtype=torch.float32,
+        chunk=_reference_chunk(heads, k.shape[2]),
+    )
+    return results
+
+
+def probability_tile(
+    q: Tensor,
+    k: Tensor,
+    lse: Tensor,
+    *,
+    scaling: float,
+    head: int,
+    query_range: tuple[int, int],
+    key_range: tuple[int, int],
+    causal: bool = True,
+    logit_bias: Tensor | None = None,
+) -> Tensor:
+    """Exact probabilities p[head, q0:q1, k0:k1] as (B, q1 - q0, k1 - k0) fp32, from Q, K and the lse."""
+    _check_inputs(q, k, None, causal=causal, logit_bias=logit_bias)
+    batch, heads, q_len, _ = q.shape
+    k_len = k.shape[2]
+    if not 0 <= head < heads:
+        raise ValueError(f"head {head} is out of range: q has {heads} heads")
+    q0, q1 = (int(x) for x in query_range)
+    k0, k1 = (int(x) for x in key_range)
+    if not (0 <= q0 <= q1 <= q_len and 0 <= k0 <= k1 <= k_len):
+        raise ValueError(
+            f"query_range {query_range} / key_range {key_range} must lie in [0, {q_len}] / [0, {k_len}]"
+        )
+    if tuple(lse.shape) != (batch, heads, q_len):
+        raise ValueError(f"lse must be (B, H, Tq) = {(batch, heads, q_len)}; got {tuple(lse.shape)}")
+    if uses_triton(q):
+        import torch
+
+        from kernels.probability_tiles import probability_tile_launch
+
+        with _device_guard(q):
+            return probability_tile_launch(
+                q,
+                k,
+                lse.to(device=q.device, dtype=torch.float32).contiguous(),
+                scaling=float(scaling),
+                head=head,
+                query_range=(q0, q1),
+                key_range=(k0, k1),
+                causal=bool(causal),
+                logit_bias=logit_bias,
+            )
+    import torch
+
+    from kernels.reference import probability_tile_reference
+
+    return probability_tile_reference(
+        q,
+        k,
+        scaling=scaling,
+        head=head,
+        query_range=(q0, q1),
+        key_range=(k0, k1),
+        causal=causal,
+        logit_bias=logit_bias,
+        dtype=torch.float32,
+    ).contiguous()

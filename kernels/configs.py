@@ -1,0 +1,81 @@
+"""Tile shapes, warps and pipeline depths for the attention kernels.
+
+One place to read and change them. ``override`` lets the benchmark try other shapes without editing
+this file. Values on the GPU were picked on an H100 (see benchmarks/NOTES.md); under the CPU
+interpreter small tiles keep the numpy work per program low.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+_OVERRIDES: dict[str, dict[str, int]] = {}
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def block_d(head_dim: int) -> int:
+    return max(16, _next_power_of_two(head_dim))
+
+
+def forward_config(head_dim: int, dtype: torch.dtype, device: torch.device, with_statistics: bool) -> dict:
+    """Config of the flash forward: BLOCK_M queries x BLOCK_N keys per step."""
+    if "forward" in _OVERRIDES:
+        return dict(_OVERRIDES["forward"])
+    if device.type != "cuda":
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+    if dtype == torch.float32:
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+    d = block_d(head_dim)
+    if d <= 64:
+        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+    if d <= 128:
+        if with_statistics:
+            return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
+        return {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
+    return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+
+
+def key_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """Config of the key-side pass: BLOCK_N keys per program, BLOCK_M queries per step."""
+    if "key" in _OVERRIDES:
+        return dict(_OVERRIDES["key"])
+    if device.type != "cuda":
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+    if dtype == torch.float32:
+        return {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+    d = block_d(head_dim)
+    if d <= 64:
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
+    if d <= 128:
+        return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
+    return {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+
+
+def tile_config(device: torch.device) -> dict:
+    if "tile" in _OVERRIDES:
+        return dict(_OVERRIDES["tile"])
+    if device.type != "cuda":
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+
+
+@contextlib.contextmanager
+def override(kernel: str, **config: int) -> Iterator[None]:
+    """Use ``config`` for ``kernel`` ("forward", "key" or "tile") inside the block (tests, tuning)."""
+    if kernel not in ("forward", "key", "tile"):
+        raise ValueError(f"unknown kernel {kernel!r}; choose 'forward', 'key' or 'tile'")
+    previous = _OVERRIDES.get(kernel)
+    _OVERRIDES[kernel] = dict(config)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _OVERRIDES.pop(kernel, None)
+        else:
+            _OVERRIDES[kernel] = previous

@@ -1,0 +1,484 @@
+"""Key-side statistics from the saved row log-sum-exp: received mass, FAI window mass, pooled map.
+
+Second pass after ``attention_forward``: one program per (key block, batch * head) walks the query
+blocks that can see its keys, recomputes s = q.k (plus bias) and p = exp(s - lse) exactly, and sums
+over queries. received and FAI accumulate in registers (no atomics); the pooled map is flushed once
+per (row cell, column cell) a program touches, through a scalar atomic add. Nothing T x T is stored.
+
+Supports: causal or full attention, native GQA, fp16 / bf16 (fp32 for tests), any head dim up to 256,
+any Tq <= Tk (query i at absolute position Tk - Tq + i), the same per-(head, key) logit bias as the
+forward (pass the same one, or the probabilities will not be those of the forward).
+Definitions (p over visible keys of each row):
+    received[j] = sum_i p_ij (causal: only rows with i_abs >= j see key j)
+    fai[j]      = mean of p_ij over rows with i_abs in [j + lo, min(Tk - 1, j + hi)]; the mean divides
+                  by the number of such rows present (all of them when Tq == Tk), 0 if none
+    pooled[a,c] = mean of p_ij over cell a (rows by i_abs) x cell c (keys), cell = ceil(Tk / cells);
+                  zeros above the diagonal count; meaningful for Tq == Tk.
+Does not support: gradients, masks other than causal, pooled maps with more than 256 cells a side.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E_VALUE = 1.4426950408889634
+LOG2E = tl.constexpr(LOG2E_VALUE)
+
+
+@triton.jit
+def _flush_pooled(
+    pooled_base,
+    pool_vec,
+    row_cell,
+    start_n,
+    offs_kn,
+    Tk,
+    cell,
+    cells,
+    BLOCK_N: tl.constexpr,
+    COL_CELLS: tl.constexpr,
+):
+    """Add the per-key sums of one row cell into pooled[row_cell, column cells of this key block]."""
+    if row_cell >= 0:
+        first_col = start_n // cell
+        last_col = (tl.minimum(start_n + BLOCK_N, Tk) - 1) // cell
+        key_cell = offs_kn // cell
+        for r in tl.static_range(COL_CELLS):
+            col = first_col + r
+            if col <= last_col:
+                total = tl.sum(tl.where((key_cell == col) & (offs_kn < Tk), pool_vec, 0.0), 0)
+                tl.atomic_add(pooled_base + row_cell * cells + col, total)
+
+
+@triton.jit
+def _key_steps(
+    received,
+    fai,
+    pool_vec,
+    current_row_cell,
+    k,
+    bias,
+    q_base,
+    lse_base,
+    pooled_base,
+    stride_qm,
+    stride_qd,
+    lo,
+    hi,
+    start_n,
+    offs_kn,
+    offs_m,
+    offs_d,
+    Tq,
+    Tk,
+    q_offset,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    cell,
+    cells,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    FAI: tl.constexpr,
+    POOLED: tl.constexpr,
+    ROW_CELLS: tl.constexpr,
+    COL_CELLS: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m
+        q_ptrs = q_base + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        if MASKED:
+            q = tl.load(q_ptrs, mask=(rows[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+            lse = tl.load(lse_base + rows, mask=rows < Tq, other=0.0)
+        elif EVEN_D:
+            q = tl.load(q_ptrs)
+            lse = tl.load(lse_base + rows)
+        else:
+            q = tl.load(q_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+            lse = tl.load(lse_base + rows)
+        # Transposed scores: keys on axis 0, queries on axis 1, so sums over queries are row sums.
+        s = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
+        if HAS_BIAS:
+            s += bias[:, None]
+        p = tl.math.exp2(s - (lse * LOG2E)[None, :])
+        i_abs = rows + q_offset
+        if MASKED:
+            visible = rows[None, :] < Tq
+            if CAUSAL:
+                visible = visible & (offs_kn[:, None] <= i_abs[None, :])
+            p = tl.where(visible, p, 0.0)
+        column_sum = tl.sum(p, 1)
+        received += column_sum
+        if FAI:
+            # Skip query blocks whose distances to these keys all fall outside [fai_lo, fai_hi].
+            if (start_m + q_offset + BLOCK_M - 1 - start_n >= fai_lo) & (
+                start_m + q_offset - (start_n + BLOCK_N - 1) <= fai_hi
+            ):
+                distance = i_abs[None, :] - offs_kn[:, None]
+                in_window = (distance >= fai_lo) & (distance <= fai_hi)
+                fai += tl.sum(tl.where(in_window, p, 0.0), 1)
+        if POOLED:
+            last_row = tl.minimum(start_m + BLOCK_M, Tq) - 1
+            first_cell = (start_m + q_offset) // cell
+            last_cell = (last_row + q_offset) // cell
+            if first_cell == last_cell:
+                if first_cell != current_row_cell:
+                    _flush_pooled(
+                        pooled_base,
+                        pool_vec,
+                        current_row_cell,
+                        start_n,
+                        offs_kn,
+                        Tk,
+                        cell,
+                        cells,
+                        BLOCK_N,
+                        COL_CELLS,
+                    )
+                    pool_vec = tl.zeros_like(pool_vec)
+                    current_row_cell = first_cell
+                pool_vec += column_sum
+            else:
+                row_cell = i_abs // cell
+                for r in tl.static_range(ROW_CELLS):
+                    a = first_cell + r
+                    if a <= last_cell:
+                        part = tl.sum(tl.where(row_cell[None, :] == a, p, 0.0), 1)
+                        if a != current_row_cell:
+                            _flush_pooled(
+                                pooled_base,
+                                pool_vec,
+                                current_row_cell,
+                                start_n,
+                                offs_kn,
+                                Tk,
+                                cell,
+                                cells,
+                                BLOCK_N,
+                                COL_CELLS,
+                            )
+                            pool_vec = tl.zeros_like(pool_vec)
+                            current_row_cell = a
+                        pool_vec += part
+    return received, fai, pool_vec, current_row_cell
+
+
+@triton.jit
+def key_statistics_kernel(
+    Q,
+    K,
+    Lse,
+    Bias,
+    Received,
+    Fai,
+    Pooled,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_bias_h,
+    H,
+    heads_per_kv,
+    Tq,
+    Tk,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    cell,
+    cells,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RECEIVED: tl.constexpr,
+    FAI: tl.constexpr,
+    POOLED: tl.constexpr,
+    ROW_CELLS: tl.constexpr,
+    COL_CELLS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    batch = pid_bh // H
+    head = pid_bh % H
+    kv_head = head // heads_per_kv
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    q_offset = Tk - Tq
+
+    start_n = pid_n * BLOCK_N
+    offs_kn = start_n + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    key_mask = offs_kn < Tk
+
+    k_base = K + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
+    k = tl.load(
+        k_base + offs_kn[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+        mask=key_mask[:, None] & (offs_d[None, :] < HEAD_DIM),
+        other=0.0,
+    )
+    if HAS_BIAS:
+        bias = tl.load(Bias + head.to(tl.int64) * stride_bias_h + offs_kn, mask=key_mask, other=0.0)
+    else:
+        bias = tl.zeros([BLOCK_N], dtype=tl.float32)
+    q_base = Q + batch.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
+    lse_base = Lse + pid_bh.to(tl.int64) * Tq
+    pooled_base = Pooled + pid_bh.to(tl.int64) * cells * cells
+
+    q_blocks_end = tl.cdiv(Tq, BLOCK_M) * BLOCK_M
+    full_end = (Tq // BLOCK_M) * BLOCK_M
+    if CAUSAL:
+        # Rows before first_row cannot see this key block; rows from diag_end on see all of it.
+        first_row = tl.maximum(start_n - q_offset, 0)
+        lo = (first_row // BLOCK_M) * BLOCK_M
+        diag_end = tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - q_offset, 0), BLOCK_M) * BLOCK_M
+        diag_end = tl.minimum(tl.maximum(diag_end, lo), q_blocks_end)
+    else:
+        lo = 0
+        diag_end = 0
+    tail_start = tl.maximum(diag_end, full_end)
+
+    received = tl.zeros([BLOCK_N], dtype=tl.float32)
+    fai = tl.zeros([BLOCK_N], dtype=tl.float32)
+    pool_vec = tl.zeros([BLOCK_N], dtype=tl.float32)
+    current_row_cell = pid_n * 0 - 1
+
+    received, fai, pool_vec, current_row_cell = _key_steps(
+        received,
+        fai,
+        pool_vec,
+        current_row_cell,
+        k,
+        bias,
+        q_base,
+        lse_base,
+        pooled_base,
+        stride_qm,
+        stride_qd,
+        lo,
+        diag_end,
+        start_n,
+        offs_kn,
+        offs_m,
+        offs_d,
+        Tq,
+        Tk,
+        q_offset,
+        qk_scale,
+        fai_lo,
+        fai_hi,
+        cell,
+        cells,
+        HEAD_DIM,
+        BLOCK_M,
+        BLOCK_N,
+        True,
+        CAUSAL,
+        HAS_BIAS,
+        FAI,
+        POOLED,
+        ROW_CELLS,
+        COL_CELLS,
+        EVEN_D,
+        DOT_PRECISION,
+    )
+    received, fai, pool_vec, current_row_cell = _key_steps(
+        received,
+        fai,
+        pool_vec,
+        current_row_cell,
+        k,
+        bias,
+        q_base,
+        lse_base,
+        pooled_base,
+        stride_qm,
+        stride_qd,
+        diag_end,
+        full_end,
+        start_n,
+        offs_kn,
+        offs_m,
+        offs_d,
+        Tq,
+        Tk,
+        q_offset,
+        qk_scale,
+        fai_lo,
+        fai_hi,
+        cell,
+        cells,
+        HEAD_DIM,
+        BLOCK_M,
+        BLOCK_N,
+        False,
+        CAUSAL,
+        HAS_BIAS,
+        FAI,
+        POOLED,
+        ROW_CELLS,
+        COL_CELLS,
+        EVEN_D,
+        DOT_PRECISION,
+    )
+    received, fai, pool_vec, current_row_cell = _key_steps(
+        received,
+        fai,
+        pool_vec,
+        current_row_cell,
+        k,
+        bias,
+        q_base,
+        lse_base,
+        pooled_base,
+        stride_qm,
+        stride_qd,
+        tail_start,
+        q_blocks_end,
+        start_n,
+        offs_kn,
+        offs_m,
+        offs_d,
+        Tq,
+        Tk,
+        q_offset,
+        qk_scale,
+        fai_lo,
+        fai_hi,
+        cell,
+        cells,
+        HEAD_DIM,
+        BLOCK_M,
+        BLOCK_N,
+        True,
+        CAUSAL,
+        HAS_BIAS,
+        FAI,
+        POOLED,
+        ROW_CELLS,
+        COL_CELLS,
+        EVEN_D,
+        DOT_PRECISION,
+    )
+    if POOLED:
+        _flush_pooled(
+            pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell, cells, BLOCK_N, COL_CELLS
+        )
+
+    out_offset = pid_bh.to(tl.int64) * Tk + offs_kn
+    if RECEIVED:
+        tl.store(Received + out_offset, received, mask=key_mask)
+    if FAI:
+        window_first = tl.maximum(offs_kn + fai_lo, q_offset)
+        window_last = tl.minimum(offs_kn + fai_hi, Tk - 1)
+        count = tl.maximum(window_last - window_first + 1, 0)
+        fai = tl.where(count > 0, fai / tl.maximum(count, 1).to(tl.float32), 0.0)
+        tl.store(Fai + out_offset, fai, mask=key_mask)
+
+
+def _cells_touched(block: int, cell: int) -> int:
+    """Most cells of width ``cell`` that ``block`` consecutive indices can touch."""
+    return -(-(block - 1) // cell) + 1
+
+
+def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pooled_cells):
+    """Launch the key-side pass. Arguments are validated by ``kernels.api``; returns name -> tensor."""
+    import torch
+
+    from kernels.configs import block_d, key_config
+
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    config = key_config(head_dim, q.dtype, q.device)
+    block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
+    results = {}
+    empty = torch.empty(0, dtype=torch.float32, device=q.device)
+    received_out = (
+        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if received else empty
+    )
+    fai_out = (
+        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device)
+        if fai_window is not None
+        else empty
+    )
+    cells = min(int(pooled_cells), k_len) if pooled_cells else 0
+    cell = -(-k_len // cells) if cells else 1
+    pooled_out = (
+        torch.zeros((batch, heads, cells, cells), dtype=torch.float32, device=q.device) if cells else empty
+    )
+    if logit_bias is not None:
+        bias = (
+            logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE
+        ).contiguous()
+    else:
+        bias = empty
+    fai_lo, fai_hi = fai_window if fai_window is not None else (0, 0)
+    grid = (triton.cdiv(k_len, block_n), batch * heads)
+    key_statistics_kernel[grid](
+        q,
+        k,
+        lse.contiguous(),
+        bias,
+        received_out,
+        fai_out,
+        pooled_out,
+        *q.stride(),
+        *k.stride(),
+        bias.stride(0) if logit_bias is not None else 0,
+        heads,
+        heads // kv_heads,
+        q_len,
+        k_len,
+        scaling * LOG2E_VALUE,
+        int(fai_lo),
+        int(fai_hi),
+        cell,
+        max(cells, 1),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d(head_dim),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        CAUSAL=causal,
+        HAS_BIAS=logit_bias is not None,
+        RECEIVED=bool(received),
+        FAI=fai_window is not None,
+        POOLED=cells > 0,
+        ROW_CELLS=_cells_touched(block_m, cell) if cells else 1,
+        COL_CELLS=_cells_touched(block_n, cell) if cells else 1,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=config["num_warps"],
+        num_stages=config["num_stages"],
+    )
+    if received:
+        results["received"] = received_out
+    if fai_window is not None:
+        results["fai"] = fai_out
+    if cells:
+        results["pooled"] = pooled_out / pooled_counts(q_len, k_len, cells, q.device)
+    return results
+
+
+def pooled_counts(q_len: int, k_len: int, cells: int, device):
+    """Number of (i, j) pairs inside the matrix for each pooled cell (rows by absolute position)."""
+    import torch
+
+    cell = -(-k_len // cells)
+    edges = torch.arange(cells + 1, device=device, dtype=torch.int64) * cell
+    starts, ends = edges[:-1], edges[1:].clamp(max=k_len)
+    cols = (ends - starts).clamp(min=0)
+    rows = (ends - starts.clamp(min=k_len - q_len)).clamp(min=0)
+    counts = (rows[:, None] * cols[None, :]).to(torch.float32)
+    return counts.clamp(min=1.0)

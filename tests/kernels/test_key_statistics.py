@@ -1,0 +1,133 @@
+"""Key-side pass (received mass, FAI, pooled map) against the float64 reference."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import ON_GPU
+
+import kernels
+from kernels import configs
+from kernels.reference import key_statistics_reference
+from kernels.testing import TOLERANCE, relative_error
+
+f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Case:
+    dtype: torch.dtype
+    kv_heads: int
+    ratio: int
+    q_len: int
+    k_len: int
+    head_dim: int
+    cells: int
+    fai: tuple[int, int] | None = (10, 100)
+    causal: bool = True
+    bias: bool = False
+    q_scale: float = 1.0
+    blocks: tuple[int, int] | None = None  # key pass (BLOCK_M, BLOCK_N)
+
+    def __str__(self):
+        kind = {f32: "fp32", f16: "fp16", bf16: "bf16"}[self.dtype]
+        extra = "".join(
+            [
+                "" if self.causal else "-full",
+                "-bias" if self.bias else "",
+                f"-blocks{self.blocks[0]}x{self.blocks[1]}" if self.blocks else "",
+            ]
+        )
+        return (
+            f"{kind}-kv{self.kv_heads}x{self.ratio}-q{self.q_len}-k{self.k_len}-d{self.head_dim}"
+            f"-cells{self.cells}-fai{self.fai}{extra}"
+        )
+
+
+CPU_CASES = [
+    Case(f32, 2, 1, 77, 77, 64, cells=8),
+    Case(f32, 1, 3, 50, 50, 32, cells=25, fai=(0, 5), bias=True, q_scale=3.0),
+    Case(f16, 2, 4, 45, 45, 64, cells=7, fai=(2, 20), q_scale=2.0),
+    Case(f32, 1, 3, 20, 83, 64, cells=10),  # Tq < Tk
+    Case(f32, 1, 1, 40, 40, 48, cells=6, fai=(-5, 5), causal=False, bias=True),
+    Case(f16, 1, 4, 77, 77, 64, cells=5, blocks=(16, 16)),
+    Case(f32, 1, 2, 77, 77, 32, cells=3, fai=None, blocks=(16, 32)),
+]
+GPU_CASES = [
+    Case(bf16, 4, 1, 1000, 1000, 128, cells=64),
+    Case(bf16, 2, 3, 1531, 1531, 128, cells=7, fai=(0, 50), bias=True, q_scale=2.0),
+    Case(bf16, 2, 4, 2077, 2077, 64, cells=64, q_scale=3.0),
+    Case(bf16, 2, 4, 333, 2500, 64, cells=16),
+    Case(bf16, 2, 3, 700, 700, 128, cells=32, fai=(-20, 20), causal=False, bias=True),
+    Case(bf16, 1, 4, 999, 999, 64, cells=256, blocks=(32, 32)),
+    Case(f16, 2, 4, 1111, 1111, 128, cells=64),
+    Case(f32, 2, 3, 517, 517, 64, cells=64, bias=True),
+]
+CASES = GPU_CASES if ON_GPU else CPU_CASES
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_key_statistics_match_reference(case: Case, generator):
+    draw = generator
+    heads = case.kv_heads * case.ratio
+    q = draw.normal(1, heads, case.q_len, case.head_dim, dtype=case.dtype, scale=case.q_scale)
+    k = draw.normal(1, case.kv_heads, case.k_len, case.head_dim, dtype=case.dtype)
+    bias = draw.normal(heads, case.k_len, scale=2.0) if case.bias else None
+    scaling = case.head_dim**-0.5
+    _, stats = kernels.attention_with_statistics(
+        q, k, k, scaling=scaling, causal=case.causal, logit_bias=bias
+    )
+    override = (
+        configs.override("key", BLOCK_M=case.blocks[0], BLOCK_N=case.blocks[1], num_warps=4, num_stages=2)
+        if case.blocks
+        else contextlib.nullcontext()
+    )
+    options = dict(
+        scaling=scaling,
+        causal=case.causal,
+        logit_bias=bias,
+        received=True,
+        fai_window=case.fai,
+        pooled_cells=case.cells,
+    )
+    with override:
+        result = kernels.key_statistics(q, k, stats["lse"], **options)
+    reference = key_statistics_reference(q, k, **options)
+    expected = {"received", "pooled"} | ({"fai"} if case.fai else set())
+    assert set(result) == expected
+    cells = min(case.cells, case.k_len)
+    assert result["pooled"].shape == (1, heads, cells, cells)
+    assert result["received"].shape == (1, heads, case.k_len)
+    for name in expected:
+        error = relative_error(result[name], reference[name])
+        assert error < TOLERANCE[case.dtype], f"{name}: relative error {error:.2e}, {case} seed={draw.seed}"
+
+
+def test_received_mass_sums_to_the_number_of_rows(generator):
+    """Each row's probabilities sum to one, so received mass over all keys sums to Tq."""
+    dtype = bf16 if ON_GPU else f32
+    n = 33
+    q = generator.normal(1, 4, n, 32, dtype=dtype)
+    k = generator.normal(1, 2, n, 32, dtype=dtype)
+    _, stats = kernels.attention_with_statistics(q, k, k, scaling=0.3)
+    result = kernels.key_statistics(q, k, stats["lse"], scaling=0.3, fai_window=None, pooled_cells=n)
+    torch.testing.assert_close(
+        result["received"].sum(-1).cpu(), torch.full((1, 4), float(n)), rtol=1e-3, atol=0
+    )
+    # one-token cells: the pooled map is the probability matrix itself, lower triangular
+    assert torch.count_nonzero(torch.triu(result["pooled"], diagonal=1)) == 0
+    torch.testing.assert_close(result["pooled"].sum(-1).cpu(), torch.ones(1, 4, n), rtol=1e-3, atol=0)
+
+
+def test_key_statistics_errors():
+    q = torch.zeros(1, 4, 8, 16)
+    k = torch.zeros(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="lse must be"):
+        kernels.key_statistics(q, k, torch.zeros(1, 4, 7), scaling=1.0)
+    with pytest.raises(ValueError, match="up to 256"):
+        kernels.key_statistics(q, k, torch.zeros(1, 4, 8), scaling=1.0, pooled_cells=300)
+    with pytest.raises(ValueError, match="low <= high"):
+        kernels.key_statistics(q, k, torch.zeros(1, 4, 8), scaling=1.0, fai_window=(5, 1))
