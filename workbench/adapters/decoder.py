@@ -7,6 +7,13 @@ from torch import nn
 from workbench.adapters import Adapter
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """A TransformerBridge swaps modules for wrappers that keep the HF module as ``original_component``."""
+    while getattr(module, "original_component", None) is not None:
+        module = module.original_component
+    return module
+
+
 class DecoderAdapter(Adapter):
     families = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2")
 
@@ -14,6 +21,5 @@ class DecoderAdapter(Adapter):
         inner = getattr(model, "model", model)
         layers = getattr(inner, "layers", None)
         if layers is not None and all(hasattr(layer, "self_attn") for layer in layers):
-            # a TransformerBridge swaps self_attn for a wrapper that delegates to ``original_component``
-            return [getattr(layer.self_attn, "original_component", None) or layer.self_attn for layer in layers]
+            return [unwrap(layer.self_attn) for layer in layers]
         return super().attention_modules(model)

@@ -104,10 +104,21 @@ class Model:
                 stack.enter_context(make_context())
             yield session
 
-    def run(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = (), attention_mask=None):
+    def run(
+        self,
+        inputs,
+        spec: CaptureSpec | None = None,
+        interventions: Sequence[Intervention] = (),
+        attention_mask=None,
+        progress: bool = False,
+    ):
         """One forward pass. Returns (logits, capture or None)."""
         ids = self._ids(inputs).to(self.device)
         with torch.no_grad(), self.seam(spec, interventions) as session:
+            if progress:
+                from tqdm.auto import tqdm
+
+                session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
             kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
             logits = self.hf(input_ids=ids, use_cache=False, **kwargs).logits
             session.check_fired()

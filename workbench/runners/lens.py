@@ -45,6 +45,10 @@ class LensRunner:
         except ImportError as error:  # pragma: no cover
             raise ImportError("the TransformerLens runner needs `pip install transformer-lens>=4`") from error
         self.model = model
+        existing = getattr(model, "lens_bridge", None)
+        if existing is not None:  # one bridge per loaded model: booting twice would wrap the wrappers
+            self.bridge = existing
+            return
         self.bridge = TransformerBridge.boot_transformers(
             model.name if "/" in model.name else "workbench/" + model.name,
             hf_model=model.hf,
@@ -53,6 +57,7 @@ class LensRunner:
         )
         # the bridge wraps model.hf in place; every seam run on this model (any runner) must delegate
         model.run_contexts.append(lambda: delegate_attention(self.bridge))
+        model.lens_bridge = self.bridge
 
     def run(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
         ids = self.model._ids(inputs).to(self.model.device)

@@ -90,9 +90,12 @@ class Session:
         self.use_kernels = use_kernels
         self.records: dict[int, list[dict]] = {}
         self.calls: dict[int, int] = {}
+        self.progress = None  # a tqdm bar advanced once per layer call, when set
 
     def attend(self, layer, query, key, value, mask, scaling, causal):
         self.calls[layer] = self.calls.get(layer, 0) + 1
+        if self.progress is not None:
+            self.progress.update(1)
         phase = phase_of(query.shape[2], key.shape[2])
         plan = make_plan(self.spec, self.interventions, layer, phase, query.shape[1])
         if plan.is_plain:

@@ -56,6 +56,11 @@ class Intervention:
     def active(self, phase: str) -> bool:
         return self.scope == "both" or self.scope == phase
 
+    @property
+    def is_identity(self) -> bool:
+        """True when the intervention provably changes nothing (skipped, so outputs stay bit-identical)."""
+        return False
+
     def to_dict(self) -> dict:
         out = {"kind": self.kind}
         for f in fields(self):
@@ -119,6 +124,10 @@ class LogitBias(Intervention):
         if not self.keys and self.key_range is None:
             raise SpecError("LogitBias needs keys=(...) or key_range=(start, end)")
 
+    @property
+    def is_identity(self) -> bool:
+        return self.bias == 0.0
+
     def add_to(self, bias_row: torch.Tensor) -> None:
         """Add this bias into ``bias_row`` (shape (key,)) in place, ignoring keys beyond its length."""
         n = bias_row.shape[0]
@@ -169,6 +178,10 @@ class ScaleKeys(ProbabilityEdit):
         if self.factor < 0:
             raise SpecError(f"ScaleKeys factor must be >= 0, got {self.factor}")
 
+    @property
+    def is_identity(self) -> bool:
+        return self.factor == 1.0
+
     def edit(self, p, query_positions):
         keys = [k for k in self.keys if k < p.shape[-1]]
         scaled = p.clone()
@@ -199,9 +212,11 @@ class HeadGate(OutputEdit):
 
     kind: ClassVar[str] = "head_gate"
 
+    @property
+    def is_identity(self) -> bool:
+        return self.gate == 1.0
+
     def apply(self, z):
-        if self.gate == 1.0:
-            return z
         return z * self.gate
 
 

@@ -79,7 +79,7 @@ def make_plan(spec: CaptureSpec | None, interventions: list[Intervention], layer
         capture_heads = list(spec.heads) if spec.heads is not None else list(range(num_heads))
     plan = LayerPlan(spec=spec or CaptureSpec(statistics=()), capture_heads=capture_heads, phase=phase)
     for item in interventions:
-        if item.layer != layer or not item.active(phase):
+        if item.layer != layer or not item.active(phase) or item.is_identity:
             continue
         if isinstance(item, UniformAttention):
             plan.uniform_heads.append(item.head)

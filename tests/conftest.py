@@ -1,0 +1,56 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    import workbench as wb
+
+    return wb.load_model("tiny-gqa")
+
+
+def smollm2_available() -> bool:
+    from workbench.models.registry import smollm2_dir
+
+    if (smollm2_dir() / "model.safetensors").exists():
+        return True
+    try:
+        from workbench.models.convert import smollm2_gguf
+
+        smollm2_gguf()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    if not smollm2_available():
+        pytest.skip("embedded SmolLM2 not installed (run `make setup`)")
+    import workbench as wb
+
+    return wb.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def sample_text():
+    from workbench.analyses.demo import sample_text
+
+    return sample_text()
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    from workbench.store import Store
+
+    return Store(tmp_path / "results")

@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: one clear error line (exit 2) for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import typer
+
+from workbench.models.convert import MissingWeightsError
+from workbench.models.registry import UnknownModelError
+from workbench.runners.hf import InputError
+from workbench.seam.attention import CaptureError
+from workbench.seam.spec import SpecError
+from workbench.store.store import StoreError
+
+USER_ERRORS = (SpecError, InputError, UnknownModelError, CaptureError, StoreError, MissingWeightsError, FileNotFoundError)
+
+
+def friendly(function):
+    """Turn the workbench's user errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except USER_ERRORS as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def read_text(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"text file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise InputError(f"the text file {path} is empty")
+    return text
+
+
+def parse_ints(value: str | None) -> tuple[int, ...] | None:
+    if value is None or value == "":
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise SpecError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

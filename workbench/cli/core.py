@@ -1,0 +1,112 @@
+"""Core commands: models, setup, capture, runs, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from workbench.cli import app
+from workbench.cli.common import friendly, parse_ints, read_text
+
+
+@app.command()
+def models() -> None:
+    """List the models the workbench knows by name (any HF id or local path also works)."""
+    from workbench.models.registry import known_models
+
+    for entry in known_models():
+        typer.echo(f"{entry.name:16s} {entry.kind:10s} {entry.description}")
+
+
+@app.command()
+@friendly
+def setup() -> None:
+    """Convert the embedded model weights into the cache ($WORKBENCH_HOME), once."""
+    from workbench.models.convert import convert_smollm2
+    from workbench.models.registry import smollm2_dir
+
+    folder = convert_smollm2(smollm2_dir(), progress=typer.echo)
+    typer.echo(f"smollm2-135m ready in {folder}")
+    try:
+        from workbench.vision.convert import ensure_dinov2  # the vision extra, when present
+    except ImportError:
+        return
+    typer.echo(f"dinov2-s14 ready in {ensure_dinov2(progress=typer.echo)}")
+
+
+@app.command()
+@friendly
+def capture(
+    model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
+    text: Path = typer.Option(..., "--text", help="UTF-8 text file; tokenised with no BOS or chat template"),
+    out: Path = typer.Option(..., "--out", help="Parquet file: one row per (layer, head)"),
+    window: int | None = typer.Option(None, "--window", help="keep only the first N tokens"),
+    layers: str | None = typer.Option(None, "--layers", help="comma-separated layers (default all)"),
+    heads: str | None = typer.Option(None, "--heads", help="comma-separated query heads (default all)"),
+    spec_json: str | None = typer.Option(None, "--spec", help="a capture spec as JSON (overrides --layers/--heads)"),
+    pooled: int = typer.Option(128, "--pooled", help="side of the stored pooled attention map (0 = none)"),
+) -> None:
+    """Capture attention statistics over a text; write the per-head table and record the run."""
+    from workbench.runners.hf import load_model
+    from workbench.seam.spec import CaptureSpec
+    from workbench.store import default_store
+    from workbench.store.captures import save_capture
+
+    if out.suffix != ".parquet":
+        raise FileNotFoundError(f"--out must be a .parquet path, got {out}")
+    if spec_json:
+        spec = CaptureSpec.from_json(spec_json)
+    else:
+        spec = CaptureSpec(
+            layers=parse_ints(layers), heads=parse_ints(heads), key_statistics=("received",), pooled_cells=pooled
+        )
+    content = read_text(text)
+    loaded = load_model(model)
+    spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
+    if window is not None and window < 2:
+        raise FileNotFoundError("--window must be at least 2 tokens")
+    ids = loaded.encode(content, window=window)
+    typer.echo(f"{loaded}: {ids.shape[-1]} tokens", err=True)
+    _, result = loaded.run(ids, spec, progress=True)
+    table = result.head_table()
+    run_id = save_capture(default_store(), result, model=loaded.name, input_ids=ids, params={"window": window})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.parquet")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    typer.echo(f"wrote {out} ({len(table)} heads); run {run_id} in {default_store().root}")
+
+
+@app.command()
+def runs(
+    model: str | None = typer.Option(None, "--model"),
+    kind: str | None = typer.Option(None, "--kind"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the runs recorded in the store."""
+    from workbench.store import default_store
+
+    table = default_store().runs(model=model, kind=kind)
+    if as_json:
+        typer.echo(table.to_json(orient="records", date_format="iso"))
+        return
+    if table.empty:
+        typer.echo(f"no runs in {default_store().root}")
+        return
+    for row in table.itertuples():
+        typer.echo(f"{row.run_id}  {row.kind:12s} {row.model:20s} {str(row.created)[:19]}  {row.path}")
+
+
+@app.command()
+@friendly
+def demo(
+    model: str = typer.Option("smollm2-135m", "--model"),
+    out: Path = typer.Option(Path("results/demo"), "--out"),
+) -> None:
+    """The main head-analysis job on the embedded model; prints where the results are."""
+    from workbench.analyses.demo import run_demo
+
+    summary = run_demo(model, out, echo=typer.echo)
+    typer.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,71 @@
+"""Turn a Capture into store records: the head table, per-token statistics and the pooled map."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.capture import Capture
+from workbench.store.store import Store
+
+
+def hash_ids(ids) -> str:
+    array = np.asarray(torch.as_tensor(ids).cpu(), dtype=np.int64)
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16]
+
+
+def capture_arrays(capture: Capture) -> dict[str, pd.DataFrame]:
+    arrays = {}
+    tokens = capture.to_frame("row")
+    if not tokens.empty:
+        arrays["tokens"] = tokens[tokens["batch"] == 0].drop(columns="batch")
+    keys = capture.to_frame("key")
+    if not keys.empty:
+        arrays["keys"] = keys[keys["batch"] == 0].drop(columns="batch")
+    if capture.pooled is not None:
+        pooled = capture.pooled[0].numpy()  # (layer, head, qcell, kcell)
+        n_l, n_h, n_q, n_k = pooled.shape
+        index = pd.MultiIndex.from_product(
+            [capture.layers, capture.heads, range(n_q), range(n_k)], names=["layer", "head", "query_cell", "key_cell"]
+        )
+        frame = pd.DataFrame({"value": pooled.reshape(-1)}, index=index).reset_index()
+        arrays["pooled"] = frame
+    return arrays
+
+
+def save_capture(
+    store: Store,
+    capture: Capture,
+    *,
+    model: str,
+    input_ids,
+    kind: str = "capture",
+    params: dict | None = None,
+    head_table: pd.DataFrame | None = None,
+    summary: dict | None = None,
+) -> str:
+    """Record ``capture`` in ``store``; returns the run id (the same id if it was already there)."""
+    spec = capture.meta.get("spec", {})
+    input_hash = hash_ids(input_ids)
+    run_id = store.run_id(kind, model, input_hash, spec, params)
+    if store.has(run_id):
+        return run_id
+    table = head_table if head_table is not None else capture.head_table()
+    info = {"num_tokens": int(len(capture.positions)), "layers": capture.layers, "heads": capture.heads}
+    info.update(summary or {})
+    if capture.tokens is not None:
+        info["tokens"] = capture.tokens if len(capture.tokens) <= 4096 else None
+    return store.put_run(
+        kind,
+        model,
+        input_hash,
+        spec=spec,
+        params=params,
+        head_tables={"heads": table},
+        arrays=capture_arrays(capture),
+        summary=info,
+        run_id=run_id,
+    )

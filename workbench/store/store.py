@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from workbench import paths
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, kind TEXT, model TEXT, input_hash TEXT,
+    spec TEXT, params TEXT, created TIMESTAMP, path TEXT
+);
+CREATE TABLE IF NOT EXISTS head_tables (
+    run_id TEXT, name TEXT, layer INTEGER, head INTEGER, kv_head INTEGER, metric TEXT, value DOUBLE
+);
+"""
+
+
+def content_hash(*parts) -> str:
+    """Stable hash of JSON-able parts (dict keys sorted)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else paths.results_dir()
+        self.db_path = self.root / "workbench.duckdb"
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _connect(self, read_only=False):
+        if read_only and not self.db_path.exists():
+            return None
+        self.root.mkdir(parents=True, exist_ok=True)
+        for attempt in range(50):  # another process may hold the write lock briefly
+            try:
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                if not read_only:
+                    con.execute(_SCHEMA)
+                return con
+            except duckdb.IOException:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1 + 0.05 * attempt)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def run_id(self, kind: str, model: str, input_hash: str, spec: dict | None = None, params: dict | None = None) -> str:
+        return content_hash(kind, model, input_hash, spec or {}, params or {})
+
+    def has(self, run_id: str) -> bool:
+        con = self._connect(read_only=True)
+        if con is None:
+            return False
+        try:
+            return con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
+        except duckdb.CatalogException:
+            return False
+        finally:
+            con.close()
+
+    def put_run(
+        self,
+        kind: str,
+        model: str,
+        input_hash: str,
+        *,
+        spec: dict | None = None,
+        params: dict | None = None,
+        head_tables: dict[str, pd.DataFrame] | None = None,
+        arrays: dict[str, pd.DataFrame] | None = None,
+        summary: dict | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a run; returns its id. A run already in the store is left as it is."""
+        run_id = run_id or self.run_id(kind, model, input_hash, spec, params)
+        if self.has(run_id):
+            return run_id
+        runs_dir = self.root / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        final = runs_dir / run_id
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=runs_dir))
+        try:
+            for name, table in (head_tables or {}).items():
+                table.to_parquet(staging / f"heads-{name}.parquet", index=False)
+            for name, table in (arrays or {}).items():
+                table.to_parquet(staging / f"{name}.parquet", index=False)
+            meta = {"run_id": run_id, "kind": kind, "model": model, "input_hash": input_hash, "spec": spec, "params": params}
+            (staging / "run.json").write_text(json.dumps(meta, indent=2, default=str))
+            if summary is not None:
+                (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        long_tables = []
+        for name, table in (head_tables or {}).items():
+            metrics = [c for c in table.columns if c not in ("layer", "head", "kv_head") and pd.api.types.is_numeric_dtype(table[c])]
+            frame = table.copy()
+            if "kv_head" not in frame:
+                frame["kv_head"] = -1
+            melted = frame.melt(id_vars=["layer", "head", "kv_head"], value_vars=metrics, var_name="metric", value_name="value")
+            melted.insert(0, "name", name)
+            melted.insert(0, "run_id", run_id)
+            long_tables.append(melted[["run_id", "name", "layer", "head", "kv_head", "metric", "value"]])
+        con = self._connect()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [run_id, kind, model, input_hash, json.dumps(spec or {}, sort_keys=True), json.dumps(params or {}, sort_keys=True, default=str),
+                 _dt.datetime.now(), str(final)],
+            )
+            for frame in long_tables:
+                con.register("incoming", frame)
+                con.execute("INSERT INTO head_tables SELECT * FROM incoming")
+                con.unregister("incoming")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        return run_id
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def runs(self, model: str | None = None, kind: str | None = None) -> pd.DataFrame:
+        con = self._connect(read_only=True)
+        if con is None:
+            return pd.DataFrame(columns=["run_id", "kind", "model", "input_hash", "spec", "params", "created", "path"])
+        try:
+            query, args = "SELECT * FROM runs WHERE 1=1", []
+            if model:
+                query, args = query + " AND model = ?", args + [model]
+            if kind:
+                query, args = query + " AND kind = ?", args + [kind]
+            return con.execute(query + " ORDER BY created DESC", args).df()
+        finally:
+            con.close()
+
+    def run(self, run_id: str) -> dict:
+        runs = self.runs()
+        match = runs[runs["run_id"].str.startswith(run_id)]
+        if match.empty:
+            raise StoreError(f"no run {run_id!r} in {self.root}")
+        return match.iloc[0].to_dict()
+
+    def run_dir(self, run_id: str) -> Path:
+        return Path(self.run(run_id)["path"])
+
+    def head_table(self, run_id: str, name: str = "heads") -> pd.DataFrame:
+        path = self.run_dir(run_id) / f"heads-{name}.parquet"
+        if not path.exists():
+            raise StoreError(f"run {run_id} has no head table {name!r}")
+        return pd.read_parquet(path)
+
+    def head_table_names(self, run_id: str) -> list[str]:
+        return sorted(p.stem[len("heads-"):] for p in self.run_dir(run_id).glob("heads-*.parquet"))
+
+    def array(self, run_id: str, name: str, filters=None) -> pd.DataFrame:
+        path = self.run_dir(run_id) / f"{name}.parquet"
+        if not path.exists():
+            raise StoreError(f"run {run_id} has no array {name!r}")
+        return pd.read_parquet(path, filters=filters)
+
+    def array_names(self, run_id: str) -> list[str]:
+        return sorted(p.stem for p in self.run_dir(run_id).glob("*.parquet") if not p.stem.startswith("heads-"))
+
+    def summary(self, run_id: str) -> dict:
+        path = self.run_dir(run_id) / "summary.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def query(self, sql: str, params=None) -> pd.DataFrame:
+        con = self._connect(read_only=True)
+        if con is None:
+            return pd.DataFrame()
+        try:
+            return con.execute(sql, params or []).df()
+        finally:
+            con.close()
+
+
+def default_store() -> Store:
+    return Store()
