@@ -8,11 +8,24 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Attention workbench: statistics, head tables, interventions.")
 
-# modules that add commands to ``app``; a new analysis appends its module name here
-COMMAND_MODULES = ["workbench.cli.core"]
+# modules that add commands to ``app``, one per analysis; a module not present yet is skipped
+COMMAND_MODULES = [
+    "workbench.cli.core",
+    "workbench.cli.retrieval",
+    "workbench.cli.sinks",
+    "workbench.cli.rhythm",
+    "workbench.cli.lofit",
+    "workbench.cli.binding",
+    "workbench.cli.dashboard",
+    "workbench.cli.pipeline",
+]
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(_name)
+    try:
+        importlib.import_module(_name)
+    except ModuleNotFoundError as _error:
+        if _error.name != _name:
+            raise
 
 
 def main() -> None:  # pragma: no cover
