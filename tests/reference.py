@@ -11,7 +11,9 @@ def eager_attentions(hf_model, ids, attention_mask=None):
     hf_model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            out = hf_model(input_ids=ids, attention_mask=attention_mask, output_attentions=True, use_cache=False)
+            out = hf_model(
+                input_ids=ids, attention_mask=attention_mask, output_attentions=True, use_cache=False
+            )
     finally:
         hf_model.set_attn_implementation(previous)
     return [a.to(torch.float64) for a in out.attentions], out.logits

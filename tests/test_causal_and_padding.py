@@ -37,7 +37,9 @@ def test_padded_batch_matches_eager_on_real_tokens(tiny):
     ids, mask = padded_batch(tiny)
     pad = int((mask[0] == 0).sum())
     attentions, _ = eager_attentions(tiny.hf, ids, attention_mask=mask)
-    _, capture = tiny.run(ids, wb.CaptureSpec(statistics=("entropy", "max", "mean_distance")), attention_mask=mask)
+    _, capture = tiny.run(
+        ids, wb.CaptureSpec(statistics=("entropy", "max", "mean_distance")), attention_mask=mask
+    )
     for layer, p in enumerate(attentions):
         reference = row_statistics(p)
         for name in ("entropy", "max", "mean_distance"):

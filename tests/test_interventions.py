@@ -103,8 +103,12 @@ def test_scope_prefill_leaves_decode_steps_alone(model):
     )
     n = len(base.prompt_ids)
     # prefill rows identical; decode rows of the biased head differ
-    torch.testing.assert_close(base.capture.row["entropy"][..., :n], decode_only.capture.row["entropy"][..., :n], rtol=0, atol=0)
-    assert (base.capture.row["entropy"][0, 0, 0, n:] - decode_only.capture.row["entropy"][0, 0, 0, n:]).abs().max() > 1e-4
+    torch.testing.assert_close(
+        base.capture.row["entropy"][..., :n], decode_only.capture.row["entropy"][..., :n], rtol=0, atol=0
+    )
+    assert (
+        base.capture.row["entropy"][0, 0, 0, n:] - decode_only.capture.row["entropy"][0, 0, 0, n:]
+    ).abs().max() > 1e-4
 
 
 def test_interventions_round_trip_json_and_apply_identically():

@@ -48,10 +48,14 @@ def check(capture, reference, ids, tol=1e-4):
                 torch.testing.assert_close(ours, rows[name], rtol=tol, atol=tol, msg=f"{name} layer {li}")
         keys = key_statistics(p)
         for name in ("received", "fai"):
-            torch.testing.assert_close(capture.key[name][:, li].to(torch.float64), keys[name], rtol=tol, atol=tol)
+            torch.testing.assert_close(
+                capture.key[name][:, li].to(torch.float64), keys[name], rtol=tol, atol=tol
+            )
         torch.testing.assert_close(capture.pooled[:, li].to(torch.float64), pooled(p, 16), rtol=tol, atol=tol)
         for position in (0, length // 2, length - 1):
-            torch.testing.assert_close(capture.rows[position][:, li].to(torch.float64), p[:, :, position], rtol=tol, atol=tol)
+            torch.testing.assert_close(
+                capture.rows[position][:, li].to(torch.float64), p[:, :, position], rtol=tol, atol=tol
+            )
         top = capture.top_k[:, li]
         torch.testing.assert_close(p.gather(-1, top[..., :1]).squeeze(-1), p.amax(-1), rtol=0, atol=1e-6)
 

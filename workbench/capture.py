@@ -64,7 +64,9 @@ class Capture:
             return self.row[name]
         if name in self.key:
             return self.key[name]
-        raise KeyError(f"statistic {name!r} was not captured; captured: {sorted(self.row) + sorted(self.key)}")
+        raise KeyError(
+            f"statistic {name!r} was not captured; captured: {sorted(self.row) + sorted(self.key)}"
+        )
 
     def to_frame(self, kind: str = "row") -> pd.DataFrame:
         """Long table: one row per (batch, layer, head, query|key) with one column per statistic."""
@@ -121,16 +123,22 @@ class Capture:
         for call in records[layers[0]]:
             offset = call["num_keys"] - call["num_queries"]
             positions.extend(range(offset, offset + call["num_queries"]))
-        capture = cls(shape=shape, layers=layers, heads=list(heads), positions=np.asarray(positions), meta=meta or {})
+        capture = cls(
+            shape=shape, layers=layers, heads=list(heads), positions=np.asarray(positions), meta=meta or {}
+        )
         first_calls = records[layers[0]]
         for name in first_calls[0]["row"]:
             capture.row[name] = torch.stack(
                 [torch.cat([call["row"][name] for call in records[layer]], dim=-1) for layer in layers], dim=1
             ).cpu()
-        prefill = {layer: next((c for c in records[layer] if "key" in c or "pooled" in c), None) for layer in layers}
+        prefill = {
+            layer: next((c for c in records[layer] if "key" in c or "pooled" in c), None) for layer in layers
+        }
         if all(prefill[layer] is not None and "key" in prefill[layer] for layer in layers):
             for name in prefill[layers[0]]["key"]:
-                capture.key[name] = torch.stack([prefill[layer]["key"][name] for layer in layers], dim=1).cpu()
+                capture.key[name] = torch.stack(
+                    [prefill[layer]["key"][name] for layer in layers], dim=1
+                ).cpu()
         if all(prefill[layer] is not None and "pooled" in prefill[layer] for layer in layers):
             capture.pooled = torch.stack([prefill[layer]["pooled"] for layer in layers], dim=1).cpu()
         if "top_k" in first_calls[0]:
@@ -143,7 +151,10 @@ class Capture:
             for call in records[layer]:
                 wanted_rows.update(call.get("rows", {}))
         for position in sorted(wanted_rows):
-            found = [next((c["rows"][position] for c in records[layer] if position in c.get("rows", {})), None) for layer in layers]
+            found = [
+                next((c["rows"][position] for c in records[layer] if position in c.get("rows", {})), None)
+                for layer in layers
+            ]
             if all(f is not None for f in found):
                 capture.rows[position] = torch.stack(found, dim=1).cpu()
         steps = [[c["decode_row"] for c in records[layer] if "decode_row" in c] for layer in layers]

@@ -26,7 +26,9 @@ def head_heatmap(table: pd.DataFrame, metric: str, title: str | None = None) -> 
     return figure
 
 
-def pooled_map(values: np.ndarray, title: str = "pooled attention", log: bool = True, exclude_sink: bool = False) -> go.Figure:
+def pooled_map(
+    values: np.ndarray, title: str = "pooled attention", log: bool = True, exclude_sink: bool = False
+) -> go.Figure:
     """Heatmap of a pooled attention map (query cell x key cell)."""
     z = np.array(values, dtype=float)
     if exclude_sink:
@@ -34,5 +36,7 @@ def pooled_map(values: np.ndarray, title: str = "pooled attention", log: bool = 
     if log:
         z = np.log10(np.clip(z, 1e-8, None))
     figure = go.Figure(go.Heatmap(z=z, colorscale="Magma", colorbar={"title": "log10 p" if log else "p"}))
-    figure.update_layout(title=title, xaxis_title="key cell", yaxis_title="query cell", yaxis_autorange="reversed")
+    figure.update_layout(
+        title=title, xaxis_title="key cell", yaxis_title="query cell", yaxis_autorange="reversed"
+    )
     return figure

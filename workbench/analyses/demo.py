@@ -17,7 +17,9 @@ def sample_text() -> str:
     return importlib.resources.files("workbench.data").joinpath("sample.txt").read_text()
 
 
-def classify_heads(table, sink_threshold: float = 0.5, local_threshold: float = 0.5, far_quantile: float = 0.9):
+def classify_heads(
+    table, sink_threshold: float = 0.5, local_threshold: float = 0.5, far_quantile: float = 0.9
+):
     """Label heads: ``sink`` (mean first-token mass above threshold), ``local`` (mass within the local
     window above threshold), ``long-range`` (top decile of mean backward distance among the rest)."""
     labels = {}
@@ -64,8 +66,12 @@ def run_demo(model_name: str, out: Path, echo=print) -> dict:
         ],
     }
     write_json(out / "HEADS.json", heads_json)
-    figures = [head_heatmap(table, metric) for metric in ("sink_mass", "local_mass", "mean_distance", "entropy")]
-    html = "\n".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figures))
+    figures = [
+        head_heatmap(table, metric) for metric in ("sink_mass", "local_mass", "mean_distance", "entropy")
+    ]
+    html = "\n".join(
+        f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figures)
+    )
     (out / "heads.html").write_text(f"<html><body><h2>{model.name}: attention heads</h2>{html}</body></html>")
     counts = table["label"].value_counts().to_dict()
     summary = {
@@ -74,9 +80,13 @@ def run_demo(model_name: str, out: Path, echo=print) -> dict:
         "run_id": run_id,
         "store": str(store.root),
         "head_counts": counts,
-        "top_sink_heads": [[int(r.layer), int(r.head), round(float(r.sink_mass), 3)] for r in table.nlargest(5, "sink_mass").itertuples()],
+        "top_sink_heads": [
+            [int(r.layer), int(r.head), round(float(r.sink_mass), 3)]
+            for r in table.nlargest(5, "sink_mass").itertuples()
+        ],
         "longest_range_heads": [
-            [int(r.layer), int(r.head), round(float(r.mean_distance), 1)] for r in table.nlargest(5, "mean_distance").itertuples()
+            [int(r.layer), int(r.head), round(float(r.mean_distance), 1)]
+            for r in table.nlargest(5, "mean_distance").itertuples()
         ],
         "files": [str(out / "heads.parquet"), str(out / "HEADS.json"), str(out / "heads.html")],
     }

@@ -19,13 +19,17 @@ def make_head_table(rows, method: str, params: dict | None = None, score: str = 
     table = pd.DataFrame(rows)
     if score != "score":
         table["score"] = table[score]
-    table = table.sort_values(["score", "layer", "head"], ascending=[False, True, True]).reset_index(drop=True)
+    table = table.sort_values(["score", "layer", "head"], ascending=[False, True, True]).reset_index(
+        drop=True
+    )
     table.attrs["method"] = method
     table.attrs["params"] = dict(params or {})
     return table
 
 
-def heads_json(table: pd.DataFrame, model: str, method: str | None = None, params: dict | None = None) -> dict:
+def heads_json(
+    table: pd.DataFrame, model: str, method: str | None = None, params: dict | None = None
+) -> dict:
     method = method or table.attrs.get("method", "unknown")
     params = params if params is not None else table.attrs.get("params", {})
     heads = []
@@ -38,7 +42,9 @@ def heads_json(table: pd.DataFrame, model: str, method: str | None = None, param
     return {"model": model, "method": method, "params": params, "heads": heads}
 
 
-def write_heads_json(path: Path, table: pd.DataFrame, model: str, method: str | None = None, params=None) -> dict:
+def write_heads_json(
+    path: Path, table: pd.DataFrame, model: str, method: str | None = None, params=None
+) -> dict:
     data = heads_json(table, model, method, params)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,11 @@ import importlib
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Attention workbench: statistics, head tables, interventions.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Attention workbench: statistics, head tables, interventions.",
+)
 
 # modules that add commands to ``app``, one per analysis; a module not present yet is skipped
 COMMAND_MODULES = [

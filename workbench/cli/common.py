@@ -15,7 +15,15 @@ from workbench.seam.attention import CaptureError
 from workbench.seam.spec import SpecError
 from workbench.store.store import StoreError
 
-USER_ERRORS = (SpecError, InputError, UnknownModelError, CaptureError, StoreError, MissingWeightsError, FileNotFoundError)
+USER_ERRORS = (
+    SpecError,
+    InputError,
+    UnknownModelError,
+    CaptureError,
+    StoreError,
+    MissingWeightsError,
+    FileNotFoundError,
+)
 
 
 def friendly(function):

@@ -45,7 +45,9 @@ def capture(
     window: int | None = typer.Option(None, "--window", help="keep only the first N tokens"),
     layers: str | None = typer.Option(None, "--layers", help="comma-separated layers (default all)"),
     heads: str | None = typer.Option(None, "--heads", help="comma-separated query heads (default all)"),
-    spec_json: str | None = typer.Option(None, "--spec", help="a capture spec as JSON (overrides --layers/--heads)"),
+    spec_json: str | None = typer.Option(
+        None, "--spec", help="a capture spec as JSON (overrides --layers/--heads)"
+    ),
     pooled: int = typer.Option(128, "--pooled", help="side of the stored pooled attention map (0 = none)"),
 ) -> None:
     """Capture attention statistics over a text; write the per-head table and record the run."""
@@ -60,7 +62,10 @@ def capture(
         spec = CaptureSpec.from_json(spec_json)
     else:
         spec = CaptureSpec(
-            layers=parse_ints(layers), heads=parse_ints(heads), key_statistics=("received",), pooled_cells=pooled
+            layers=parse_ints(layers),
+            heads=parse_ints(heads),
+            key_statistics=("received",),
+            pooled_cells=pooled,
         )
     content = read_text(text)
     loaded = load_model(model)
@@ -71,7 +76,9 @@ def capture(
     typer.echo(f"{loaded}: {ids.shape[-1]} tokens", err=True)
     _, result = loaded.run(ids, spec, progress=True)
     table = result.head_table()
-    run_id = save_capture(default_store(), result, model=loaded.name, input_ids=ids, params={"window": window})
+    run_id = save_capture(
+        default_store(), result, model=loaded.name, input_ids=ids, params={"window": window}
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.parquet")
     table.to_parquet(tmp, index=False)

@@ -43,7 +43,9 @@ def _load_smollm2(device, dtype):
     from workbench.models.convert import convert_smollm2
 
     folder = convert_smollm2(smollm2_dir())
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation="workbench", dtype=dtype or "float32"
+    )
     return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
 
 
@@ -65,14 +67,21 @@ register_model(
     )
 )
 register_model(
-    ModelEntry("tiny-gqa", "2-layer random Llama, 4 query / 2 KV heads, byte tokenizer (tests, demos)", "causal-lm", _load_tiny)
+    ModelEntry(
+        "tiny-gqa",
+        "2-layer random Llama, 4 query / 2 KV heads, byte tokenizer (tests, demos)",
+        "causal-lm",
+        _load_tiny,
+    )
 )
 
 
 def _load_pretrained(name_or_path: str, device, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, attn_implementation="workbench", dtype=dtype or "auto")
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, attn_implementation="workbench", dtype=dtype or "auto"
+    )
     return model.to(device).eval(), AutoTokenizer.from_pretrained(name_or_path)
 
 

@@ -124,15 +124,23 @@ class Model:
             session.check_fired()
         capture = None
         if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name})
-            capture.tokens = self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
+            capture = Capture.from_records(
+                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
+            )
+            capture.tokens = (
+                self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
+            )
         return logits, capture
 
-    def capture(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()) -> Capture:
+    def capture(
+        self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()
+    ) -> Capture:
         """Statistics of one forward pass (default spec: the standard row statistics, all heads)."""
         spec = spec or CaptureSpec()
         if not spec.captures_anything:
-            raise SpecError("the capture spec asks for nothing: name statistics, key_statistics, rows or pooled_cells")
+            raise SpecError(
+                "the capture spec asks for nothing: name statistics, key_statistics, rows or pooled_cells"
+            )
         return self.run(inputs, spec, interventions)[1]
 
     def logits(self, inputs, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
@@ -178,7 +186,9 @@ class Model:
             session.check_fired()
         capture = None
         if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name})
+            capture = Capture.from_records(
+                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
+            )
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 

@@ -29,7 +29,10 @@ def delegate_attention(bridge):
     try:
         for block in bridge.blocks:
             component = block.attn
-            if isinstance(component, AttentionBridge) and type(component).forward is not AttentionBridge.forward:
+            if (
+                isinstance(component, AttentionBridge)
+                and type(component).forward is not AttentionBridge.forward
+            ):
                 component.__dict__["forward"] = types.MethodType(AttentionBridge.forward, component)
                 patched.append(component)
         yield
@@ -66,5 +69,7 @@ class LensRunner:
             session.check_fired()
         capture = None
         if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "lens"})
+            capture = Capture.from_records(
+                self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "lens"}
+            )
         return logits, capture

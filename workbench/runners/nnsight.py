@@ -42,5 +42,7 @@ class NNsightRunner:
             session.check_fired()
         capture = None
         if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "nnsight"})
+            capture = Capture.from_records(
+                self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "nnsight"}
+            )
         return torch.as_tensor(logits), capture

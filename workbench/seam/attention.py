@@ -36,7 +36,9 @@ def _layer_of(module) -> int:
     if layer is None:
         layer = getattr(module, "layer_idx", None)
     if layer is None:
-        raise CaptureError(f"{type(module).__name__} has no layer index; instrument the model through its adapter")
+        raise CaptureError(
+            f"{type(module).__name__} has no layer index; instrument the model through its adapter"
+        )
     return int(layer)
 
 
@@ -83,7 +85,9 @@ AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 class Session:
     """One instrumented run: the plan per layer, and the records each forward call leaves."""
 
-    def __init__(self, shape: ModelShape, spec: CaptureSpec | None, interventions: Sequence[Intervention], use_kernels):
+    def __init__(
+        self, shape: ModelShape, spec: CaptureSpec | None, interventions: Sequence[Intervention], use_kernels
+    ):
         self.shape = shape
         self.spec = spec
         self.interventions = list(interventions)
@@ -103,9 +107,13 @@ class Session:
         record = None
         output = None
         if self.use_kernels and query.is_cuda:
-            output, record = cuda_path.attend(query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan)
+            output, record = cuda_path.attend(
+                query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
+            )
         if output is None:
-            output, record = torch_path.attend(query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan)
+            output, record = torch_path.attend(
+                query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
+            )
         if record is not None:
             record["num_keys"] = key.shape[2]
             record["num_queries"] = query.shape[2]

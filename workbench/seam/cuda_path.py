@@ -24,7 +24,13 @@ def available() -> bool:
 
 
 def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
-    if not _HAVE_KERNELS or mask is not None or plan.prob_edits or torch.is_grad_enabled() and query.requires_grad:
+    if (
+        not _HAVE_KERNELS
+        or mask is not None
+        or plan.prob_edits
+        or torch.is_grad_enabled()
+        and query.requires_grad
+    ):
         return None, None
     gates = plan.head_gates(query.shape[1], query.device)
     if plan.output_edits and gates is None:

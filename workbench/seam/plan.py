@@ -73,7 +73,9 @@ def phase_of(query_length: int, key_length: int) -> str:
     return "decode" if query_length == 1 and key_length > 1 else "prefill"
 
 
-def make_plan(spec: CaptureSpec | None, interventions: list[Intervention], layer: int, phase: str, num_heads: int):
+def make_plan(
+    spec: CaptureSpec | None, interventions: list[Intervention], layer: int, phase: str, num_heads: int
+):
     capture_heads = None
     if spec is not None and spec.captures_anything and spec.wants_layer(layer):
         capture_heads = list(spec.heads) if spec.heads is not None else list(range(num_heads))

@@ -7,7 +7,7 @@ spec that names a layer or head the model does not have is rejected before anyth
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 ROW_STATISTICS = (
     "lse",
@@ -21,7 +21,16 @@ ROW_STATISTICS = (
     "waad",
 )
 KEY_STATISTICS = ("received", "fai")
-DEFAULT_ROW_STATISTICS = ("lse", "entropy", "max", "argmax", "sink_mass", "local_mass", "mean_distance", "waad")
+DEFAULT_ROW_STATISTICS = (
+    "lse",
+    "entropy",
+    "max",
+    "argmax",
+    "sink_mass",
+    "local_mass",
+    "mean_distance",
+    "waad",
+)
 
 
 class SpecError(ValueError):
@@ -103,7 +112,9 @@ class CaptureSpec:
         """Raise SpecError naming the model's shape if a layer or head is out of range."""
         for layer in self.layers or ():
             if not 0 <= layer < num_layers:
-                raise SpecError(f"layer {layer} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
+                raise SpecError(
+                    f"layer {layer} is out of range: the model has {num_layers} layers (0..{num_layers - 1})"
+                )
         for head in self.heads or ():
             if not 0 <= head < num_heads:
                 raise SpecError(
@@ -115,7 +126,9 @@ class CaptureSpec:
 
     @property
     def captures_anything(self) -> bool:
-        return bool(self.statistics or self.key_statistics or self.pooled_cells or self.rows or self.decode_rows)
+        return bool(
+            self.statistics or self.key_statistics or self.pooled_cells or self.rows or self.decode_rows
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

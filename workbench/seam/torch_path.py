@@ -124,7 +124,9 @@ class Accumulator:
                 last = self.num_keys - 1
                 j = torch.arange(self.num_keys, device=key["fai"].device)
                 count = (torch.clamp(j + hi, max=last) - (j + lo) + 1).clamp_min(0)
-                key["fai"] = torch.where(count > 0, key["fai"] / count.clamp_min(1), torch.zeros_like(key["fai"]))
+                key["fai"] = torch.where(
+                    count > 0, key["fai"] / count.clamp_min(1), torch.zeros_like(key["fai"])
+                )
             out["key"] = key
         if self.pooled is not None:
             sizes = torch.full((self.ncell,), self.cell, dtype=torch.float32, device=self.pooled.device)

@@ -29,7 +29,8 @@ def capture_arrays(capture: Capture) -> dict[str, pd.DataFrame]:
         pooled = capture.pooled[0].numpy()  # (layer, head, qcell, kcell)
         n_l, n_h, n_q, n_k = pooled.shape
         index = pd.MultiIndex.from_product(
-            [capture.layers, capture.heads, range(n_q), range(n_k)], names=["layer", "head", "query_cell", "key_cell"]
+            [capture.layers, capture.heads, range(n_q), range(n_k)],
+            names=["layer", "head", "query_cell", "key_cell"],
         )
         frame = pd.DataFrame({"value": pooled.reshape(-1)}, index=index).reset_index()
         arrays["pooled"] = frame

@@ -62,7 +62,9 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def run_id(self, kind: str, model: str, input_hash: str, spec: dict | None = None, params: dict | None = None) -> str:
+    def run_id(
+        self, kind: str, model: str, input_hash: str, spec: dict | None = None, params: dict | None = None
+    ) -> str:
         return content_hash(kind, model, input_hash, spec or {}, params or {})
 
     def has(self, run_id: str) -> bool:
@@ -102,7 +104,14 @@ class Store:
                 table.to_parquet(staging / f"heads-{name}.parquet", index=False)
             for name, table in (arrays or {}).items():
                 table.to_parquet(staging / f"{name}.parquet", index=False)
-            meta = {"run_id": run_id, "kind": kind, "model": model, "input_hash": input_hash, "spec": spec, "params": params}
+            meta = {
+                "run_id": run_id,
+                "kind": kind,
+                "model": model,
+                "input_hash": input_hash,
+                "spec": spec,
+                "params": params,
+            }
             (staging / "run.json").write_text(json.dumps(meta, indent=2, default=str))
             if summary is not None:
                 (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -114,11 +123,20 @@ class Store:
                 shutil.rmtree(staging, ignore_errors=True)
         long_tables = []
         for name, table in (head_tables or {}).items():
-            metrics = [c for c in table.columns if c not in ("layer", "head", "kv_head") and pd.api.types.is_numeric_dtype(table[c])]
+            metrics = [
+                c
+                for c in table.columns
+                if c not in ("layer", "head", "kv_head") and pd.api.types.is_numeric_dtype(table[c])
+            ]
             frame = table.copy()
             if "kv_head" not in frame:
                 frame["kv_head"] = -1
-            melted = frame.melt(id_vars=["layer", "head", "kv_head"], value_vars=metrics, var_name="metric", value_name="value")
+            melted = frame.melt(
+                id_vars=["layer", "head", "kv_head"],
+                value_vars=metrics,
+                var_name="metric",
+                value_name="value",
+            )
             melted.insert(0, "name", name)
             melted.insert(0, "run_id", run_id)
             long_tables.append(melted[["run_id", "name", "layer", "head", "kv_head", "metric", "value"]])
@@ -127,8 +145,16 @@ class Store:
             con.execute("BEGIN TRANSACTION")
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [run_id, kind, model, input_hash, json.dumps(spec or {}, sort_keys=True), json.dumps(params or {}, sort_keys=True, default=str),
-                 _dt.datetime.now(), str(final)],
+                [
+                    run_id,
+                    kind,
+                    model,
+                    input_hash,
+                    json.dumps(spec or {}, sort_keys=True),
+                    json.dumps(params or {}, sort_keys=True, default=str),
+                    _dt.datetime.now(),
+                    str(final),
+                ],
             )
             for frame in long_tables:
                 con.register("incoming", frame)
@@ -147,7 +173,9 @@ class Store:
     def runs(self, model: str | None = None, kind: str | None = None) -> pd.DataFrame:
         con = self._connect(read_only=True)
         if con is None:
-            return pd.DataFrame(columns=["run_id", "kind", "model", "input_hash", "spec", "params", "created", "path"])
+            return pd.DataFrame(
+                columns=["run_id", "kind", "model", "input_hash", "spec", "params", "created", "path"]
+            )
         try:
             query, args = "SELECT * FROM runs WHERE 1=1", []
             if model:
@@ -175,7 +203,7 @@ class Store:
         return pd.read_parquet(path)
 
     def head_table_names(self, run_id: str) -> list[str]:
-        return sorted(p.stem[len("heads-"):] for p in self.run_dir(run_id).glob("heads-*.parquet"))
+        return sorted(p.stem[len("heads-") :] for p in self.run_dir(run_id).glob("heads-*.parquet"))
 
     def array(self, run_id: str, name: str, filters=None) -> pd.DataFrame:
         path = self.run_dir(run_id) / f"{name}.parquet"
@@ -184,7 +212,9 @@ class Store:
         return pd.read_parquet(path, filters=filters)
 
     def array_names(self, run_id: str) -> list[str]:
-        return sorted(p.stem for p in self.run_dir(run_id).glob("*.parquet") if not p.stem.startswith("heads-"))
+        return sorted(
+            p.stem for p in self.run_dir(run_id).glob("*.parquet") if not p.stem.startswith("heads-")
+        )
 
     def summary(self, run_id: str) -> dict:
         path = self.run_dir(run_id) / "summary.json"
