@@ -35,7 +35,6 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
     gates = plan.head_gates(query.shape[1], query.device)
     if plan.output_edits and gates is None:
         return None, None
-    spec = plan.spec
     if plan.uniform_heads:
         query = query.clone()
         query[:, plan.uniform_heads] = 0
@@ -60,10 +59,7 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
     index = torch.tensor(plan.capture_heads, device=query.device)
     record = {"heads": plan.capture_heads, "phase": plan.phase}
     record["row"] = {name: stats[name].index_select(1, index) for name in spec.statistics}
-    needs_key_pass = plan.phase == "prefill" and (spec.key_statistics or spec.pooled_cells)
-    if spec.top_k > 1 or spec.rows or spec.decode_rows:
-        return None, None  # exact rows and top-k come from the PyTorch path
-    if needs_key_pass:
+    if plan.phase == "prefill" and (spec.key_statistics or spec.pooled_cells):
         keyed = _kernels.key_statistics(
             query,
             key,
