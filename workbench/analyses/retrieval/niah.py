@@ -1,0 +1,199 @@
+"""The needle-in-a-haystack harness: a grid of lengths x depths x needles, greedy answers, ROUGE-1
+success, and (when detecting) the per-head retrieval score from the same generation's capture."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.analyses.retrieval.haystack import (
+    Haystack,
+    Needle,
+    NiahPrompt,
+    PromptBuilder,
+    passkey_needles,
+    read_haystack,
+    read_needles,
+)
+from workbench.analyses.retrieval.rouge import rouge1_recall
+from workbench.analyses.retrieval.scoring import decode_argmax, retrieval_hits, score_table
+from workbench.seam.spec import CaptureSpec
+
+SUCCESS_RECALL = 0.5
+DEFAULT_LENGTHS = (500, 1000)
+DEFAULT_DEPTHS = (0, 50, 100)
+ARGMAX_SPEC = CaptureSpec(statistics=("argmax",))
+
+
+@dataclass
+class NiahResult:
+    """Per-run table plus, when detecting, each run's (layer, head) retrieval score."""
+
+    runs: pd.DataFrame
+    scores: list[np.ndarray | None] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return niah_summary(self.runs)
+
+
+def niah_summary(runs: pd.DataFrame) -> dict:
+    if runs.empty:
+        return {"success_rate": float("nan"), "mean_rouge_recall": float("nan"), "num_runs": 0}
+    return {
+        "success_rate": float(runs["success"].mean()),
+        "mean_rouge_recall": float(runs["rouge_recall"].mean()),
+        "num_runs": int(len(runs)),
+    }
+
+
+def resolve_inputs(haystack, needles, split: str = "detect") -> tuple[Haystack, list[Needle]]:
+    """Haystack (path, Haystack or None = synthetic) and needles (path, list or None = built-in).
+
+    With the synthetic haystack and no needles, random pass keys are the needles (the passkey task).
+    """
+    if not isinstance(haystack, Haystack):
+        haystack = read_haystack(haystack)
+    if needles is None or isinstance(needles, (str, Path)):
+        if needles is None and haystack.source == "synthetic":
+            needles = passkey_needles(3, seed=0 if split == "detect" else 1)
+        else:
+            needles = read_needles(needles, split)
+    return haystack, list(needles)
+
+
+def grid_prompts(builder: PromptBuilder, needles: Sequence[Needle], lengths, depths) -> list[NiahPrompt]:
+    return [builder.build(n, int(length), float(depth)) for n in needles for length in lengths for depth in depths]
+
+
+def run_prompts(
+    model,
+    prompts: Sequence[NiahPrompt],
+    *,
+    interventions=(),
+    detect: bool = False,
+    max_new_tokens: int = 50,
+    progress: bool = True,
+    description: str = "niah",
+) -> NiahResult:
+    """Generate an answer for each prompt; score success, and the heads when ``detect``."""
+    from tqdm.auto import tqdm
+
+    rows, scores = [], []
+    for prompt in tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False):
+        started = time.perf_counter()
+        gen = model.generate(
+            prompt.ids,
+            max_new_tokens=max_new_tokens,
+            stop_at_newline=True,
+            spec=ARGMAX_SPEC if detect else None,
+            interventions=interventions,
+        )
+        seconds = time.perf_counter() - started
+        response = gen.text.strip()
+        recall = rouge1_recall(prompt.needle.answer, response)
+        run_score = None
+        if detect:
+            argmax = decode_argmax(gen.capture, len(gen.prompt_ids), len(gen.new_ids))
+            run_score = retrieval_hits(argmax, gen.prompt_ids, gen.new_ids, prompt.answer_span).numpy()
+        scores.append(run_score)
+        rows.append(
+            {
+                "needle": prompt.needle.needle,
+                "answer": prompt.needle.answer,
+                "length": prompt.length,
+                "depth": prompt.depth,
+                "tokens": int(len(gen.prompt_ids)),
+                "answer_start": prompt.answer_span[0],
+                "answer_end": prompt.answer_span[1],
+                "response": response,
+                "rouge_recall": recall,
+                "success": recall > SUCCESS_RECALL,
+                "new_tokens": int(len(gen.new_ids)),
+                "seconds": seconds,
+            }
+        )
+    return NiahResult(pd.DataFrame(rows), scores)
+
+
+def run_niah(
+    model,
+    haystack=None,
+    needles=None,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    depths: Sequence[float] = DEFAULT_DEPTHS,
+    *,
+    interventions=(),
+    detect: bool = False,
+    chat: bool | None = None,
+    max_new_tokens: int = 50,
+    split: str = "detect",
+    progress: bool = True,
+) -> NiahResult:
+    haystack, needles = resolve_inputs(haystack, needles, split)
+    builder = PromptBuilder(model, haystack, chat=chat)
+    prompts = grid_prompts(builder, needles, lengths, depths)
+    return run_prompts(model, prompts, interventions=interventions, detect=detect, max_new_tokens=max_new_tokens,
+                       progress=progress)
+
+
+def detect_retrieval_heads(
+    model,
+    haystack=None,
+    needles=None,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    depths: Sequence[float] = DEFAULT_DEPTHS,
+    *,
+    threshold: float = 0.1,
+    chat: bool | None = None,
+    max_new_tokens: int = 50,
+    progress: bool = True,
+    return_runs: bool = False,
+):
+    """Retrieval score per head (Wu et al. 2024 §1): mean over successful runs of the per-run hit rate.
+
+    Returns the head table (``layer, head, kv_head, score, active_runs, retrieval_head``), sorted by score,
+    with the grid in ``attrs["params"]``; with ``return_runs`` also the per-run table.
+    """
+    haystack, needles = resolve_inputs(haystack, needles, "detect")
+    result = run_niah(model, haystack, needles, lengths, depths, detect=True, chat=chat,
+                      max_new_tokens=max_new_tokens, progress=progress)
+    good = [s for s, ok in zip(result.scores, result.runs["success"], strict=True) if ok]
+    params = {
+        "haystack": haystack.source,
+        "needles": [n.to_dict() for n in needles],
+        "lengths": [int(x) for x in lengths],
+        "depths": [float(x) for x in depths],
+        "chat": builder_chat(model, chat),
+        "max_new_tokens": max_new_tokens,
+        "success_recall": SUCCESS_RECALL,
+        "total_runs": int(len(result.runs)),
+    }
+    table = score_table(good, model.shape, threshold=threshold, params=params)
+    return (table, result.runs) if return_runs else table
+
+
+def builder_chat(model, chat: bool | None) -> bool:
+    return model.has_chat_template if chat is None else bool(chat)
+
+
+def evaluate_niah(
+    model,
+    haystack=None,
+    needles=None,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    depths: Sequence[float] = DEFAULT_DEPTHS,
+    *,
+    interventions=(),
+    chat: bool | None = None,
+    max_new_tokens: int = 50,
+    split: str = "detect",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """NIAH runs (optionally under interventions): one row per run; ``niah_summary`` aggregates."""
+    return run_niah(model, haystack, needles, lengths, depths, interventions=interventions, chat=chat,
+                    max_new_tokens=max_new_tokens, split=split, progress=progress).runs

@@ -1,0 +1,255 @@
+"""Streaming vs retrieval heads (DuoAttention, Xiao et al. 2024), and a cheap attention-pattern proxy.
+
+Gate optimisation: one gate alpha in [0, 1] per KV head mixes full attention with streaming attention
+(causal attention restricted to the first ``sink`` keys plus the last ``recent`` keys):
+``out = alpha * FullAttn + (1 - alpha) * StreamAttn``. Head outputs are linear in the probability row,
+and StreamAttn's row is the full row restricted to the window and renormalised, so the mix is applied
+as a probability edit (``StreamingMix``); gradients reach alpha through the seam's PyTorch path. The
+loss distils the final hidden states of the unmodified model on the passkey answer positions, plus
+``l1`` times the mean |alpha|. All model weights stay frozen.
+
+Proxy: long-range mass LRM = mean over queries i >= sink + recent of 1 - (mass on sink + recent keys),
+read from the seam's ``sink_mass`` and ``local_mass`` statistics (no overlap for such i), pooled per KV
+group.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.analyses.heads import make_head_table
+from workbench.analyses.retrieval.haystack import Haystack, read_haystack
+from workbench.seam.interventions import ProbabilityEdit, register_intervention
+from workbench.seam.spec import CaptureSpec, SpecError
+
+NATO = ("alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa "
+        "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+
+@register_intervention
+@dataclass(frozen=True)
+class StreamingMix(ProbabilityEdit):
+    """p <- gate * p + (1 - gate) * p_stream, p_stream = p on (j < sink) or (i - j < recent), renormalised.
+
+    ``gate`` may be a 0-d tensor that requires grad (gate training); 1 is full attention, 0 streaming.
+    """
+
+    sink: int = 16
+    recent: int = 64
+    gate: float | torch.Tensor = 1.0
+
+    kind: ClassVar[str] = "streaming_mix"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sink < 0 or self.recent < 1:
+            raise SpecError(f"StreamingMix needs sink >= 0 and recent >= 1, got {self.sink}, {self.recent}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not isinstance(self.gate, torch.Tensor) and float(self.gate) == 1.0
+
+    def edit(self, p, query_positions):
+        keys = torch.arange(p.shape[-1], device=p.device)
+        window = (keys[None, :] < self.sink) | ((query_positions[:, None] - keys[None, :]) < self.recent)
+        stream = p * window
+        stream = stream / stream.sum(-1, keepdim=True).clamp_min(1e-30)
+        gate = torch.as_tensor(self.gate, dtype=p.dtype, device=p.device)
+        return gate * p + (1 - gate) * stream
+
+
+# --- passkey data ------------------------------------------------------------------------------
+
+
+@dataclass
+class PasskeySample:
+    ids: torch.Tensor  # (1, T)
+    label_mask: torch.Tensor  # (T,) bool: the question/answer tail, where the distillation loss is taken
+
+
+def passkey_sample(tokenizer, haystack_ids: list[int], length: int, rng: random.Random,
+                   passkeys: int = 2, words: int = 8) -> PasskeySample:
+    """DuoAttention-style sample: passkeys of NATO words at sorted random depths, QA tail at the end."""
+    keys = [" ".join(rng.choice(NATO) for _ in range(words)) for _ in range(passkeys)]
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    head = encode("This is a very long story book: <book> ")
+    inserts = [encode(f"\n\nRemember this sequence of words, it's the {ORDINALS[i]} passkey to the vault: {k}\n\n")
+               for i, k in enumerate(keys)]
+    tail = encode(" </book>.\n\n") + [t for i, k in enumerate(keys) for t in encode(
+        f"Based on the content of the book, what is the {ORDINALS[i]} passkey to the vault?\nPasskey: {k}\n\n")]
+    budget = length - len(head) - len(tail) - sum(len(x) for x in inserts)
+    if budget < 32:
+        raise SpecError(f"passkey samples need a longer context than {length} tokens (try >= {length - budget + 64})")
+    start = rng.randrange(0, max(1, len(haystack_ids) - budget))
+    context = haystack_ids[start : start + budget]
+    depths = sorted(rng.uniform(0.05, 0.95) for _ in keys)
+    ids, last = list(head), 0
+    for depth, insert in zip(depths, inserts, strict=True):
+        cut = int(len(context) * depth)
+        ids += context[last:cut] + insert
+        last = cut
+    ids += context[last:]
+    labels = [False] * len(ids) + [True] * len(tail)
+    ids += tail
+    return PasskeySample(torch.tensor([ids]), torch.tensor(labels))
+
+
+def _haystack_ids(model, haystack) -> list[int]:
+    haystack = haystack if isinstance(haystack, Haystack) else read_haystack(haystack)
+    return model.tokenizer(haystack.text, add_special_tokens=False)["input_ids"]
+
+
+# --- gate optimisation -------------------------------------------------------------------------
+
+
+def _lr_factor(step: int, total: int) -> float:
+    """DuoAttention's schedule: linear warm-up over the first 20% from 0.1, linear decay over the last 20%."""
+    return min(1.0, max((step + 1) / (0.2 * total), 0.1), max((total - step) / (0.2 * total), 0.1))
+
+
+def _last_hidden(model, ids):
+    return model.hf(input_ids=ids, use_cache=False, output_hidden_states=True).hidden_states[-1]
+
+
+def train_gates(
+    model,
+    haystack=None,
+    *,
+    length: int = 384,
+    steps: int = 200,
+    sink: int = 16,
+    recent: int = 64,
+    l1: float = 0.05,
+    lr: float = 0.02,
+    passkeys: int = 2,
+    words: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs."""
+    from tqdm.auto import tqdm
+
+    shape = model.shape
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    ids_pool = _haystack_ids(model, haystack)
+    alpha = torch.nn.Parameter(torch.ones(shape.num_layers, shape.num_kv_heads))
+    optimiser = torch.optim.AdamW([alpha], lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, steps))
+    frozen = [p.requires_grad for p in model.hf.parameters()]
+    for p in model.hf.parameters():
+        p.requires_grad_(False)
+    history = []
+    try:
+        for step in tqdm(range(steps), desc="gates", disable=not progress, leave=False):
+            sample = passkey_sample(model.tokenizer, ids_pool, length, rng, passkeys, words)
+            ids = sample.ids.to(model.device)
+            with torch.no_grad():
+                teacher = _last_hidden(model, ids)
+            with torch.no_grad():
+                alpha.clamp_(0, 1)
+            mix = [StreamingMix(layer, head, scope="both", sink=sink, recent=recent, gate=alpha[layer, shape.kv_head(head)])
+                   for layer in range(shape.num_layers) for head in range(shape.num_heads)]
+            with model.seam(None, mix):
+                student = _last_hidden(model, ids)
+            labels = sample.label_mask.to(model.device)
+            distill = ((teacher[0, labels] - student[0, labels]) ** 2).mean(-1).mean()
+            regular = alpha.abs().mean()
+            loss = distill + l1 * regular
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            history.append({"step": step, "loss": float(loss), "distill": float(distill), "l1": float(regular)})
+    finally:
+        for p, flag in zip(model.hf.parameters(), frozen, strict=True):
+            p.requires_grad_(flag)
+    gates = alpha.detach().clamp(0, 1).cpu().numpy()
+    table = pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": float(gates[layer, kv])}
+                          for layer in range(shape.num_layers) for kv in range(shape.num_kv_heads)])
+    table.attrs["history"] = history
+    table.attrs["params"] = {"length": length, "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
+                             "passkeys": passkeys, "words": words, "seed": seed}
+    return table
+
+
+# --- pattern proxy -----------------------------------------------------------------------------
+
+
+def long_range_mass(model, haystack=None, *, length: int = 512, samples: int = 4, sink: int = 16, recent: int = 64,
+                    seed: int = 0, progress: bool = False) -> pd.DataFrame:
+    """LRM per query head over passkey samples: ``layer, head, kv_head, lrm``."""
+    rng = random.Random(seed)
+    ids_pool = _haystack_ids(model, haystack)
+    spec = CaptureSpec(statistics=("sink_mass", "local_mass"), sink_tokens=max(1, sink), local_window=recent)
+    totals = None
+    for _ in range(samples):
+        sample = passkey_sample(model.tokenizer, ids_pool, length, rng)
+        _, capture = model.run(sample.ids, spec, progress=progress)
+        far = torch.as_tensor(capture.positions >= sink + recent)
+        mass = 1 - capture.row["sink_mass"][0] - capture.row["local_mass"][0]  # (layer, head, query)
+        value = mass[..., far].to(torch.float64).mean(-1)
+        totals = value if totals is None else totals + value
+    totals = (totals / samples).numpy()
+    shape = model.shape
+    return pd.DataFrame([{"layer": layer, "head": head, "kv_head": shape.kv_head(head), "lrm": float(totals[layer, head])}
+                         for layer in range(shape.num_layers) for head in range(shape.num_heads)])
+
+
+# --- tables and correlations -------------------------------------------------------------------
+
+
+def streaming_head_table(model, per_kv: pd.DataFrame, column: str, method: str, params: dict | None = None):
+    """Expand a per-KV-head score to the query heads of each group (HEADS.json names query heads)."""
+    shape = model.shape
+    values = {(int(r.layer), int(r.kv_head)): float(getattr(r, column)) for r in per_kv.itertuples()}
+    rows = [{"layer": layer, "head": head, "kv_head": shape.kv_head(head), "score": values[(layer, shape.kv_head(head))]}
+            for layer in range(shape.num_layers) for head in range(shape.num_heads)]
+    return make_head_table(rows, method, params)
+
+
+def per_kv(table: pd.DataFrame, column: str = "score", how: str = "mean") -> pd.DataFrame:
+    """Pool a per-query-head column to KV heads."""
+    return table.groupby(["layer", "kv_head"], as_index=False)[column].agg(how)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
+    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def correlations(gates: pd.DataFrame | None, lrm: pd.DataFrame | None, retrieval: pd.DataFrame | None) -> pd.DataFrame:
+    """Spearman correlations per KV head between gate, LRM and the retrieval score (mean and max per group)."""
+    frames = []
+    if gates is not None:
+        frames.append(gates[["layer", "kv_head", "gate"]])
+    if lrm is not None:
+        frames.append(per_kv(lrm, "lrm"))
+    if retrieval is not None:
+        frames.append(per_kv(retrieval, "score").rename(columns={"score": "retrieval_mean"}))
+        frames.append(per_kv(retrieval, "score", "max").rename(columns={"score": "retrieval_max"}))
+    if len(frames) < 2:
+        raise SpecError("correlations need at least two of: gates, LRM, retrieval scores")
+    merged = frames[0]
+    for frame in frames[1:]:
+        merged = merged.merge(frame, on=["layer", "kv_head"])
+    columns = [c for c in merged.columns if c not in ("layer", "kv_head")]
+    rows = [{"a": a, "b": b, "spearman": spearman(merged[a], merged[b]), "n": len(merged)}
+            for i, a in enumerate(columns) for b in columns[i + 1 :]]
+    out = pd.DataFrame(rows)
+    out.attrs["per_kv"] = merged
+    return out
