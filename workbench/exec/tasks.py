@@ -1,0 +1,108 @@
+"""What one prompt of a job computes, and the shard runner every executor shares.
+
+A task is ``(model, job, prompt, store) -> DataFrame rows``; ``run_shard`` applies it to each prompt of a shard
+and records the rows in the store under the shard's content key. Because local and Ray workers call the
+same ``run_shard``, their store contents are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+
+from workbench.exec.jobs import JobSpec, Shard, ShardResult, shard_key
+from workbench.store.store import Store, content_hash
+
+TaskFunction = Callable[..., pd.DataFrame]
+TASKS: dict[str, TaskFunction] = {}
+
+
+def register_task(name: str):
+    """Decorator: make ``function(model, job, prompt, store) -> DataFrame`` runnable as ``JobSpec(task=name)``."""
+
+    def decorate(function: TaskFunction) -> TaskFunction:
+        TASKS[name] = function
+        return function
+
+    return decorate
+
+
+def _encode(model, job: JobSpec, prompt: str) -> torch.Tensor:
+    return model.encode(prompt, chat=bool(job.params.get("chat", False)), window=job.params.get("window"))
+
+
+@register_task("logprob")
+def logprob_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
+    """Mean next-token log-probability and top-1 accuracy over the prompt (teacher forcing)."""
+    ids = _encode(model, job, prompt)
+    if ids.shape[-1] < 2:
+        raise ValueError(f"prompt {prompt[:40]!r} has fewer than 2 tokens: nothing to predict")
+    logits = model.logits(ids, interventions=job.intervention_objects())[0, :-1].double()
+    targets = ids[0, 1:].to(logits.device)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+    return pd.DataFrame(
+        {
+            "tokens": [int(ids.shape[-1])],
+            "mean_logprob": [float(logprobs.mean())],
+            "top1_accuracy": [float((logits.argmax(-1) == targets).double().mean())],
+        }
+    )
+
+
+@register_task("capture")
+def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
+    """The prompt's head table (mean of each row statistic over queries >= 1), one row per head.
+
+    ``params.save_captures`` also records the full capture (per-token statistics, pooled map) for the app.
+    """
+    spec = job.capture_spec()
+    if spec is None:
+        raise ValueError("task 'capture' needs a capture spec (JobSpec.capture)")
+    ids = _encode(model, job, prompt)
+    _, capture = model.run(ids, spec, job.intervention_objects())
+    table = capture.head_table()
+    if job.params.get("save_captures"):
+        from workbench.store.captures import save_capture
+
+        save_capture(store, capture, model=model.name, input_ids=ids, kind="capture")
+    table.insert(0, "tokens", int(ids.shape[-1]))
+    return table
+
+
+def _log_attempt(store: Store, key: str) -> None:
+    """Append one line per attempt at a shard (who, when): retries show up as extra lines."""
+    folder = store.root / "shard-attempts"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.log", "a") as handle:
+        handle.write(f"{os.getpid()} {time.time():.3f}\n")
+
+
+def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
+    """Compute one shard and record it under its content key; a shard already recorded is read back."""
+    key = shard_key(job, shard)
+    if store.has(key):
+        return ShardResult(key, job, shard.start, store.array(key, "result"), cached=True)
+    _log_attempt(store, key)
+    task = TASKS[job.task]
+    torch.manual_seed(job.seed)
+    frames = []
+    for offset, prompt in enumerate(shard.prompts):
+        rows = task(model, job, prompt, store)
+        rows.insert(0, "prompt", shard.start + offset)
+        frames.append(rows)
+    frame = pd.concat(frames, ignore_index=True)
+    store.put_run(
+        "shard",
+        job.model,
+        content_hash(shard.to_dict()),
+        spec=job.to_dict(),
+        params={"start": shard.start, "prompts": len(shard.prompts)},
+        arrays={"result": frame},
+        summary={"job": job.key, "task": job.task, "label": job.label, "rows": len(frame)},
+        run_id=key,
+    )
+    return ShardResult(key, job, shard.start, frame)

@@ -1,0 +1,139 @@
+"""Run a pipeline step by step; every step's output is recorded in the store under a content hash.
+
+A step's key hashes (step kind, step version, its config, the model, its data, its inputs' keys). A step
+whose key is in the store is read back instead of run, so re-running skips finished steps, and a run
+killed at any point and restarted redoes only the unfinished step (the store writes a record
+atomically: staging folder + rename, then one transaction). Files in the output folder are written from
+the recorded outputs on every run, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.pipeline.data import load_texts, texts_hash
+from workbench.pipeline.spec import PipelineSpec
+from workbench.pipeline.steps.base import Context, StepOutput
+from workbench.store.store import Store, content_hash, default_store
+
+FORMAT = 1  # bump when the recorded form of every step changes
+
+
+@dataclass
+class PipelineResult:
+    spec: PipelineSpec
+    outputs: dict[str, StepOutput]
+    run_ids: dict[str, str]
+    status: dict[str, str]  # step id -> "ran" | "cached"
+    files: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def heads(self):
+        """The selected heads (the HEADS.json step's table), or None."""
+        return self.outputs[self.spec.heads].table("heads") if self.spec.heads else None
+
+
+def step_key(spec: PipelineSpec, config: dict, version: int, data_hash: str | None, inputs: list[str]) -> str:
+    body = {k: v for k, v in config.items() if k != "id"}
+    return content_hash("pipeline-step", FORMAT, version, body, spec.model, spec.dtype, data_hash, inputs)
+
+
+def load_output(store: Store, run_id: str) -> StepOutput:
+    return StepOutput(
+        head_tables={name: store.head_table(run_id, name) for name in store.head_table_names(run_id)},
+        arrays={name: store.array(run_id, name) for name in store.array_names(run_id)},
+        summary=store.summary(run_id),
+    )
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    *,
+    store: Store | None = None,
+    executor=None,
+    echo=print,
+) -> PipelineResult:
+    """Run (or resume) ``spec``; returns every step's output and where it is recorded."""
+    from workbench.exec import LocalExecutor
+
+    store = store or default_store()
+    executor = executor or LocalExecutor(store)
+    ctx = Context(spec, store, executor, Path(spec.out), echo)
+    data_hashes = {name: texts_hash(load_texts(item)) for name, item in spec.data.items()}
+    result = PipelineResult(spec, {}, {}, {})
+    total = len(spec.steps)
+    echo(f"pipeline {spec.name}: {total} steps on {spec.model}; store {store.root}; output {spec.out}/")
+    for number, config in enumerate(spec.steps, 1):
+        step_id = config["id"]
+        implementation = spec.implementations[step_id]
+        inputs = implementation.inputs(config)
+        data_hash = data_hashes[config.get("data", "default")] if implementation.uses_data else None
+        key = step_key(spec, config, implementation.version, data_hash, [result.run_ids[i] for i in inputs])
+        input_outputs = {i: result.outputs[i] for i in inputs}
+        started = time.perf_counter()
+        if store.has(key):
+            status = "cached"
+        else:
+            echo(f"[{number}/{total}] {step_id} ({config['step']}) ...")
+            output = implementation.run(ctx, config, input_outputs)
+            record_step(store, spec, config, key, output, inputs)
+            status = "ran"
+        output = load_output(store, key)  # the recorded form, so a resumed run materialises the same files
+        result.outputs[step_id], result.run_ids[step_id], result.status[step_id] = output, key, status
+        ctx.run_ids[step_id] = key
+        result.files += implementation.materialize(ctx, config, output, input_outputs)
+        result.seconds[step_id] = time.perf_counter() - started
+        note = "already done, read back" if status == "cached" else f"done in {result.seconds[step_id]:.1f}s"
+        echo(f"[{number}/{total}] {step_id} ({config['step']}): {note} (run {key})")
+    result.files.append(write_summary(spec, result))
+    store.put_run(
+        "pipeline",
+        spec.model,
+        content_hash(result.run_ids),
+        spec={"pipeline": spec.name, "steps": [c["id"] for c in spec.steps]},
+        params={"run_ids": result.run_ids},
+        summary={"pipeline": spec.name, "run_ids": result.run_ids, "out": str(spec.out)},
+    )
+    return result
+
+
+def record_step(store: Store, spec: PipelineSpec, config: dict, key: str, output: StepOutput, inputs) -> str:
+    return store.put_run(
+        "pipeline-step",
+        spec.model,
+        content_hash(inputs),
+        spec={k: v for k, v in config.items() if k != "id"},
+        params={"step": config["step"], "id": config["id"], "pipeline": spec.name, "inputs": inputs},
+        head_tables=output.head_tables,
+        arrays=output.arrays,
+        summary=output.summary,
+        run_id=key,
+    )
+
+
+def write_summary(spec: PipelineSpec, result: PipelineResult) -> Path:
+    """summary.json: each step's run id and summary (the same after a resume as after one clean run)."""
+    data = {
+        "pipeline": spec.name,
+        "model": spec.model,
+        "steps": [
+            {
+                "id": c["id"],
+                "step": c["step"],
+                "run_id": result.run_ids[c["id"]],
+                "summary": {k: v for k, v in result.outputs[c["id"]].summary.items() if k != "universe"},
+            }
+            for c in spec.steps
+        ],
+        "heads_file": "HEADS.json" if spec.heads else None,
+    }
+    path = Path(spec.out) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+    return path

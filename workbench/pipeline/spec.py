@@ -1,0 +1,145 @@
+"""A head-selection pipeline file (YAML, read with ``safe_load``) and its validation.
+
+    pipeline: demo
+    model: smollm2-135m
+    data:
+      corpus: {source: sample}
+      paragraphs: {source: sample, split: paragraphs}
+    steps:
+      - {id: capture, step: capture, data: corpus, classify: true}
+      - {id: sinks, step: select, rule: {of: capture, by: sink_mass, top_k: 5}}
+      - {id: masking, step: validate, heads: sinks, data: paragraphs}
+      - {id: report, step: report}
+    outputs: {dir: results/demo, heads: sinks}
+
+Everything is checked by ``load_pipeline`` (structure, step names, options, references, data files)
+so a bad file fails with one clear error before any step runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from workbench.pipeline.data import normalise_data
+from workbench.pipeline.errors import PipelineError
+from workbench.pipeline.registry import load_step
+
+TOP_KEYS = {"pipeline", "description", "model", "dtype", "data", "steps", "outputs"}
+OUTPUT_KEYS = {"dir", "heads"}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class PipelineSpec:
+    name: str
+    model: str
+    steps: list[dict]
+    data: dict[str, dict] = field(default_factory=dict)
+    dtype: str | None = None
+    out: Path = Path("results/pipeline")
+    heads: str | None = None  # the select step whose heads go to HEADS.json
+    description: str = ""
+    source: str = ""  # the YAML text, shown in the report
+    implementations: dict = field(default_factory=dict, repr=False)  # step id -> Step instance
+
+    def step(self, step_id: str) -> dict:
+        for config in self.steps:
+            if config["id"] == step_id:
+                return config
+        raise KeyError(step_id)
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pipeline file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = ""
+        mark = getattr(error, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PipelineError(f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path} must be a YAML mapping with 'model' and 'steps'")
+    return data
+
+
+def load_pipeline(path: Path, out: Path | None = None) -> PipelineSpec:
+    """Read and validate a pipeline file (relative paths inside it are relative to the file)."""
+    path = Path(path)
+    return parse_pipeline(read_yaml(path), base=path.parent, name=path.stem, out=out, source=path.read_text())
+
+
+def parse_pipeline(
+    data: dict, base: Path = Path("."), name: str = "pipeline", out: Path | None = None, source: str = ""
+) -> PipelineSpec:
+    extra = sorted(set(data) - TOP_KEYS)
+    if extra:
+        raise PipelineError(f"unknown top-level key(s) {extra}; known: {sorted(TOP_KEYS)}")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise PipelineError(
+            "the pipeline needs 'model:' (a name from `workbench models`, a folder or a HF id)"
+        )
+    dtype = data.get("dtype")
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise PipelineError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    outputs = data.get("outputs") or {}
+    if not isinstance(outputs, dict) or set(outputs) - OUTPUT_KEYS:
+        raise PipelineError(f"outputs: must be a mapping with keys from {sorted(OUTPUT_KEYS)}")
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise PipelineError("the pipeline needs 'steps:', a non-empty list of steps")
+    spec = PipelineSpec(
+        name=str(data.get("pipeline") or name),
+        model=model,
+        dtype=dtype,
+        steps=[],
+        data=normalise_data(data.get("data"), base),
+        description=str(data.get("description") or ""),
+        source=source,
+    )
+    out_dir = out or outputs.get("dir") or f"results/{spec.name}"
+    spec.out = Path(out_dir)
+    seen: list[str] = []
+    for number, raw in enumerate(steps, 1):
+        if isinstance(raw, str):
+            raw = {"step": raw}
+        if not isinstance(raw, dict) or "step" not in raw:
+            raise PipelineError(f"step {number} must be a mapping with 'step:' (the step's kind)")
+        config = dict(raw)
+        config.setdefault("id", str(config["step"]))
+        step_id = config["id"]
+        if not isinstance(step_id, str) or not ID_PATTERN.match(step_id):
+            raise PipelineError(f"step {number}: id {step_id!r} must be letters, digits, '_', '-' or '.'")
+        if step_id in seen:
+            raise PipelineError(f"step id {step_id!r} is used twice; give each step a unique id")
+        implementation = load_step(str(config["step"]))
+        implementation.check(config, spec)
+        for ref in implementation.inputs(config):
+            if ref not in seen:
+                later = " (it comes later: steps run in file order)" if ref in _ids(steps) else ""
+                raise PipelineError(
+                    f"step {step_id!r} reads step {ref!r}, which is not an earlier step{later}"
+                )
+        seen.append(step_id)
+        spec.steps.append(config)
+        spec.implementations[step_id] = implementation
+    heads = outputs.get("heads")
+    selects = [c["id"] for c in spec.steps if c["step"] == "select"]
+    if heads is not None and heads not in selects:
+        raise PipelineError(f"outputs.heads names {heads!r}; it must be a select step: {selects or 'none'}")
+    spec.heads = heads or (selects[-1] if selects else None)
+    return spec
+
+
+def _ids(steps) -> list[str]:
+    return [str(s.get("id", s.get("step"))) if isinstance(s, dict) else str(s) for s in steps]

@@ -1,0 +1,1 @@
+"""Built-in pipeline steps (capture, select, validate, report) and the analysis steps."""
