@@ -143,6 +143,9 @@ class Store:
         con = self._connect()
         try:
             con.execute("BEGIN TRANSACTION")
+            if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None:
+                con.execute("ROLLBACK")  # another writer recorded it first: keep exactly one record
+                return run_id
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [
