@@ -1,0 +1,135 @@
+"""Calibration searches: profile candidate head groups on a calibration split, add them greedily, and
+return a CAL.json dictionary whose ``interventions`` the evaluation (or any runner) can load.
+
+ZeroTuning profiles each candidate at each trial gamma (up- and down-effective heads), adds the best
+greedily, then tunes one common strength s on the log scale (gamma_i ** s). ACT profiles each candidate
+alone (the paper keeps those that beat the baseline: ``filter``) and also adds them greedily
+(``greedy``, HeadHunter); the chosen selection goes into ``interventions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from workbench.analyses.calibration import interventions as methods
+from workbench.analyses.calibration.evaluate import objective
+from workbench.analyses.calibration.search import Candidate, candidates, greedy, profile
+from workbench.analyses.calibration.tasks import Task, score_task
+from workbench.runners.hf import Model
+from workbench.seam.interventions import Intervention
+from workbench.seam.spec import SpecError
+
+
+def _scorer(model: Model, task: Task, batch_size: int, log: list) -> Callable[[list], float]:
+    def score(interventions: list[Intervention]) -> float:
+        result = score_task(model, task, interventions, batch_size=batch_size)
+        log.append({"interventions": len(interventions), "accuracy": result.accuracy, "margin": result.margin})
+        return objective(result)
+
+    return score
+
+
+def _heads_list(selected: Sequence[Candidate]) -> list[dict]:
+    out = []
+    for candidate in selected:
+        for layer, head in candidate.heads:
+            out.append({"layer": layer, "head": head, "score": candidate.setting if candidate.setting is not None else 1.0,
+                        "group": candidate.name})
+    return out
+
+
+def _cal(model: Model, method: str, task: Task, params: dict, baseline: float, chosen: list[Intervention], chosen_score: float,
+         selected: Sequence[Candidate], table, steps: list[dict], evaluations: int, extra: dict | None = None) -> dict:
+    return {
+        "model": model.name, "method": method, "task": task.describe(), "params": params,
+        "heads": _heads_list(selected),
+        "interventions": [i.to_dict() for i in chosen],
+        "calibration": {"items": len(task), "baseline": baseline, "calibrated": chosen_score,
+                        "note": "search score = accuracy + 1e-4 * clamp(mean margin, -10, 10)"},
+        "search": {"profile": table.to_dict(orient="records"), "greedy": steps, "evaluations": evaluations, **(extra or {})},
+    }
+
+
+def calibrate_zerotuning(
+    model: Model,
+    task: Task,
+    *,
+    kind: str = "head_index",
+    layers: Sequence[int] | None = None,
+    gammas: Sequence[float] = (0.5, 2.0),
+    scales: Sequence[float] = (0.5, 1.5, 2.0),
+    budget: int = 3,
+    pool_size: int = 6,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict:
+    if any(g <= 0 or g == 1 for g in gammas):
+        raise SpecError(f"trial gammas must be > 0 and != 1, got {list(gammas)}")
+    shape = model.shape
+    groups = candidates(shape.num_layers, shape.num_heads, kind, layers)
+    pool = [Candidate(f"{c.name}@{g:g}", c.heads, float(g)) for c in groups for g in gammas]
+    log: list = []
+    score = _scorer(model, task, batch_size, log)
+
+    def build(selected: Sequence[Candidate], strength: float = 1.0) -> list[Intervention]:
+        out: list[Intervention] = []
+        for candidate in selected:
+            out += methods.zerotuning(candidate.heads, candidate.setting ** strength)
+        return out
+
+    baseline = score([])
+    table = profile(pool, build, score, baseline, progress)
+    effective = [c for c in pool if c.name in set(table.loc[table["gain"] > 0, "candidate"].head(pool_size))]
+    selected, value, steps = greedy(effective, build, score, baseline, budget, progress=progress)
+    strength, sweep = 1.0, [{"strength": 1.0, "score": value}]
+    if selected:
+        for s in scales:
+            trial = score(build(selected, s))
+            sweep.append({"strength": float(s), "score": trial})
+            if trial > value:
+                strength, value = float(s), trial
+    chosen = [Candidate(c.name, c.heads, c.setting ** strength) for c in selected]
+    params = {"kind": kind, "layers": list(layers) if layers is not None else None, "gammas": list(gammas), "scales": list(scales),
+              "budget": budget, "pool_size": pool_size, "strength": strength}
+    return _cal(model, "zerotuning", task, params, baseline, build(chosen), value, chosen, table, steps, len(log),
+                {"strength_sweep": sweep})
+
+
+def calibrate_act(
+    model: Model,
+    task: Task,
+    *,
+    kind: str = "layer",
+    layers: Sequence[int] | None = None,
+    threshold: float = 0.1,
+    beta: float = 0.4,
+    budget: int = 3,
+    pool_size: int = 6,
+    select: str = "greedy",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict:
+    if select not in ("greedy", "filter"):
+        raise SpecError(f"select must be greedy or filter, got {select!r}")
+    shape = model.shape
+    if layers is None:  # the paper's candidate layers: 2 .. L-2
+        layers = list(range(2, shape.num_layers - 1))
+    pool = candidates(shape.num_layers, shape.num_heads, kind, layers)
+    log: list = []
+    score = _scorer(model, task, batch_size, log)
+
+    def build(selected: Sequence[Candidate]) -> list[Intervention]:
+        return [i for c in selected for i in methods.act(c.heads, threshold=threshold, beta=beta)]
+
+    baseline = score([])
+    table = profile(pool, build, score, baseline, progress)
+    improving = [c for c in pool if c.name in set(table.loc[table["gain"] > 0, "candidate"])]
+    filter_score = score(build(improving)) if improving else baseline
+    ranked = [c for c in pool if c.name in set(table.loc[table["gain"] > 0, "candidate"].head(pool_size))]
+    selected, value, steps = greedy(ranked, build, score, baseline, budget, progress=progress)
+    if select == "filter":
+        selected, value = improving, filter_score
+    params = {"kind": kind, "layers": list(layers), "threshold": threshold, "beta": beta, "budget": budget,
+              "pool_size": pool_size, "select": select}
+    extra = {"filter": {"candidates": [c.name for c in improving], "score": filter_score}}
+    return _cal(model, "act", task, params, baseline, build(selected), value, selected, table, steps, len(log), extra)
