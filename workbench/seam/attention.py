@@ -106,7 +106,7 @@ class Session:
             return plain_attention(query, key, value, mask, scaling, causal)
         record = None
         output = None
-        if self.use_kernels and query.is_cuda:
+        if self.use_kernels == "always" or (self.use_kernels and query.is_cuda):
             output, record = cuda_path.attend(
                 query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
             )
@@ -148,9 +148,12 @@ def instrument(
     interventions: Sequence[Intervention] = (),
     *,
     adapter: Adapter | None = None,
-    use_kernels: bool = True,
+    use_kernels: bool | str = True,
 ) -> Iterator[Session]:
     """Route ``model``'s attention through the seam with ``spec`` and ``interventions`` for this block.
+
+    ``use_kernels``: True uses the Triton kernels for CUDA tensors; "always" also for CPU tensors
+    (Triton's interpreter when TRITON_INTERPRET=1, used by tests); False keeps the PyTorch path.
 
     The session is detached and the previous attention implementation restored on exit, also after an
     exception. Bad specs fail here, before anything runs.

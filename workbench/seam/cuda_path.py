@@ -32,6 +32,9 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
         and query.requires_grad
     ):
         return None, None
+    spec = plan.spec
+    if plan.capture_heads is not None and (spec.top_k > 1 or spec.rows or spec.decode_rows):
+        return None, None  # exact rows and top-k come from the PyTorch path
     gates = plan.head_gates(query.shape[1], query.device)
     if plan.output_edits and gates is None:
         return None, None
