@@ -24,12 +24,11 @@ from workbench.store.store import Store, default_store
 class Replica:
     """One model replica (wrapped by ``ray.remote`` at run time, so importing this needs no Ray)."""
 
-    def __init__(self, model: str, dtype: str | None, num_gpus: float, store_root: str):
+    def __init__(self, model: str, dtype: str | None, num_gpus: float):
         import torch
 
         from workbench.exec.base import load_job_model
 
-        self.store = Store(store_root)
         if num_gpus > 1:  # one replica over several GPUs: layers split by accelerate inside the actor
             from accelerate import dispatch_model, infer_auto_device_map
 
@@ -44,10 +43,11 @@ class Replica:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, job_json: str, shard_json: str) -> dict:
+    def run(self, job_json: str, shard_json: str, store_root: str) -> dict:
         from workbench.exec.tasks import run_shard
 
-        result = run_shard(self.model, JobSpec.from_json(job_json), Shard.from_json(shard_json), self.store)
+        job, shard = JobSpec.from_json(job_json), Shard.from_json(shard_json)
+        result = run_shard(self.model, job, shard, Store(store_root))
         return {"key": result.key, "start": result.start, "frame": result.frame, "cached": result.cached}
 
 
@@ -130,7 +130,7 @@ class RayExecutor:
             max_restarts=self.max_attempts - 1,
             max_task_retries=self.max_attempts - 1,
         )
-        return remote.remote(model, dtype, self.num_gpus, str(self.store.root.resolve()))
+        return remote.remote(model, dtype, self.num_gpus)
 
     def actors(self, model: str, dtype: str | None = None, count: int = 1) -> list:
         """The replicas of ``model`` (started on first use, kept for later jobs on the same model)."""
@@ -152,7 +152,7 @@ class RayExecutor:
 
         lost = (ActorDiedError, ActorUnavailableError, RayActorError)
         pool = self.actors(job.model, job.dtype, self._replica_count(ray, len(shards)))
-        job_json = job.to_json()
+        job_json, store_root = job.to_json(), str(self.store.root.resolve())
         pending = list(enumerate(shards))[::-1]
         attempts = {index: 0 for index in range(len(shards))}
         running: dict = {}  # object ref -> (shard index, actor slot)
@@ -168,7 +168,7 @@ class RayExecutor:
                     index, shard = pending.pop()
                     slot = free.pop()
                     attempts[index] += 1
-                    ref = pool[slot].run.remote(job_json, shard.to_json())
+                    ref = pool[slot].run.remote(job_json, shard.to_json(), store_root)
                     running[ref] = (index, slot)
                 done, _ = ray.wait(list(running), num_returns=1)
                 ref = done[0]
