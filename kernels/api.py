@@ -132,6 +132,8 @@ def attention_with_statistics(
         if span is None:
             raise ValueError("span_mass needs span=(start, end), the key positions [start, end) to sum over")
         span = (int(span[0]), int(span[1]))
+    if not float(scaling) > 0:
+        raise ValueError(f"scaling={scaling}; it must be > 0 (usually head_dim ** -0.5)")
     if sink_tokens < 0 or local_window < 0 or waad_window < 0:
         raise ValueError("sink_tokens, local_window and waad_window must be >= 0")
     _check_inputs(q, k, v, causal=causal, logit_bias=logit_bias, head_gate=head_gate)

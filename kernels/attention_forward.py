@@ -108,24 +108,36 @@ def _forward_steps(
             k = tl.load(k_ptrs)
         else:
             k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        if HAS_BIAS:
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        if HAS_BIAS or MASKED:
+            s = qk * qk_scale
+            if HAS_BIAS:
+                if MASKED:
+                    s += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+                else:
+                    s += tl.load(bias_base + offs_kn)[None, :]
             if MASKED:
-                s += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+                visible = offs_kn[None, :] < Tk
+                if CAUSAL:
+                    visible = visible & (offs_kn[None, :] <= i_abs[:, None])
+                s = tl.where(visible, s, MASKED_LOGIT)
+            if ARGMAX:
+                block_max, block_arg = tl.max(s, 1, return_indices=True)
             else:
-                s += tl.load(bias_base + offs_kn)[None, :]
-        if MASKED:
-            visible = offs_kn[None, :] < Tk
-            if CAUSAL:
-                visible = visible & (offs_kn[None, :] <= i_abs[:, None])
-            s = tl.where(visible, s, MASKED_LOGIT)
-        if ARGMAX:
-            block_max, block_arg = tl.max(s, 1, return_indices=True)
-            argmax_i = tl.where(block_max > m_i, block_arg + start_n, argmax_i)
+                block_max = tl.max(s, 1)
+            m_new = tl.maximum(m_i, block_max)
+            x = s - m_new[:, None]
         else:
-            block_max = tl.max(s, 1)
-        m_new = tl.maximum(m_i, block_max)
-        x = s - m_new[:, None]
+            # qk_scale > 0, so the max of the scaled logits is the scaled max: one FMA per score.
+            if ARGMAX:
+                block_max, block_arg = tl.max(qk, 1, return_indices=True)
+                block_max = block_max * qk_scale
+            else:
+                block_max = tl.max(qk, 1) * qk_scale
+            m_new = tl.maximum(m_i, block_max)
+            x = qk * qk_scale - m_new[:, None]
+        if ARGMAX:
+            argmax_i = tl.where(block_max > m_i, block_arg + start_n, argmax_i)
         p = tl.math.exp2(x)
         alpha = tl.math.exp2(m_i - m_new)
         row_sum = tl.sum(p, 1)

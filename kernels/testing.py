@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+ON_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+
 # ||kernel - reference|| / ||reference|| bounds (acceptance of issue 3).
 TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
@@ -33,3 +36,19 @@ def logits_at(q, k, index, *, scaling, logit_bias=None):
     if logit_bias is not None:
         s = s + torch.gather(logit_bias.to(torch.float64)[None].expand(batch, -1, -1), 2, index.to(q.device))
     return s
+
+
+class Draw:
+    """Random inputs from one seed on DEVICE; ``seed`` goes into failure messages so a failure can be replayed."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def normal(self, *shape, dtype=torch.float32, scale=1.0):
+        x = torch.randn(*shape, generator=self.generator, dtype=torch.float32) * scale
+        return x.to(device=DEVICE, dtype=dtype)
+
+    def uniform(self, *shape, low=0.0, high=1.0):
+        x = torch.rand(*shape, generator=self.generator) * (high - low) + low
+        return x.to(DEVICE)

@@ -15,28 +15,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-ON_GPU = torch.cuda.is_available()
-DEVICE = torch.device("cuda" if ON_GPU else "cpu")
-
-
-class Draw:
-    """Random inputs from one seed; ``seed`` goes into failure messages so a failure can be replayed."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
-
-    def normal(self, *shape, dtype=torch.float32, scale=1.0):
-        x = torch.randn(*shape, generator=self.generator, dtype=torch.float32) * scale
-        return x.to(device=DEVICE, dtype=dtype)
-
-    def uniform(self, *shape, low=0.0, high=1.0):
-        x = torch.rand(*shape, generator=self.generator) * (high - low) + low
-        return x.to(DEVICE)
+from kernels.testing import Draw  # noqa: E402
 
 
 @pytest.fixture
-def generator():
+def generator() -> Draw:
     """A fresh draw per test; KERNEL_TEST_SEED=<int> replays one. The seed is in every failure message."""
     seed = int(os.environ.get("KERNEL_TEST_SEED", secrets.randbits(31)))
     return Draw(seed)

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import DEVICE, ON_GPU
 
 import kernels
 from kernels import configs
 from kernels.reference import attention_reference
-from kernels.testing import TOLERANCE, logits_at, relative_error
+from kernels.testing import DEVICE, ON_GPU, TOLERANCE, logits_at, relative_error
 
 ALL = kernels.ROW_STATISTICS
 
@@ -213,3 +212,24 @@ def test_max_is_exp_of_max_logit(generator):
     expected = torch.exp(chosen.to(stats["lse"].device) - stats["lse"].double())
     assert relative_error(stats["max"], expected) < 1e-4 * (10 if dtype != torch.float32 else 1) + 1e-5
     assert math.isclose(stats["max"][0, 0, 0].item(), 1.0, rel_tol=1e-6)  # the first row sees one key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU, reason="needs CUDA: bf16 is wrong in the Triton CPU interpreter")
+def test_bf16_long_context_capture_on_gpu(generator):
+    """8k tokens in bf16: forward statistics and key-side statistics against float64, GQA 4:1, d=128."""
+    from kernels.reference import key_statistics_reference
+
+    case = Case(torch.bfloat16, 1, 1, 4, 8191, 8191, 128, q_scale=2.0, sink_tokens=4)
+    q, k, v, _, _ = make_inputs(generator, case)
+    scaling = 128**-0.5
+    options = dict(scaling=scaling, statistics=ALL, sink_tokens=4, span=(1000, 3000))
+    out, stats = kernels.attention_with_statistics(q, k, v, **options)
+    ref_out, ref_stats = attention_reference(q, k, v, **options, chunk=512)
+    assert relative_error(out, ref_out) < 1e-2, f"seed={generator.seed}"
+    check_statistics(case, generator, q, k, None, stats, ref_stats, ALL)
+    keyed = kernels.key_statistics(q, k, stats["lse"], scaling=scaling, pooled_cells=64)
+    ref_keyed = key_statistics_reference(q, k, scaling=scaling, pooled_cells=64, chunk=512)
+    for name in ("received", "fai", "pooled"):
+        error = relative_error(keyed[name], ref_keyed[name])
+        assert error < 1e-2, f"{name}: relative error {error:.2e}, seed={generator.seed}"

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import ON_GPU
 
 import kernels
 from kernels import configs
 from kernels.reference import key_statistics_reference
-from kernels.testing import TOLERANCE, relative_error
+from kernels.testing import ON_GPU, TOLERANCE, relative_error
 
 f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
 

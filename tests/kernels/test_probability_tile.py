@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ON_GPU
 
 import kernels
 from kernels.reference import probability_tile_reference
-from kernels.testing import TOLERANCE, relative_error
+from kernels.testing import ON_GPU, TOLERANCE, relative_error
 
 f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
 # dtype, kv heads, ratio, Tq, Tk, head dim, causal, bias, head, query range, key range
