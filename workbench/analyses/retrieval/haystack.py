@@ -139,8 +139,23 @@ class PromptBuilder:
         self.tokenizer = model.tokenizer
         self.haystack = haystack
         self.chat = model.has_chat_template if chat is None else chat
-        self.haystack_ids = self._encode(haystack.text)
+        self._chars = 0
+        self._ids: list[int] = []
         self._periods: dict[int, bool] = {}
+
+    @property
+    def haystack_ids(self) -> list[int]:
+        """All haystack tokens (tokenises the whole text; ``tokens(n)`` tokenises only a prefix)."""
+        return self.tokens(10**12)
+
+    def tokens(self, count: int) -> list[int]:
+        """At least ``count`` haystack tokens when the haystack has them (a prefix is tokenised, not all)."""
+        text = self.haystack.text
+        while len(self._ids) < count and self._chars < len(text):
+            self._chars = min(len(text), max(16_000, 2 * self._chars, 8 * count))
+            ids = self._encode(text[: self._chars])
+            self._ids = ids if self._chars == len(text) else ids[:-1]  # the last token may be a cut word
+        return self._ids
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -175,12 +190,13 @@ class PromptBuilder:
                 f"context length {length} leaves {budget} haystack tokens after the template, question and needle; "
                 f"use lengths of at least {length - budget + 64}"
             )
-        if budget > len(self.haystack_ids):
+        available = self.tokens(budget)
+        if budget > len(available):
             raise InputError(
-                f"the haystack has {len(self.haystack_ids)} tokens but length {length} needs {budget}; "
+                f"the haystack has {len(available)} tokens but length {length} needs {budget}; "
                 "give a longer haystack or shorter --lengths"
             )
-        context = self.haystack_ids[:budget]
+        context = available[:budget]
         insert = len(context) if depth >= 100 else int(len(context) * depth / 100)
         while 0 < insert < len(context) and not self._ends_sentence(context[insert - 1]):
             insert -= 1
@@ -194,15 +210,19 @@ class PromptBuilder:
 
 
 def locate_answer(ids: list[int], candidates: list[list[int]], region: tuple[int, int]) -> tuple[int, int]:
-    """The answer span [s, e) as in the paper: the first window of len(answer tokens) whose tokens cover
-    more than 90% of the answer's distinct token ids. Searched from the needle's start (so a chance match
-    in the haystack before it cannot be taken); each tokenisation of the answer is tried in turn."""
+    """The answer span [s, e): the answer's exact tokens inside the needle when they occur there, else the
+    paper's rule (the first window of len(answer tokens) covering more than 90% of the answer's distinct
+    ids). Searched from the needle's start, so a chance match in the haystack before it cannot be taken."""
     start, stop = region
+    for answer_ids in candidates:
+        width = len(answer_ids)
+        for i in range(start, stop - width + 1):
+            if ids[i : i + width] == answer_ids:
+                return i, i + width
     for answer_ids in candidates:
         wanted = set(answer_ids)
         width = len(answer_ids)
         for i in range(start, max(start, stop - width) + 1):
-            window = set(ids[i : i + width])
-            if len(window & wanted) / len(wanted) > 0.9:
+            if len(set(ids[i : i + width]) & wanted) / len(wanted) > 0.9:
                 return i, i + width
     raise InputError(f"the answer's tokens were not found inside the needle at {region}; the answer must be part of the needle")

@@ -59,7 +59,7 @@ def head_output_means(model, inputs: Sequence[torch.Tensor]) -> dict[tuple[int, 
 def reference_means(model, haystack: Haystack, length: int = 512, count: int = 2):
     """Head output means over ``count`` haystack windows (no needle) taken from past the NIAH prefix."""
     builder = PromptBuilder(model, haystack, chat=False)
-    ids = builder.haystack_ids
+    ids = builder.tokens(length * (2 * count + 3))
     windows = []
     for index in range(count):
         start = min(len(ids) - length, (index + 1) * length * 2)

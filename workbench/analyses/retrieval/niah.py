@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from workbench.analyses.retrieval.haystack import (
     Haystack,
@@ -22,6 +23,8 @@ from workbench.analyses.retrieval.haystack import (
 )
 from workbench.analyses.retrieval.rouge import rouge1_recall
 from workbench.analyses.retrieval.scoring import decode_argmax, retrieval_hits, score_table
+from workbench.capture import Capture
+from workbench.runners.hf import Generation, InputError
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
@@ -66,6 +69,38 @@ def resolve_inputs(haystack, needles, split: str = "detect") -> tuple[Haystack, 
     return haystack, list(needles)
 
 
+def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: int = 50, interventions=(),
+                                 spec: CaptureSpec = ARGMAX_SPEC) -> Generation:
+    """Greedy answer as in the paper: prefill prompt[:-1] with no capture, then decode from the last
+    prompt token with the seam capturing ``spec``. The captured query positions are
+    len(prompt) - 1 + t for t = 0..new-1: exactly the rows that produced the generated tokens.
+    Interventions follow their scope (the last prompt token's step counts as decode, as in the repo).
+    """
+    ids = torch.as_tensor(ids).reshape(1, -1).to(model.device)
+    if ids.shape[-1] < 2:
+        raise InputError("a NIAH prompt needs at least two tokens")
+    model.check_length(ids.shape[-1] + max_new_tokens)
+    eos = model.tokenizer.eos_token_id
+    new: list[int] = []
+    with torch.no_grad():
+        with model.seam(None, interventions):
+            past = model.hf(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        with model.seam(spec, interventions) as session:
+            step = ids[:, -1:]
+            while True:
+                out = model.hf(input_ids=step, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = int(out.logits[0, -1].argmax())
+                new.append(token)
+                if token == eos or len(new) == max_new_tokens or "\n" in model.tokenizer.decode([token]):
+                    break
+                step = torch.tensor([[token]], device=model.device)
+            session.check_fired()
+    capture = Capture.from_records(model.shape, session.records, meta={"spec": spec.to_dict(), "model": model.name})
+    text = model.tokenizer.decode(new, skip_special_tokens=True)
+    return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
+
+
 def grid_prompts(builder: PromptBuilder, needles: Sequence[Needle], lengths, depths) -> list[NiahPrompt]:
     return [builder.build(n, int(length), float(depth)) for n in needles for length in lengths for depth in depths]
 
@@ -86,13 +121,12 @@ def run_prompts(
     rows, scores = [], []
     for prompt in tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False):
         started = time.perf_counter()
-        gen = model.generate(
-            prompt.ids,
-            max_new_tokens=max_new_tokens,
-            stop_at_newline=True,
-            spec=ARGMAX_SPEC if detect else None,
-            interventions=interventions,
-        )
+        if detect:
+            gen = generate_with_decode_capture(model, prompt.ids, max_new_tokens=max_new_tokens,
+                                               interventions=interventions)
+        else:
+            gen = model.generate(prompt.ids, max_new_tokens=max_new_tokens, stop_at_newline=True,
+                                 interventions=interventions)
         seconds = time.perf_counter() - started
         response = gen.text.strip()
         recall = rouge1_recall(prompt.needle.answer, response)

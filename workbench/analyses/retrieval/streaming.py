@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from workbench.analyses.heads import make_head_table
-from workbench.analyses.retrieval.haystack import Haystack, read_haystack
+from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
 from workbench.seam.interventions import ProbabilityEdit, register_intervention
 from workbench.seam.spec import CaptureSpec, SpecError
 
@@ -105,9 +105,10 @@ def passkey_sample(tokenizer, haystack_ids: list[int], length: int, rng: random.
     return PasskeySample(torch.tensor([ids]), torch.tensor(labels))
 
 
-def _haystack_ids(model, haystack) -> list[int]:
+def _haystack_ids(model, haystack, tokens: int = 40_000) -> list[int]:
+    """A pool of haystack tokens to draw sample windows from (a prefix; tokenising all is slow)."""
     haystack = haystack if isinstance(haystack, Haystack) else read_haystack(haystack)
-    return model.tokenizer(haystack.text, add_special_tokens=False)["input_ids"]
+    return PromptBuilder(model, haystack, chat=False).tokens(tokens)
 
 
 # --- gate optimisation -------------------------------------------------------------------------
