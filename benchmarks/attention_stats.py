@@ -40,14 +40,14 @@ FORWARD_CANDIDATES = [  # (the CPU smoke run times only the first two of each li
     {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
     {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
     {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-]
+][:4]
 KEY_CANDIDATES = [
     {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
     {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
     {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
     {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
     {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4, "num_stages": 4},
-]
+][:4]
 
 
 def timed(fn, *, budget_ms: float = 1500.0, min_runs: int = 3, max_runs: int = 50) -> float:

@@ -29,8 +29,8 @@ def forward_config(head_dim: int, dtype: torch.dtype, device: torch.device, with
         return dict(_OVERRIDES["forward"])
     if device.type != "cuda":
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
-    if dtype == torch.float32:
-        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+    if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles, no tensor cores
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     d = block_d(head_dim)
     if d <= 64:
         return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
@@ -48,7 +48,7 @@ def key_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
     if device.type != "cuda":
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
     if dtype == torch.float32:
-        return {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     d = block_d(head_dim)
     if d <= 64:
         return {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
@@ -57,10 +57,10 @@ def key_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
     return {"BLOCK_M": 32, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
 
 
-def tile_config(device: torch.device) -> dict:
+def tile_config(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> dict:
     if "tile" in _OVERRIDES:
         return dict(_OVERRIDES["tile"])
-    if device.type != "cuda":
+    if device.type != "cuda" or dtype == torch.float32:
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
 

@@ -96,7 +96,7 @@ def probability_tile_launch(q, k, lse, *, scaling, head, query_range, key_range,
     kv_heads, k_len = k.shape[1], k.shape[2]
     q0, q1 = query_range
     k0, k1 = key_range
-    config = tile_config(q.device)
+    config = tile_config(q.device, q.dtype)
     out = torch.empty((batch, q1 - q0, k1 - k0), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out
