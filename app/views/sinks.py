@@ -1,0 +1,101 @@
+"""Sinks: Sink_k, first-token mass per head, hidden sinks and massive activations (``workbench heads sinks``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from workbench_app import data, figures, ui
+
+from workbench.plots import head_heatmap
+
+
+def sink_k_figure(table: pd.DataFrame) -> go.Figure:
+    figure = go.Figure(go.Scatter(x=table["k"], y=table["sink"], mode="lines+markers", name="Sink_k"))
+    figure.update_layout(
+        title="Sink_k: share of heads whose top-k keys by column mean include the first token",
+        xaxis_title="k",
+        yaxis_title="Sink_k",
+        yaxis_range=[0, 1.05],
+        height=340,
+    )
+    return figure
+
+
+def capture_fallback() -> None:
+    """Without a sinks run, the demo capture's first-token mass still shows where the sinks are."""
+    runs = data.runs()
+    runs = runs[[data.has_head_tables(r) for r in runs["run_id"]]].reset_index(drop=True)
+    candidates = (
+        [r for r in runs["run_id"] if "sink_mass" in data.head_table(r).columns] if not runs.empty else []
+    )
+    if not candidates:
+        return
+    st.subheader("First-token mass from capture runs")
+    run_id = ui.pick_run(
+        runs[runs["run_id"].isin(candidates)].reset_index(drop=True), key="sinks_capture_run"
+    )
+    table = data.head_table(run_id)
+    st.plotly_chart(
+        head_heatmap(table, "sink_mass", "mean attention on the first token"), key="sinks_capture_grid"
+    )
+
+
+def render() -> None:
+    st.title("Sinks")
+    runs = data.runs_of_kind("sinks")
+    if runs.empty:
+        ui.no_runs("sinks")
+        capture_fallback()
+        return
+    run_id = ui.pick_run(runs, key="sinks_run")
+    info = data.summary(run_id)
+    arrays = data.array_names(run_id)
+    columns = st.columns(3)
+    if "sink_1" in info:
+        columns[0].metric("Sink_1", f"{info['sink_1']:.3f}")
+    params = data.parse_json(runs[runs["run_id"] == run_id].iloc[0]["params"])
+    if params:
+        columns[1].metric("windows x tokens", f"{params.get('windows', '?')} x {params.get('window', '?')}")
+        columns[2].metric("eps", params.get("eps", "?"))
+    heads = data.head_table(run_id) if "heads" in data.head_table_names(run_id) else None
+    left, right = st.columns(2)
+    if heads is not None:
+        metric = left.selectbox(
+            "head metric",
+            ui.numeric_columns(heads),
+            key="sinks_metric",
+            help="score: mean column mean of the first token; sink_fraction: share of windows above eps",
+        )
+        left.plotly_chart(head_heatmap(heads, metric, f"{metric} per head"), key="sinks_grid")
+    if "sink_k" in arrays:
+        right.plotly_chart(sink_k_figure(data.array(run_id, "sink_k")), key="sinks_k")
+    if info.get("sink_dims") is not None:
+        right.caption(f"massive-activation dimensions at the first token: {info['sink_dims']}")
+    if "hidden_sinks" in arrays:
+        hidden = data.array(run_id, "hidden_sinks")
+        st.subheader("Hidden sinks (ACT): later tokens with a column mean above the threshold")
+        if hidden.empty:
+            st.caption("none flagged")
+        else:
+            st.dataframe(hidden.head(200), hide_index=True, width="stretch")
+    if "massive_dims" in arrays:
+        dims = data.array(run_id, "massive_dims")
+        st.subheader("Massive activations at the first token")
+        if dims.empty:
+            st.caption("no dimension above the threshold")
+        else:
+            st.plotly_chart(
+                figures.grid_heatmap(
+                    dims,
+                    "layer",
+                    "dim",
+                    "mean_abs",
+                    "mean |activation| at the first token",
+                    colorscale="Viridis",
+                ),
+                key="sinks_dims",
+            )
+
+
+ui.run_page(render)

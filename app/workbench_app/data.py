@@ -1,0 +1,273 @@
+"""Read the store for the dashboard: cached, sliced reads, and one error type with a message for people.
+
+Pages never read a whole per-token array of a long run: pooled maps and per-token arrays are read with
+Parquet filters on ``(layer, head)`` (the files are written sorted by layer and head, so row-group
+statistics skip the rest), and only the columns a view needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import streamlit as st
+
+from workbench import paths
+from workbench.store import Store
+from workbench.store.store import StoreError
+
+
+class Unavailable(RuntimeError):
+    """A run, table or array the page needs cannot be read; the message says what to do."""
+
+
+def store_root() -> str:
+    return str(paths.results_dir().resolve())
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Cache key part that changes when a file is rewritten."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0)
+    return (info.st_mtime_ns, info.st_size)
+
+
+def _store(root: str) -> Store:
+    return Store(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _runs(root: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    table = _store(root).runs()
+    for column in ("spec", "params"):
+        table[column] = table[column].fillna("{}")
+    return table
+
+
+def runs(root: str | None = None) -> pd.DataFrame:
+    """Every run in the index (newest first); empty when the store does not exist yet."""
+    root = root or store_root()
+    try:
+        return _runs(root, _stamp(Path(root) / "workbench.duckdb"))
+    except Exception as error:  # a damaged index is a message, not a traceback
+        raise Unavailable(
+            f"the store index {Path(root) / 'workbench.duckdb'} cannot be read ({error}); "
+            "move it away and re-run `make demo`"
+        ) from None
+
+
+def runs_of_kind(kinds: tuple[str, ...] | str, root: str | None = None) -> pd.DataFrame:
+    table = runs(root)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    return table[table["kind"].isin(kinds)].reset_index(drop=True)
+
+
+def run_dir(run_id: str, root: str | None = None) -> Path:
+    root = root or store_root()
+    try:
+        path = _store(root).run_dir(run_id)
+    except StoreError as error:
+        raise Unavailable(f"{error}; list the runs with `workbench runs`") from None
+    if not path.is_dir():
+        raise Unavailable(
+            f"run {run_id} is in the index but its folder {path} is missing; re-run the job that made it"
+        )
+    return path
+
+
+def _unreadable(run_id: str, what: str, path: Path, error: Exception) -> Unavailable:
+    return Unavailable(
+        f"run {run_id}: {what} ({path.name}) is unreadable: {type(error).__name__}: {error}. "
+        f"The run is corrupt; delete {path.parent} and re-run the job that made it."
+    )
+
+
+def parse_json(text: str | None) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summary(path: str, stamp: tuple[int, int]) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def summary(run_id: str, root: str | None = None) -> dict:
+    path = run_dir(run_id, root) / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        value = _summary(str(path), _stamp(path))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _unreadable(run_id, "the summary", path, error) from None
+    if not isinstance(value, dict):
+        raise _unreadable(run_id, "the summary", path, ValueError("not a JSON object"))
+    return value
+
+
+def head_table_names(run_id: str, root: str | None = None) -> list[str]:
+    folder = run_dir(run_id, root)
+    return sorted(p.stem[len("heads-") :] for p in folder.glob("heads-*.parquet"))
+
+
+def has_head_tables(run_id: str, root: str | None = None) -> bool:
+    """For listing: a run whose folder is gone simply has none (its own page says why)."""
+    try:
+        return bool(head_table_names(run_id, root))
+    except Unavailable:
+        return False
+
+
+def has_array(run_id: str, name: str, root: str | None = None) -> bool:
+    try:
+        return (run_dir(run_id, root) / f"{name}.parquet").exists()
+    except Unavailable:
+        return False
+
+
+def array_names(run_id: str, root: str | None = None) -> list[str]:
+    folder = run_dir(run_id, root)
+    return sorted(p.stem for p in folder.glob("*.parquet") if not p.stem.startswith("heads-"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read(path: str, stamp, columns, filters) -> pd.DataFrame:
+    filters = [tuple(f) for f in filters] if filters else None
+    return pq.read_table(path, columns=list(columns) if columns else None, filters=filters).to_pandas()
+
+
+def _parquet(run_id: str, file_name: str, what: str, columns=None, filters=None, root=None) -> pd.DataFrame:
+    path = run_dir(run_id, root) / file_name
+    if not path.exists():
+        raise Unavailable(f"run {run_id} has no {what}")
+    try:
+        return _read(
+            str(path),
+            _stamp(path),
+            tuple(columns) if columns else None,
+            tuple(tuple(f) for f in filters) if filters else None,
+        )
+    except (OSError, pa.ArrowException, ValueError) as error:
+        raise _unreadable(run_id, what, path, error) from None
+
+
+def head_table(run_id: str, name: str = "heads", root: str | None = None) -> pd.DataFrame:
+    return _parquet(run_id, f"heads-{name}.parquet", f"head table {name!r}", root=root)
+
+
+def array(run_id: str, name: str, columns=None, filters=None, root: str | None = None) -> pd.DataFrame:
+    """One stored array, optionally only some columns and rows (Parquet filters, e.g. [("layer", "==", 3)])."""
+    return _parquet(run_id, f"{name}.parquet", f"array {name!r}", columns, filters, root)
+
+
+def array_columns(run_id: str, name: str, root: str | None = None) -> list[str]:
+    """Column names from the Parquet footer (cheap, even for a 128k-token array)."""
+    path = run_dir(run_id, root) / f"{name}.parquet"
+    if not path.exists():
+        return []
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException) as error:
+        raise _unreadable(run_id, f"array {name!r}", path, error) from None
+
+
+def array_rows(run_id: str, name: str, root: str | None = None) -> int:
+    path = run_dir(run_id, root) / f"{name}.parquet"
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as error:
+        raise _unreadable(run_id, f"array {name!r}", path, error) from None
+
+
+def file_sizes(run_id: str, root: str | None = None) -> pd.DataFrame:
+    folder = run_dir(run_id, root)
+    rows = [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()]
+    return pd.DataFrame(rows)
+
+
+# --- run facts the views share --------------------------------------------------------------------
+
+
+def num_tokens(run_id: str, root: str | None = None) -> int | None:
+    info = summary(run_id, root)
+    for key in ("num_tokens", "tokens"):
+        value = info.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, list):
+            return len(value)
+    return None
+
+
+def tokens(run_id: str, root: str | None = None) -> list[str] | None:
+    """Token strings of a capture run: from the summary (runs up to 4096 tokens) or, for longer runs,
+    from one (layer, head) slice of the per-token array."""
+    info = summary(run_id, root)
+    if isinstance(info.get("tokens"), list):
+        return [str(t) for t in info["tokens"]]
+    if "tokens" not in array_names(run_id, root):
+        return None
+    columns = array_columns(run_id, "tokens", root)
+    if "token" not in columns or "query" not in columns:
+        return None
+    layers, heads = info.get("layers") or [0], info.get("heads") or [0]
+    frame = array(
+        run_id,
+        "tokens",
+        columns=("query", "token"),
+        filters=(("layer", "==", int(layers[0])), ("head", "==", int(heads[0]))),
+        root=root,
+    )
+    return frame.sort_values("query")["token"].astype(str).tolist()
+
+
+def layers_and_heads(run_id: str, root: str | None = None) -> tuple[list[int], list[int]]:
+    info = summary(run_id, root)
+    layers, heads = info.get("layers"), info.get("heads")
+    if isinstance(layers, list) and isinstance(heads, list) and layers and heads:
+        return [int(x) for x in layers], [int(x) for x in heads]
+    names = head_table_names(run_id, root)
+    if not names:
+        raise Unavailable(f"run {run_id} records neither its layers and heads nor a head table")
+    table = head_table(run_id, names[0], root)
+    return sorted(int(x) for x in table["layer"].unique()), sorted(int(x) for x in table["head"].unique())
+
+
+def cell_size(num_tokens: int, num_cells: int, requested: int | None = None) -> int:
+    """Tokens per pooled cell, as the seam pools: ``ceil(T / min(pooled_cells, T))``."""
+    if requested:
+        return math.ceil(num_tokens / min(int(requested), num_tokens))
+    return math.ceil(num_tokens / num_cells)
+
+
+def pooled_grid(run_id: str, layer: int, head: int, root: str | None = None):
+    """The (query_cell, key_cell) mean-probability grid of one head, read with a row filter."""
+    import numpy as np
+
+    frame = array(
+        run_id,
+        "pooled",
+        columns=("query_cell", "key_cell", "value"),
+        filters=(("layer", "==", int(layer)), ("head", "==", int(head))),
+        root=root,
+    )
+    if frame.empty:
+        raise Unavailable(f"run {run_id} has no pooled map for layer {layer}, head {head}")
+    n = int(max(frame["query_cell"].max(), frame["key_cell"].max())) + 1
+    grid = np.full((n, n), np.nan)
+    grid[frame["query_cell"].to_numpy(), frame["key_cell"].to_numpy()] = frame["value"].to_numpy()
+    return grid
+
+
+def environment_summary() -> dict:
+    return {"store": store_root(), "WORKBENCH_RESULTS": os.environ.get("WORKBENCH_RESULTS", "(unset)")}

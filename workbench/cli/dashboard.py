@@ -1,0 +1,75 @@
+"""``workbench app``: serve the Streamlit dashboard over the results store on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workbench.cli import app
+from workbench.cli.common import friendly
+
+
+def app_script() -> Path:
+    """``app/main.py`` of this checkout (the dashboard ships beside the package, not inside it)."""
+    script = Path(__file__).resolve().parents[2] / "app" / "main.py"
+    if not script.exists():
+        raise FileNotFoundError(
+            f"the dashboard is not at {script}: `workbench app` runs from a source checkout "
+            "(pip install -e .), where app/main.py sits beside the workbench package"
+        )
+    return script
+
+
+def streamlit_command(script: Path, host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+@app.command("app")
+@friendly
+def serve_app(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to serve on")] = 8501,
+    host: Annotated[
+        str, typer.Option("--host", help="address to bind (default loopback only; 0.0.0.0 exposes it)")
+    ] = "127.0.0.1",
+    results: Annotated[
+        Path | None,
+        typer.Option("--results", help="store to read (default $WORKBENCH_RESULTS, else ./results)"),
+    ] = None,
+) -> None:
+    """Serve the dashboard (runs, head grids, attention maps, analyses) over the results store."""
+    from workbench import paths
+
+    script = app_script()
+    store = (results or paths.results_dir()).expanduser().resolve()
+    env = {**os.environ, "WORKBENCH_RESULTS": str(store)}
+    if not (store / "workbench.duckdb").exists():
+        typer.echo(f"note: the store {store} is empty; run `make demo` to fill it", err=True)
+    typer.echo(f"dashboard on http://{host}:{port} (store {store}); Ctrl-C stops it", err=True)
+    process = subprocess.Popen(streamlit_command(script, host, port), env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        code = process.wait()
+    raise typer.Exit(code)
