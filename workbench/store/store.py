@@ -129,6 +129,7 @@ class Store:
                 if c not in ("layer", "head", "kv_head") and pd.api.types.is_numeric_dtype(table[c])
             ]
             frame = table.copy()
+            frame[metrics] = frame[metrics].astype(float)  # bool flag columns are metrics too (0/1)
             if "kv_head" not in frame:
                 frame["kv_head"] = -1
             melted = frame.melt(
@@ -197,7 +198,13 @@ class Store:
         return match.iloc[0].to_dict()
 
     def run_dir(self, run_id: str) -> Path:
-        return Path(self.run(run_id)["path"])
+        record = self.run(run_id)
+        path = Path(record["path"])
+        if not path.exists():  # the index keeps the path it was written under, maybe relative to another cwd
+            local = self.root / "runs" / record["run_id"]
+            if local.exists():
+                return local
+        return path
 
     def head_table(self, run_id: str, name: str = "heads") -> pd.DataFrame:
         path = self.run_dir(run_id) / f"heads-{name}.parquet"
