@@ -66,7 +66,10 @@ def seam_statistics(maps: np.ndarray, waad_window: int = 10, fai_window=(10, 100
 
     layers, heads, total, _ = maps.shape
     spec = CaptureSpec(
-        statistics=("waad", "mean_distance"), key_statistics=("fai",), waad_window=waad_window, fai_window=fai_window
+        statistics=("waad", "mean_distance"),
+        key_statistics=("fai",),
+        waad_window=waad_window,
+        fai_window=fai_window,
     )
     out = {"waad": [], "mean_distance": [], "fai": []}
     for layer in range(layers):
@@ -94,7 +97,12 @@ def reference_rhythm(maps: np.ndarray, local, global_, prompt: int, waad_window=
         targets = [t for t in response if s + low <= t <= min(total - 1, s + high)]
         fai.append(np.mean([global_map[t, s] for t in targets]) if targets else np.nan)
     distance = np.array(
-        [[np.mean([(maps[l, h, t, : t + 1] * (t - np.arange(t + 1))).sum() for t in response]) for h in range(maps.shape[1])]
-         for l in range(maps.shape[0])]
+        [
+            [
+                np.mean([(maps[layer, h, t, : t + 1] * (t - np.arange(t + 1))).sum() for t in response])
+                for h in range(maps.shape[1])
+            ]
+            for layer in range(maps.shape[0])
+        ]
     )
     return {"waad": waad, "fai": np.array(fai), "distance": distance}

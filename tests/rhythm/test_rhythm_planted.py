@@ -17,7 +17,9 @@ def planted():
 
 
 def _grouped(stats, info, fai_window=(10, 100)):
-    return group_rhythm(stats["mean_distance"], stats["waad"], stats["fai"], info["prompt"], fai_window=fai_window)
+    return group_rhythm(
+        stats["mean_distance"], stats["waad"], stats["fai"], info["prompt"], fai_window=fai_window
+    )
 
 
 def test_head_groups_recover_planted_local_and_global_heads(planted):

@@ -33,6 +33,12 @@ def rhythm(
     layers: Annotated[
         str | None, typer.Option("--layers", help="comma-separated layers (default: the middle third)")
     ] = None,
+    instruction: Annotated[
+        str | None,
+        typer.Option(
+            "--instruction", help="text appended to each question ('' = none; default: step by step, '####')"
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="problems generated together")] = 8,
     perturb: Annotated[
         bool, typer.Option("--perturb", help="also run the high- vs low-FAI perturbation test")
@@ -57,7 +63,7 @@ def rhythm(
     export per-token credit weights with the analysis statistics and their baselines."""
     from workbench.analyses.rhythm.credit import RhythmParams
     from workbench.analyses.rhythm.job import rhythm_job
-    from workbench.analyses.rhythm.problems import load_problems
+    from workbench.analyses.rhythm.problems import INSTRUCTION, load_problems
     from workbench.runners.hf import InputError, load_model
 
     if max_new_tokens < 2:
@@ -84,6 +90,7 @@ def rhythm(
         max_new_tokens=max_new_tokens,
         params=params,
         layers=parse_ints(layers),
+        instruction=INSTRUCTION if instruction is None else instruction,
         batch_size=batch_size,
         shuffles=shuffles,
         seed=seed,

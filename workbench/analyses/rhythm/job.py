@@ -11,6 +11,7 @@ from workbench.analyses.rhythm.credit import RhythmParams
 from workbench.analyses.rhythm.pipeline import capture_spec, default_layers, perturbation_test, run_rhythm
 from workbench.analyses.rhythm.problems import INSTRUCTION, Problem
 from workbench.analyses.rhythm.summary import head_group_table, summarize, token_table
+from workbench.runners.hf import InputError
 
 
 def _write_parquet(frame, path: Path) -> None:
@@ -56,7 +57,7 @@ def rhythm_job(
         progress=progress,
     )
     if not responses:
-        raise ValueError("the model produced no response of 2 or more tokens; raise --max-new-tokens")
+        raise InputError("the model produced no response of 2 or more tokens; raise --max-new-tokens")
     analysed = time.perf_counter()
     perturbation = None
     if perturb:

@@ -1,0 +1,167 @@
+"""The rhythm job on the tiny GQA model: seam statistics vs exact attention rows, batched generation,
+the CLI outputs, bad input, and the figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rhythm_planted import reference_rhythm
+from typer.testing import CliRunner
+
+from workbench.analyses.rhythm import RhythmParams, analyse_response, rhythm_figure
+from workbench.analyses.rhythm.pipeline import generate_batch
+from workbench.analyses.rhythm.problems import Problem, is_correct, load_problems
+from workbench.cli import app
+from workbench.seam.spec import CaptureSpec
+
+QUESTION = "A shop sells 3 pens for 2 dollars. How much do 12 pens cost?"
+
+
+def test_analyse_response_matches_exact_attention_rows(tiny):
+    prompt = tiny.encode(QUESTION)[0]
+    new_ids = generate_batch(tiny, [prompt], 40)[0]
+    assert new_ids.numel() >= 20
+    params = RhythmParams(fai_window=(4, 12))
+    result = analyse_response(tiny, Problem("p", QUESTION), prompt, new_ids, layers=(0, 1), params=params)
+    ids = torch.cat([prompt, new_ids])[None]
+    total = ids.shape[-1]
+    logits, cap = tiny.run(ids, CaptureSpec(statistics=(), rows=tuple(range(total))))
+    maps = torch.stack([cap.rows[i][0] for i in range(total)], dim=-2).double().numpy()  # (layer, head, q, k)
+    reference = reference_rhythm(maps, result.local, result.global_, prompt.numel(), fai_window=(4, 12))
+    np.testing.assert_allclose(result.distance, reference["distance"], rtol=1e-4)
+    np.testing.assert_allclose(result.waad, reference["waad"], rtol=1e-4, atol=1e-6)
+    assert np.array_equal(np.isnan(result.fai), np.isnan(reference["fai"]))
+    np.testing.assert_allclose(result.fai, reference["fai"], rtol=1e-4, atol=1e-7)
+    assert np.isnan(result.fai[-4:]).all() and np.isfinite(result.fai[:-4]).all()
+    # entropies: the distribution that produced token t sits at absolute position t - 1
+    log_probs = torch.log_softmax(logits[0].double(), -1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).numpy()
+    start = prompt.numel()
+    np.testing.assert_allclose(result.entropy, entropy[start - 1 : total - 1], rtol=1e-6)
+    np.testing.assert_allclose(result.entropy_next, entropy[start:], rtol=1e-6)
+    assert result.top_ids[0, 0] == int(logits[0, start - 1].argmax()) == int(new_ids[0])  # greedy
+
+
+def test_batched_generation_equals_model_generate(tiny):
+    prompts = [tiny.encode(t)[0] for t in ("hello there, how are you", "a", QUESTION)]
+    batched = generate_batch(tiny, prompts, 12, batch_size=3)
+    for prompt, ids in zip(prompts, batched, strict=True):
+        assert ids.tolist() == tiny.generate(prompt, max_new_tokens=12).new_ids.tolist()
+
+
+def test_problems_loading_and_answers(tmp_path):
+    bundled = load_problems()
+    assert len(bundled) >= 10 and all(p.answer and "####" in p.answer for p in bundled)
+    assert is_correct("so the total is 7.\n#### 7", bundled[0].answer)
+    assert not is_correct("#### 8", bundled[0].answer)
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"problem": "What is 2 + 2?", "answer": "#### 4"}\n\n{"question": "What is 3 + 3?"}\n')
+    items = load_problems(path)
+    assert [p.question for p in items] == ["What is 2 + 2?", "What is 3 + 3?"]
+    assert load_problems(path, limit=1)[0].answer == "#### 4"
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rhythm")
+    out = root / "out"
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(root / "results"))
+    problems = root / "problems.jsonl"
+    problems.write_text(
+        "\n".join(
+            json.dumps({"id": f"q{i}", "question": QUESTION.replace("12", str(12 + i)), "answer": "#### 8"})
+            for i in range(3)
+        )
+    )
+    args = [
+        "rhythm",
+        "tiny-gqa",
+        "--problems",
+        str(problems),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "48",
+        "--instruction",
+        "",
+    ]
+    result = CliRunner().invoke(app, [*args, "--perturb", "--shuffles", "200"])
+    monkeypatch.undo()
+    return result, out, root
+
+
+def test_cli_writes_tokens_and_summary(cli_run):
+    result, out, root = cli_run
+    assert result.exit_code == 0, result.output
+    tokens = pd.read_parquet(out / "tokens.parquet")
+    expected = [
+        "problem", "position", "token", "waad", "fai", "is_preplan", "is_anchor",
+        "credit_local", "credit_global", "credit_coupled",
+    ]  # fmt: skip
+    assert list(tokens.columns[: len(expected)]) == expected
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["responses"] == tokens["problem"].nunique() >= 1
+    for problem, rows in tokens.groupby("problem"):
+        assert rows["position"].tolist() == list(range(len(rows)))
+        preplan = rows["is_preplan"].to_numpy()
+        assert np.allclose(rows["credit_local"], np.where(preplan, 1.5, 1.0))
+        assert np.allclose(rows["credit_global"], np.where(rows["is_anchor"], 1.5, 1.0))
+        assert rows["token"].str.len().sum() > 0
+        assert summary["responses_text"][problem]
+    assert {"head_groups", "entropy", "coupling", "perturbation"} <= set(summary)
+    assert summary["entropy"]["preplan_producing"]["tokens"] == len(tokens)
+    assert {row["lag"] for row in summary["coupling"]} == {0, 1, 3}
+    assert all(0 <= row["shuffled_mean"] <= 1 for row in summary["coupling"])
+    assert summary["perturbation"]["pairs"] >= 1
+    heads = pd.read_parquet(out / "heads.parquet")
+    assert len(heads) == 2 * 4 and heads["score"].is_monotonic_decreasing
+    assert (out / "rhythm.html").exists()
+    assert any((root / "results" / "runs").iterdir())
+
+
+def test_figure_marks_anchors_and_preplan(cli_run):
+    _, out, _ = cli_run
+    tokens = pd.read_parquet(out / "tokens.parquet")
+    problem = tokens["problem"].iloc[0]
+    figure = rhythm_figure(tokens, problem)
+    rows = tokens[tokens["problem"] == problem]
+    bars, line, markers = figure.data[0], figure.data[1], figure.data[2]
+    assert list(bars.y) == pytest.approx(list(rows["fai"]), nan_ok=True)
+    assert list(line.y) == pytest.approx(list(rows["waad"]))
+    assert sorted(markers.x) == rows.loc[rows["is_preplan"], "position"].tolist()
+    assert list(bars.marker.color).count("#d62728") == int(rows["is_anchor"].sum())
+    with pytest.raises(ValueError, match="not in the token table"):
+        rhythm_figure(tokens, "no-such-problem")
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [("not json\n", "not valid JSON"), ('{"answer": "#### 3"}\n', "no 'question'"), ("", "no problems")],
+)
+def test_cli_bad_problems_file(tmp_path, monkeypatch, content, words):
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["rhythm", "tiny-gqa", "--problems", str(path), "--out", str(out)])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "results").exists()
+
+
+def test_cli_missing_file_and_bad_layer(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["rhythm", "tiny-gqa", "--problems", str(tmp_path / "none.jsonl"), "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = CliRunner().invoke(
+        app, ["rhythm", "tiny-gqa", "--layers", "7", "--out", str(out), "--limit", "1"]
+    )
+    assert result.exit_code == 2 and "layer 7" in result.output
+    assert not out.exists()
