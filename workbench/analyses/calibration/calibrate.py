@@ -112,8 +112,8 @@ def calibrate_act(
     if select not in ("greedy", "filter"):
         raise SpecError(f"select must be greedy or filter, got {select!r}")
     shape = model.shape
-    if layers is None:  # the paper's candidate layers: 2 .. L-2
-        layers = list(range(2, shape.num_layers - 1))
+    if layers is None:  # the paper's candidate layers: 2 .. L-2 (all layers of a very shallow model)
+        layers = list(range(2, shape.num_layers - 1)) or list(range(shape.num_layers))
     pool = candidates(shape.num_layers, shape.num_heads, kind, layers)
     log: list = []
     score = _scorer(model, task, batch_size, log)

@@ -33,6 +33,8 @@ def candidates(num_layers: int, num_heads: int, kind: str = "head_index", layers
     """Candidate groups over ``layers`` (default all): ``head`` (each head), ``layer`` (all heads of a
     layer) or ``head_index`` (head h in every layer: ``num_heads`` candidates)."""
     layers = list(range(num_layers)) if layers is None else [int(layer) for layer in layers]
+    if not layers:
+        raise SpecError("no candidate layers: name at least one layer")
     bad = [layer for layer in layers if not 0 <= layer < num_layers]
     if bad:
         raise SpecError(f"layer(s) {bad} out of range: the model has {num_layers} layers (0..{num_layers - 1})")
