@@ -79,6 +79,8 @@ def rule_sources(rule) -> list[tuple[str, str, str]]:
 def _leaf(rule: dict, tables: Callable[[str, str], pd.DataFrame]) -> pd.DataFrame:
     table = tables(rule["of"], rule.get("table", "heads"))
     by = rule.get("by", "score")
+    if "all" in rule and by not in table.columns and "by" not in rule:
+        return table.assign(score=0.0)  # every head, no ranking asked for
     if by not in table.columns:
         raise PipelineError(
             f"rule on step {rule['of']!r}: its table has no column {by!r}; columns: {list(table.columns)}"
