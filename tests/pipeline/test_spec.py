@@ -112,3 +112,12 @@ def test_cli_check_and_steps(tiny_yaml):
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines()]
     assert {"capture", "select", "validate", "report"} <= set(names)
+
+
+def test_shipped_sweeps_are_valid():
+    from workbench.pipeline.sweep import load_sweep
+
+    for path in sorted((REPO / "pipelines").glob("sweep*.yaml")):
+        spec = load_sweep(path)
+        assert spec.jobs and spec.prompts
+        assert spec.jobs[0].label == "baseline" and not spec.jobs[0].interventions

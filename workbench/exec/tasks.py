@@ -7,6 +7,7 @@ same ``run_shard``, their store contents are the same.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -71,6 +72,40 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
         save_capture(store, capture, model=model.name, input_ids=ids, kind="capture")
     table.insert(0, "tokens", int(ids.shape[-1]))
     return table
+
+
+_BUILDERS: dict = {}  # (model name, haystack) -> PromptBuilder: the haystack is tokenised once per worker
+
+
+@register_task("niah")
+def niah_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
+    """One needle-in-a-haystack run. ``prompt`` is JSON ``{needle, question, answer, length, depth}``;
+    ``params``: ``haystack`` (synthetic or a path), ``max_new_tokens``, ``chat``."""
+    from workbench.analyses.retrieval.haystack import Needle, PromptBuilder, read_haystack
+    from workbench.analyses.retrieval.niah import run_prompts
+
+    item = json.loads(prompt)
+    haystack = str(job.params.get("haystack", "synthetic"))
+    key = (model.name, haystack, job.params.get("chat"))
+    if key not in _BUILDERS:
+        _BUILDERS[key] = PromptBuilder(model, read_haystack(haystack), chat=job.params.get("chat"))
+    needle = Needle(item["needle"], item["question"], item["answer"])
+    built = _BUILDERS[key].build(needle, int(item["length"]), float(item["depth"]))
+    runs = run_prompts(
+        model,
+        [built],
+        interventions=job.intervention_objects(),
+        max_new_tokens=int(job.params.get("max_new_tokens", 50)),
+        progress=False,
+    ).runs
+    return pd.DataFrame(
+        {
+            "tokens": [int(runs["tokens"][0])],
+            "success": [float(runs["success"][0])],
+            "rouge_recall": [float(runs["rouge_recall"][0])],
+            "response": [str(runs["response"][0])],
+        }
+    )
 
 
 def _log_attempt(store: Store, key: str) -> None:

@@ -71,7 +71,7 @@ def run_pipeline(
         step_id = config["id"]
         implementation = spec.implementations[step_id]
         inputs = implementation.inputs(config)
-        data_hash = data_hashes[config.get("data", "default")] if implementation.uses_data else None
+        data_hash = data_hashes[config.get("data", "default")] if implementation.wants_data(config) else None
         key = step_key(spec, config, implementation.version, data_hash, [result.run_ids[i] for i in inputs])
         input_outputs = {i: result.outputs[i] for i in inputs}
         started = time.perf_counter()

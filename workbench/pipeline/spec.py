@@ -44,6 +44,7 @@ class PipelineSpec:
     heads: str | None = None  # the select step whose heads go to HEADS.json
     description: str = ""
     source: str = ""  # the YAML text, shown in the report
+    base: Path = Path(".")  # the file's folder: relative paths in steps are relative to it
     implementations: dict = field(default_factory=dict, repr=False)  # step id -> Step instance
 
     def step(self, step_id: str) -> dict:
@@ -106,6 +107,7 @@ def parse_pipeline(
         data=normalise_data(data.get("data"), base),
         description=str(data.get("description") or ""),
         source=source,
+        base=Path(base),
     )
     out_dir = out or outputs.get("dir") or f"results/{spec.name}"
     spec.out = Path(out_dir)

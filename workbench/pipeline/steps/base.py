@@ -77,12 +77,16 @@ class Step:
             raise PipelineError(
                 f"step {config['id']!r} ({self.kind}): unknown option(s) {extra}; its options: {known}"
             )
-        if self.uses_data:
+        if self.wants_data(config):
             name = config.get("data", "default")
             if name not in pipeline.data:
                 have = sorted(pipeline.data) or "none (add a data: section)"
                 raise PipelineError(f"step {config['id']!r} uses data set {name!r}; the pipeline has {have}")
         self.validate(config, pipeline)
+
+    def wants_data(self, config: dict) -> bool:
+        """Whether this step reads a data set (its texts are then part of the step's key)."""
+        return self.uses_data
 
     def validate(self, config: dict, pipeline) -> None:
         """Step-specific checks (option types, ranges)."""

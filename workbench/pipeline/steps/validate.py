@@ -9,13 +9,21 @@
       controls: 2                  # random head sets of the same size (seeded)
       window: 256                  # first N tokens of each prompt
 
+With ``metric: niah`` the prompts are needle-in-a-haystack runs instead of a data set (the held-out
+needles of workbench.analyses.retrieval unless ``niah.needles`` is given)::
+
+      metric: niah
+      niah: {haystack: synthetic, lengths: [500], depths: [10, 60], max_new_tokens: 24}
+
 Runs baseline, selected and control conditions as executor jobs (so ``--executor ray`` fans them out)
 and records per-prompt metrics plus each condition's mean and its difference from the baseline.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,7 +32,8 @@ from workbench.pipeline.steps.base import Context, Step, StepOutput, option, req
 
 MODES = ("uniform", "zero")
 SCOPES = ("both", "prefill", "decode")
-METRICS = {"logprob": ("mean_logprob", "top1_accuracy")}
+METRICS = {"logprob": ("mean_logprob", "top1_accuracy"), "niah": ("success", "rouge_recall")}
+NIAH_KEYS = {"haystack", "needles", "lengths", "depths", "max_new_tokens"}
 
 
 class ValidateStep(Step):
@@ -38,7 +47,11 @@ class ValidateStep(Step):
         "seed": "seed of the random head sets (default 0)",
         "window": "first N tokens of each prompt",
         "shard_size": "prompts per shard (default 4)",
+        "niah": "metric niah: {haystack, needles, lengths, depths, max_new_tokens}",
     }
+
+    def wants_data(self, config: dict) -> bool:
+        return config.get("metric", "logprob") != "niah"
 
     def validate(self, config: dict, pipeline) -> None:
         heads = require(config, "heads", str, "the id of a select step")
@@ -55,6 +68,20 @@ class ValidateStep(Step):
         metric = option(config, "metric", str, f"one of {sorted(METRICS)}", "logprob")
         if metric not in METRICS:
             raise PipelineError(f"step {config['id']!r}: unknown metric {metric!r}; known: {sorted(METRICS)}")
+        niah = option(config, "niah", dict, "a mapping", {})
+        if sorted(set(niah) - NIAH_KEYS):
+            raise PipelineError(
+                f"step {config['id']!r}: niah has unknown key(s) {sorted(set(niah) - NIAH_KEYS)}"
+            )
+        if metric == "niah":
+            from workbench.pipeline.registry import _module_exists
+
+            if not _module_exists("workbench.analyses.retrieval.niah"):
+                raise PipelineError(f"step {config['id']!r}: metric niah needs workbench.analyses.retrieval")
+            for key in ("haystack", "needles"):
+                value = niah.get(key)
+                if value not in (None, "synthetic") and not (Path(pipeline.base) / value).exists():
+                    raise PipelineError(f"step {config['id']!r}: niah.{key} {value!r} does not exist")
         for key in ("controls", "seed", "window", "shard_size"):
             value = option(config, key, int, "an integer")
             if value is not None and value < (0 if key in ("controls", "seed") else 1):
@@ -88,6 +115,10 @@ class ValidateStep(Step):
         intervention = {"mode": "uniform", "scope": "both", **config.get("intervention", {})}
         metric = config.get("metric", "logprob")
         params = {"window": int(config["window"])} if config.get("window") else {}
+        if metric == "niah":
+            prompts, params = niah_prompts(ctx.pipeline.base, config.get("niah", {}))
+        else:
+            prompts = ctx.texts(config.get("data", "default"))
         jobs = [
             JobSpec(
                 task=metric,
@@ -101,7 +132,6 @@ class ValidateStep(Step):
             )
             for name, heads in self.conditions(config, selection).items()
         ]
-        prompts = ctx.texts(config.get("data", "default"))
         table = run_jobs(ctx.executor, jobs, make_shards(prompts, int(config.get("shard_size", 4))))
         table = table.drop(columns="model")
         return StepOutput(
@@ -115,6 +145,23 @@ class ValidateStep(Step):
             return []
         metric = METRICS[config.get("metric", "logprob")][0]
         return [validation_figure(output.table("per_prompt"), metric, config["id"])]
+
+
+def niah_prompts(base: Path, options: dict) -> tuple[list[str], dict]:
+    """The NIAH grid (needles x lengths x depths) as JSON prompts, and the task's parameters."""
+    from workbench.analyses.retrieval.niah import resolve_inputs
+
+    haystack = options.get("haystack", "synthetic")
+    haystack = haystack if haystack == "synthetic" else str(Path(base) / haystack)
+    needles = options.get("needles")
+    _, needle_list = resolve_inputs(haystack, Path(base) / needles if needles else None, "heldout")
+    prompts = [
+        json.dumps({**needle.to_dict(), "length": int(length), "depth": float(depth)}, sort_keys=True)
+        for needle in needle_list
+        for length in options.get("lengths", [500])
+        for depth in options.get("depths", [10, 60])
+    ]
+    return prompts, {"haystack": haystack, "max_new_tokens": int(options.get("max_new_tokens", 50))}
 
 
 def summarize(table: pd.DataFrame, metrics: tuple[str, ...], prompts: int) -> dict:

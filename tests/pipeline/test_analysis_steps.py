@@ -1,0 +1,68 @@
+"""The analysis steps (sinks, retrieval, rhythm) and the NIAH validation metric, on tiny-gqa."""
+
+import numpy as np
+import pytest
+
+from workbench.exec import LocalExecutor
+from workbench.pipeline import load_pipeline, run_pipeline
+
+PIPELINE = """\
+pipeline: analyses
+model: tiny-gqa
+data: {source: sample}
+steps:
+  - {id: sinks, step: sinks, window: 32, max_windows: 4}
+  - {id: retrieval, step: retrieval, lengths: [240], depths: [50], max_new_tokens: 4}
+  - {id: rhythm, step: rhythm, limit: 3, max_new_tokens: 12}
+  - id: pick
+    step: select
+    rule:
+      union:
+        - {of: sinks, bottom_k: 2}
+        - {of: rhythm, by: mean_distance, top_k: 1}
+  - id: niah
+    step: validate
+    heads: pick
+    metric: niah
+    controls: 1
+    niah: {lengths: [240], depths: [50], max_new_tokens: 4}
+  - {id: report, step: report}
+"""
+
+
+@pytest.mark.parametrize("missing", ["sinks", "retrieval", "rhythm"])
+def test_analysis_steps_are_registered(missing, write_yaml):
+    spec = load_pipeline(write_yaml(PIPELINE))
+    assert spec.implementations[missing].kind == missing
+
+
+def test_analysis_steps_run_and_match_the_analyses(tiny, store, tmp_path, write_yaml):
+    from workbench.analyses.demo import sample_text
+    from workbench.analyses.sinks import sinks_report
+
+    executor = LocalExecutor(store, progress=False)
+    executor.adopt(tiny)
+    spec = load_pipeline(write_yaml(PIPELINE), out=tmp_path / "out")
+    result = run_pipeline(spec, store=store, executor=executor, echo=lambda m: None)
+
+    _, tables = sinks_report(tiny, sample_text(), window=32, max_windows=4)
+    got = result.outputs["sinks"].table("heads").sort_values(["layer", "head"])["score"].to_numpy()
+    want = tables["heads"].sort_values(["layer", "head"])["score"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+    retrieval = result.outputs["retrieval"]
+    assert len(retrieval.table("heads")) == 8 and retrieval.summary["num_runs"] == 3  # 3 pass keys x 1 x 1
+    assert len(result.outputs["rhythm"].table("heads")) == 8
+
+    pick = {tuple(p) for p in result.outputs["pick"].summary["heads"]}
+    sinks = result.outputs["sinks"].table("heads").sort_values(["score", "layer", "head"]).head(2)
+    rhythm = result.outputs["rhythm"].table("heads").sort_values("mean_distance", ascending=False).head(1)
+    expected = {(int(r.layer), int(r.head)) for r in [*sinks.itertuples(), *rhythm.itertuples()]}
+    assert pick == expected
+
+    niah = result.outputs["niah"]
+    per_prompt = niah.table("per_prompt")
+    assert set(per_prompt["label"]) == {"baseline", "selected", "control-0"}
+    assert len(per_prompt) == 3 * 3  # held-out pass keys x conditions
+    assert set(niah.summary["conditions"]["selected"]) >= {"success", "rouge_recall", "delta_success"}
+    assert (tmp_path / "out" / "report.html").exists()
