@@ -51,7 +51,7 @@ class SceneConfig:
     classes_per_scene: tuple[int, int] = (2, 3)
     radius: tuple[float, float] = (0.08, 0.26)  # fraction of the canvas
     multipart_fraction: float = 0.4
-    palette_size: int = 3
+    palette_size: int = 2
     share_background_texture: float = 0.3
     contrast_threshold: float = 0.08  # mean RGB distance (0..1) between a part and its surround
     rim_probability: float = 0.3
@@ -66,13 +66,15 @@ class SceneConfig:
 class SceneBatch:
     """images (B, 3, H, W) float in [0, 1]; instance (B, H, W) 0 = background, 1..O objects;
     part (B, H, W) 0 = background, slot + 1; classes (B, O) shape class per object (-1 = absent);
-    visible (B, O) pixel count; amodal (B, O, H, W) bool (unoccluded silhouettes) when asked for."""
+    visible (B, O) pixel count; texture (B, H, W) palette entry + 1 of the visible part (0 = background);
+    amodal (B, O, H, W) bool (unoccluded silhouettes) when asked for."""
 
     images: torch.Tensor
     instance: torch.Tensor
     part: torch.Tensor
     classes: torch.Tensor
     visible: torch.Tensor
+    texture: torch.Tensor
     dropped_parts: int
     amodal: torch.Tensor | None = None
 
@@ -276,6 +278,7 @@ def make_scenes(
     # --- painter's algorithm with camouflage rejection ------------------------------------------
     instance = torch.zeros(b, size, size, dtype=torch.long, device=device)
     part = torch.zeros_like(instance)
+    texture = torch.zeros_like(instance)
     factor = next(f for f in (4, 2, 1) if size % f == 0 and size // f >= 48)
     ring_radius = max(1, size // (40 * factor))
     rows = torch.arange(b, device=device)
@@ -304,6 +307,7 @@ def make_scenes(
         canvas = torch.where(edge[:, None], canvas * 0.55, canvas)
         instance = torch.where(mask, slot_object[slot], instance)
         part = torch.where(mask, slot + 1, part)
+        texture = torch.where(mask, slot_texture[:, slot, None, None] + 1, texture)
 
     # --- photometric knobs ----------------------------------------------------------------------
     gain = _uniform(generator, (b, 1, 1, 1), 0.85, 1.15, device)
@@ -322,7 +326,13 @@ def make_scenes(
     amodal_masks = None
     if amodal:
         amodal_masks = inside.view(b, o, 2, size, size).any(2)
-    return SceneBatch(canvas, instance, part, classes, visible, dropped, amodal_masks)
+    return SceneBatch(canvas, instance, part, classes, visible, texture, dropped, amodal_masks)
+
+
+def patch_mode(labels: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, N) most frequent value of a non-negative integer map over each patch."""
+    counts = F.avg_pool2d(F.one_hot(labels, int(labels.max()) + 1).permute(0, 3, 1, 2).float(), patch)
+    return counts.flatten(2).argmax(dim=1)
 
 
 def patch_labels(instance: torch.Tensor, patch: int, purity: float = 0.8):
@@ -338,3 +348,31 @@ def patch_labels(instance: torch.Tensor, patch: int, purity: float = 0.8):
     share, mode = counts.flatten(2).max(dim=1)
     labels = torch.where(share >= purity, mode, torch.full_like(mode, -1))
     return labels, share
+
+
+def scene_config_for(size: int) -> SceneConfig:
+    """Scenes for a model's input side: small canvases (<= 96 px, tiny ViTs) get fewer, larger objects."""
+    if size <= 96:
+        return SceneConfig(size=size, max_objects=5, radius=(0.12, 0.32))
+    return SceneConfig(size=size)
+
+
+def make_scene_set(count: int, seed: int, config: SceneConfig, chunk: int = 16, bank=None) -> SceneBatch:
+    """``count`` scenes rendered in chunks of ``chunk`` (chunk k uses seed ``seed * 100003 + k``), on CPU."""
+    from dataclasses import fields
+
+    bank = texture_bank() if bank is None else bank
+    parts = [
+        make_scenes(min(chunk, count - start), seed * 100003 + k, config, bank=bank)
+        for k, start in enumerate(range(0, count, chunk))
+    ]
+    merged = {}
+    for field in fields(SceneBatch):
+        values = [getattr(p, field.name) for p in parts]
+        if field.name == "dropped_parts":
+            merged[field.name] = sum(values)
+        elif values[0] is None:
+            merged[field.name] = None
+        else:
+            merged[field.name] = torch.cat(values)
+    return SceneBatch(**merged)

@@ -20,10 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.vision.scenes import GENERATOR_VERSION, NUM_CLASSES, SceneConfig, make_scenes, texture_bank
+from workbench.vision.scenes import (
+    GENERATOR_VERSION,
+    NUM_CLASSES,
+    make_scenes,
+    scene_config_for,
+    texture_bank,
+)
 from workbench.vision.tiny_vit import TinyViT, _Block, save_checkpoint, tiny_config_dict
 
-TRAIN_SCENES = SceneConfig(size=64, max_objects=5, radius=(0.12, 0.32))
+TRAIN_SCENES = scene_config_for(64)
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 TRAIN_SEED_BASE = 10**9
@@ -270,6 +276,7 @@ def _slice(scenes, start, stop):
         part=scenes.part[start:stop],
         classes=scenes.classes[start:stop],
         visible=scenes.visible[start:stop],
+        texture=scenes.texture[start:stop],
         amodal=None,
     )
 

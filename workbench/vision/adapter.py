@@ -1,0 +1,47 @@
+"""Adapter for ViT encoders in transformers' layout (Dinov2Model, ViTModel): ``encoder.layer[i].attention``.
+
+Their attention modules call ``ALL_ATTENTION_FUNCTIONS`` with ``is_causal = False`` and carry no
+``layer_idx``; ``instrument`` sets the layer index from this adapter's order, and the seam reads
+``module.is_causal``, so attention stays bidirectional.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from workbench.adapters import Adapter, ModelShape, register_adapter
+
+
+class VitAdapter(Adapter):
+    families = ("dinov2", "vit")
+
+    def backbone(self, model: nn.Module) -> nn.Module:
+        """The module holding ``embeddings`` and ``encoder`` (the model itself or its ``base_model``)."""
+        for candidate in (model, getattr(model, "base_model", None)):
+            if candidate is not None and hasattr(candidate, "encoder") and hasattr(candidate, "embeddings"):
+                return candidate
+        raise TypeError(f"{type(model).__name__}: no embeddings/encoder found; is this a ViT encoder?")
+
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        return list(self.backbone(model).encoder.layer)
+
+    def embeddings(self, model: nn.Module) -> nn.Module:
+        return self.backbone(model).embeddings
+
+    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [block.attention for block in self.blocks(model)]
+
+    def shape(self, model: nn.Module) -> ModelShape:
+        config = model.config
+        heads = config.num_attention_heads
+        return ModelShape(
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            max_positions=None,
+            causal=False,
+        )
+
+
+VIT_ADAPTER = register_adapter(VitAdapter())

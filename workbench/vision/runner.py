@@ -1,0 +1,203 @@
+"""The ViT runner: an HF ViT encoder whose attention goes through the workbench seam.
+
+``VisionModel.run`` returns per-layer patch embeddings (hidden-state index 0 = embeddings, l = output of
+block l, before the final norm) and, with a spec, the seam's ``Capture``. ``residual_edits`` change the
+residual stream after a block (the binding-subspace ablation); they are applied before the state is
+recorded and before the next block reads it. Hooks are removed on exit, also after an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.capture import Capture
+from workbench.models.registry import UnknownModelError
+from workbench.seam.attention import instrument
+from workbench.seam.interventions import Intervention
+from workbench.seam.spec import CaptureSpec
+from workbench.vision.adapter import VIT_ADAPTER, VitAdapter
+from workbench.vision.convert import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become pixel values: channel mean/std and the native input side."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    image_size: int = 224
+
+    def __call__(self, images) -> torch.Tensor:
+        """uint8 (B, H, W, 3) arrays or float (B, 3, H, W) tensors in [0, 1] -> normalised float32."""
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(
+                    f"expected uint8 images (batch, height, width, 3), got {images.dtype} {images.shape}"
+                )
+            images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        images = images.float()
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+
+@dataclass
+class VisionRun:
+    hidden: torch.Tensor  # (batch, recorded layers, tokens, d) fp32 on CPU; tokens = 1 (cls) + patches
+    layers: list[int]  # hidden-state indices recorded
+    capture: Capture | None
+
+
+class VisionModel:
+    """A loaded ViT encoder plus its preprocessing, adapter and shape."""
+
+    def __init__(self, name: str, hf_model, preprocess: Preprocess, adapter: VitAdapter = VIT_ADAPTER):
+        self.name = name
+        self.hf = hf_model
+        self.preprocess = preprocess
+        self.adapter = adapter
+        self.shape = adapter.shape(hf_model)
+        self.patch_size = int(np.atleast_1d(hf_model.config.patch_size)[0])
+
+    def __repr__(self) -> str:
+        s = self.shape
+        return (
+            f"VisionModel({self.name!r}, layers={s.num_layers}, heads={s.num_heads}, head_dim={s.head_dim}, "
+            f"patch={self.patch_size}, image_size={self.image_size})"
+        )
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @contextlib.contextmanager
+    def _hooks(self, layers: Sequence[int], residual_edits: dict[int, Callable] | None, store: dict):
+        modules = [self.adapter.embeddings(self.hf)] + self.adapter.blocks(self.hf)
+        edits = dict(residual_edits or {})
+        for index in edits:
+            if not 0 <= index < len(modules):
+                raise ValueError(
+                    f"residual edit at hidden state {index}: the model has 0..{len(modules) - 1}"
+                )
+        handles = []
+
+        def make_hook(index):
+            def hook(module, inputs, output):
+                tensor = output[0] if isinstance(output, tuple) else output
+                if index in edits:
+                    tensor = edits[index](tensor)
+                if index in layers:
+                    store[index] = tensor.detach().float().cpu()
+                if index in edits:
+                    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+                return None
+
+            return hook
+
+        try:
+            for index, module in enumerate(modules):
+                if index in layers or index in edits:
+                    handles.append(module.register_forward_hook(make_hook(index)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run(
+        self,
+        images,
+        *,
+        layers: Sequence[int] | None = None,
+        spec: CaptureSpec | None = None,
+        interventions: Sequence[Intervention] = (),
+        residual_edits: dict[int, Callable] | None = None,
+    ) -> VisionRun:
+        """One forward pass over a batch of images; ``layers`` are hidden-state indices (default all)."""
+        pixels = self.preprocess(images).to(self.device)
+        if pixels.shape[-1] % self.patch_size or pixels.shape[-2] % self.patch_size:
+            raise ValueError(
+                f"image side {tuple(pixels.shape[-2:])} is not a multiple of the patch size {self.patch_size}"
+            )
+        all_layers = range(self.shape.num_layers + 1)
+        layers = list(all_layers if layers is None else layers)
+        bad = [layer for layer in layers if layer not in all_layers]
+        if bad:
+            raise ValueError(
+                f"hidden-state index {bad} out of range: {self.name} has 0..{self.shape.num_layers}"
+            )
+        store: dict[int, torch.Tensor] = {}
+        with torch.no_grad(), instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
+            with self._hooks(layers, residual_edits, store):
+                self.hf(pixel_values=pixels.to(next(self.hf.parameters()).dtype))
+            session.check_fired()
+        capture = None
+        if spec is not None and spec.captures_anything:
+            capture = Capture.from_records(
+                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
+            )
+        hidden = torch.stack([store[layer] for layer in layers], dim=1) if layers else torch.empty(0)
+        return VisionRun(hidden, layers, capture)
+
+    def attention_maps(self, images, layers: Sequence[int] | None = None) -> torch.Tensor:
+        """Exact attention probabilities (batch, layer, head, query, key) over all tokens, through the seam."""
+        tokens = 1 + (self.image_size // self.patch_size) ** 2
+        if isinstance(images, torch.Tensor):
+            tokens = 1 + (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size)
+        spec = CaptureSpec(layers=layers, statistics=(), rows=tuple(range(tokens)))
+        capture = self.run(images, layers=[], spec=spec).capture
+        return torch.stack([capture.rows[position] for position in range(tokens)], dim=3)
+
+    def random_init(self, seed: int = 0) -> VisionModel:
+        """The same architecture with freshly initialised weights (the random-network baseline)."""
+        torch.manual_seed(seed)
+        model = type(self.hf)(self.hf.config).eval()
+        return VisionModel(f"{self.name}@random-init-s{seed}", model, self.preprocess, self.adapter)
+
+
+def load_vision_model(name_or_path: str, device: str = "cpu") -> VisionModel:
+    """A registered vision model, a tiny-ViT ``.safetensors`` checkpoint, a local HF folder or a HF id."""
+    import workbench.seam.attention  # noqa: F401  (registers the seam)
+    from workbench.models.registry import known_models
+    from workbench.vision import models as vision_models
+
+    entries = {entry.name: entry for entry in known_models()}
+    if name_or_path in entries:
+        entry = entries[name_or_path]
+        if entry.kind != "vision":
+            raise UnknownModelError(
+                f"{name_or_path!r} is a {entry.kind} model, not a vision model; vision models: "
+                f"{', '.join(n for n, e in entries.items() if e.kind == 'vision')}"
+            )
+        model, preprocess = entry.load(device, None)
+        return VisionModel(name_or_path, model, preprocess)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".safetensors":
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        model, preprocess = vision_models.load_checkpoint(path, device)
+        return VisionModel(path.stem, model, preprocess)
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if path.exists() or looks_like_hub_id:
+        model, preprocess = vision_models.load_pretrained(
+            str(path) if path.exists() else name_or_path, device
+        )
+        return VisionModel(name_or_path, model, preprocess)
+    vision = [n for n, e in entries.items() if e.kind == "vision"]
+    raise UnknownModelError(
+        f"unknown vision model {name_or_path!r}. Known names: {', '.join(vision)}; or pass a tiny-ViT .safetensors "
+        "checkpoint, a local HF ViT/DINOv2 folder or a Hugging Face id"
+    )
