@@ -165,3 +165,35 @@ def test_cli_missing_file_and_bad_layer(tmp_path, monkeypatch):
     )
     assert result.exit_code == 2 and "layer 7" in result.output
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_smollm2_rhythm_matches_exact_rows_on_a_worked_answer(smollm2):
+    """On the real model: seam-derived WAAD/FAI/d equal the spec formulas on exact attention rows.
+
+    The response is a bundled problem's worked answer (teacher-forced), so no generation is needed.
+    """
+    problem = load_problems()[2]
+    prompt = smollm2.encode(problem.prompt(), chat=True)[0]
+    response = smollm2.tokenizer(problem.answer, add_special_tokens=False, return_tensors="pt")["input_ids"][
+        0
+    ]
+    layers = (10, 15, 20)
+    result = analyse_response(smollm2, problem, prompt, response, layers=layers, params=RhythmParams())
+    ids = torch.cat([prompt, response])[None]
+    total = ids.shape[-1]
+    _, cap = smollm2.run(
+        ids, CaptureSpec(layers=layers, statistics=(), rows=tuple(range(prompt.numel(), total)))
+    )
+    # rows of prompt queries are not needed: every statistic here reads response rows only
+    rows = torch.zeros(len(layers), smollm2.shape.num_heads, total, total, dtype=torch.float64)
+    for i in range(prompt.numel(), total):
+        rows[:, :, i] = cap.rows[i][0].double()
+    reference = reference_rhythm(rows.numpy(), result.local, result.global_, prompt.numel())
+    np.testing.assert_allclose(result.distance, reference["distance"], rtol=1e-4)
+    np.testing.assert_allclose(result.waad, reference["waad"], rtol=1e-4, atol=1e-5)
+    finite = np.isfinite(reference["fai"])
+    np.testing.assert_allclose(result.fai[finite], reference["fai"][finite], rtol=1e-3, atol=1e-6)
+    # head groups really differ in reach; WAAD stays within [0, W]
+    assert result.distance[result.global_].min() > 2 * result.distance[result.local].max()
+    assert 0 <= result.waad.min() and result.waad.max() <= 10
