@@ -54,7 +54,7 @@ def exact_section(
 def render() -> None:
     st.title("Attention explorer")
     runs = data.runs()
-    with_pooled = runs[[data.has_array(r, "pooled") for r in runs["run_id"]]].reset_index(drop=True)
+    with_pooled = data.runs_where(runs, lambda r: data.has_array(r, "pooled"))
     if with_pooled.empty:
         st.info(
             "No run in the store has a pooled attention map yet: run `make demo`, or "

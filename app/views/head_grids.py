@@ -53,7 +53,7 @@ def render() -> None:
     if runs.empty:
         ui.no_runs("demo", "")
         return
-    with_tables = runs[[data.has_head_tables(r) for r in runs["run_id"]]].reset_index(drop=True)
+    with_tables = data.runs_where(runs, data.has_head_tables)
     if with_tables.empty:
         st.info("No run in the store has a head table yet: run `make demo`.")
         return

@@ -11,16 +11,13 @@ GRID_COLUMNS = {"length", "depth"}
 
 
 def niah_section(runs: pd.DataFrame) -> None:
-    with_grid = runs[
-        [
-            data.has_array(r, "runs") and GRID_COLUMNS <= set(data.array_columns(r, "runs"))
-            for r in runs["run_id"]
-        ]
-    ]
+    with_grid = data.runs_where(
+        runs, lambda r: data.has_array(r, "runs") and GRID_COLUMNS <= set(data.array_columns(r, "runs"))
+    )
     if with_grid.empty:
         return
     st.subheader("Needle in a haystack: length x depth")
-    run_id = ui.pick_run(with_grid.reset_index(drop=True), key="retrieval_niah_run")
+    run_id = ui.pick_run(with_grid, key="retrieval_niah_run")
     table = data.array(run_id, "runs")
     values = [c for c in ("success", "rouge_recall") if c in table.columns]
     if not values or table.empty:

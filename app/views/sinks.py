@@ -24,17 +24,13 @@ def sink_k_figure(table: pd.DataFrame) -> go.Figure:
 
 def capture_fallback() -> None:
     """Without a sinks run, the demo capture's first-token mass still shows where the sinks are."""
-    runs = data.runs()
-    runs = runs[[data.has_head_tables(r) for r in runs["run_id"]]].reset_index(drop=True)
-    candidates = (
-        [r for r in runs["run_id"] if "sink_mass" in data.head_table(r).columns] if not runs.empty else []
+    runs = data.runs_where(
+        data.runs(), lambda r: data.has_head_tables(r) and "sink_mass" in data.array_columns_of_head_table(r)
     )
-    if not candidates:
+    if runs.empty:
         return
     st.subheader("First-token mass from capture runs")
-    run_id = ui.pick_run(
-        runs[runs["run_id"].isin(candidates)].reset_index(drop=True), key="sinks_capture_run"
-    )
+    run_id = ui.pick_run(runs, key="sinks_capture_run")
     table = data.head_table(run_id)
     st.plotly_chart(
         head_heatmap(table, "sink_mass", "mean attention on the first token"), key="sinks_capture_grid"

@@ -108,8 +108,8 @@ def compare(model_name: str, prompt: str, interventions: list, max_new_tokens: i
     touched = sorted({(i.layer, i.head) for i in interventions})
     rows = []
     for layer, head in touched:
-        b = base_table[(base_table.layer == layer) & (base_table.head == head)].iloc[0]
-        e = edit_table[(edit_table.layer == layer) & (edit_table.head == head)].iloc[0]
+        b = base_table[(base_table.layer == layer) & (base_table["head"] == head)].iloc[0]
+        e = edit_table[(edit_table.layer == layer) & (edit_table["head"] == head)].iloc[0]
         row = {"layer": layer, "head": head}
         for name in ("sink_mass", "entropy", "mean_distance"):
             row[f"{name} baseline"] = float(b[name])

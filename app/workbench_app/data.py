@@ -51,11 +51,26 @@ def _runs(root: str, stamp: tuple[int, int]) -> pd.DataFrame:
     return table
 
 
+def _looks_like_duckdb(path: Path) -> bool:
+    """DuckDB files carry ``DUCK`` at byte 8; checked first because opening a damaged file retries for a
+    minute (the store treats open errors as a lock held by a writer)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return False
+
+
 def runs(root: str | None = None) -> pd.DataFrame:
     """Every run in the index (newest first); empty when the store does not exist yet."""
     root = root or store_root()
+    index = Path(root) / "workbench.duckdb"
+    if index.exists() and not _looks_like_duckdb(index):
+        raise Unavailable(
+            f"the store index {index} is not a DuckDB file; move it away and re-run `make demo`"
+        )
     try:
-        return _runs(root, _stamp(Path(root) / "workbench.duckdb"))
+        return _runs(root, _stamp(index))
     except Exception as error:  # a damaged index is a message, not a traceback
         raise Unavailable(
             f"the store index {Path(root) / 'workbench.duckdb'} cannot be read ({error}); "
@@ -67,6 +82,12 @@ def runs_of_kind(kinds: tuple[str, ...] | str, root: str | None = None) -> pd.Da
     table = runs(root)
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     return table[table["kind"].isin(kinds)].reset_index(drop=True)
+
+
+def runs_where(table: pd.DataFrame, keep) -> pd.DataFrame:
+    """The runs for which ``keep(run_id)`` holds (an empty table stays a table with its columns)."""
+    mask = [bool(keep(run_id)) for run_id in table["run_id"]]
+    return table[pd.Series(mask, index=table.index, dtype=bool)].reset_index(drop=True)
 
 
 def run_dir(run_id: str, root: str | None = None) -> Path:
@@ -179,6 +200,10 @@ def array_columns(run_id: str, name: str, root: str | None = None) -> list[str]:
         return list(pq.read_schema(path).names)
     except (OSError, pa.ArrowException) as error:
         raise _unreadable(run_id, f"array {name!r}", path, error) from None
+
+
+def array_columns_of_head_table(run_id: str, name: str = "heads", root: str | None = None) -> list[str]:
+    return array_columns(run_id, f"heads-{name}", root)
 
 
 def array_rows(run_id: str, name: str, root: str | None = None) -> int:

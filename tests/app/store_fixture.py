@@ -11,6 +11,7 @@ Run as a script to build one for a manual look: ``python tests/app/store_fixture
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -221,6 +222,7 @@ def build_store(root: Path, work: Path) -> dict[str, str]:
         retrieval_runs(work)
         ids["calibration"] = calibration_run(store)
         ids["binding"] = binding_run(store)
+        (root / "fixture-ids.json").write_text(json.dumps(ids))
         return ids
     finally:
         if previous is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -66,10 +65,6 @@ def serve_app(
     if not (store / "workbench.duckdb").exists():
         typer.echo(f"note: the store {store} is empty; run `make demo` to fill it", err=True)
     typer.echo(f"dashboard on http://{host}:{port} (store {store}); Ctrl-C stops it", err=True)
-    process = subprocess.Popen(streamlit_command(script, host, port), env=env)
-    try:
-        code = process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        code = process.wait()
-    raise typer.Exit(code)
+    # replace this process with the server, so a signal to `workbench app` reaches Streamlit itself
+    command = streamlit_command(script, host, port)
+    os.execve(command[0], command, env)
