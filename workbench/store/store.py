@@ -199,12 +199,9 @@ class Store:
 
     def run_dir(self, run_id: str) -> Path:
         record = self.run(run_id)
-        path = Path(record["path"])
-        if not path.exists():  # the index keeps the path it was written under, maybe relative to another cwd
-            local = self.root / "runs" / record["run_id"]
-            if local.exists():
-                return local
-        return path
+        # the store's own folder first: the indexed path may be relative to another cwd, or the store moved
+        local = self.root / "runs" / record["run_id"]
+        return local if local.exists() else Path(record["path"])
 
     def head_table(self, run_id: str, name: str = "heads") -> pd.DataFrame:
         path = self.run_dir(run_id) / f"heads-{name}.parquet"
