@@ -34,20 +34,25 @@ from kernels import configs  # noqa: E402
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 LENGTHS = (4096, 16384, 32768, 65536, 131072)
 POOLED_CELLS = 64
-FORWARD_CANDIDATES = [  # (the CPU smoke run times only the first two of each list)
-    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-][:4]
-KEY_CANDIDATES = [
-    {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
-    {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4, "num_stages": 4},
-][:4]
+# Tile configs tried by --tune (the CPU smoke run times only the first of each list).
+CANDIDATES = {
+    "forward_plain": [
+        {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
+    ],
+    "forward_stats": [
+        {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "ARGMAX_BRANCH": True},
+        {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    ],
+    "key": [
+        {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_N": 256, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 32, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
+        {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 4},
+    ],
+}
 
 
 def timed(fn, *, budget_ms: float = 1500.0, min_runs: int = 3, max_runs: int = 50) -> float:
@@ -144,44 +149,39 @@ def workloads(q, k, v):
     }
 
 
-def tune(device, dtype, length: int = 16384) -> dict:
-    """Time each candidate config at ``length``; return the fastest forward (plain, with statistics) and key configs."""
-    q, k, v = make_inputs(length, device, dtype, seed=1)
-    chosen = {}
-    for label, names in (("forward_plain", ()), ("forward_stats", kernels.ROW_STATISTICS)):
+def tune(q, k, v, candidates: dict = CANDIDATES, *, pooled_cells: int = POOLED_CELLS) -> dict:
+    """Time each candidate config on (q, k, v); return the fastest per kernel ("forward_plain",
+    "forward_stats", "key"), with every timing under "timings"."""
+    length, head_dim = q.shape[2], q.shape[3]
+    scaling = head_dim**-0.5
+    on_gpu = torch.cuda.is_available()
+    _, stats = kernels.attention_with_statistics(q, k, v, scaling=scaling)
+    runs = {
+        "forward_plain": lambda: kernels.attention_with_statistics(q, k, v, scaling=scaling),
+        "forward_stats": lambda: kernels.attention_with_statistics(
+            q, k, v, scaling=scaling, statistics=kernels.ROW_STATISTICS, span=(length // 4, length // 2)
+        ),
+        "key": lambda: kernels.key_statistics(
+            q, k, stats["lse"], scaling=scaling, fai_window=None, pooled_cells=pooled_cells
+        ),
+    }
+    chosen = {"timings": []}
+    for label, configs_to_try in candidates.items():
+        kernel = "key" if label == "key" else "forward"
         results = []
-        for config in FORWARD_CANDIDATES if torch.cuda.is_available() else FORWARD_CANDIDATES[:2]:
-            with configs.override("forward", **config):
+        for config in configs_to_try if on_gpu else configs_to_try[:1]:
+            with configs.override(kernel, **config):
                 try:
-                    ms = timed(
-                        lambda names=names: kernels.attention_with_statistics(
-                            q, k, v, scaling=HEAD_DIM**-0.5, statistics=names, span=(length // 4, length // 2)
-                        ),
-                        budget_ms=300,
-                    )
+                    ms = timed(runs[label], budget_ms=300)
                 except Exception as error:  # a config the compiler or the chip rejects
-                    print(f"  {label} {config}: failed ({type(error).__name__}: {str(error)[:120]})")
+                    print(
+                        f"  {label} {config}: failed ({type(error).__name__}: {str(error)[:160]})", flush=True
+                    )
                     continue
             results.append((ms, config))
+            chosen["timings"].append({"kernel": label, "config": config, "ms": round(ms, 4), "T": length})
             print(f"  {label} {config}: {ms:.3f} ms", flush=True)
         chosen[label] = min(results, key=lambda r: r[0])[1]
-    _, stats = kernels.attention_with_statistics(q, k, v, scaling=HEAD_DIM**-0.5)
-    results = []
-    for config in KEY_CANDIDATES if torch.cuda.is_available() else KEY_CANDIDATES[:2]:
-        with configs.override("key", **config):
-            try:
-                ms = timed(
-                    lambda: kernels.key_statistics(
-                        q, k, stats["lse"], scaling=HEAD_DIM**-0.5, fai_window=None, pooled_cells=POOLED_CELLS
-                    ),
-                    budget_ms=300,
-                )
-            except Exception as error:
-                print(f"  key {config}: failed ({type(error).__name__}: {str(error)[:120]})")
-                continue
-        results.append((ms, config))
-        print(f"  key {config}: {ms:.3f} ms", flush=True)
-    chosen["key"] = min(results, key=lambda r: r[0])[1]
     return chosen
 
 
@@ -211,12 +211,15 @@ def main() -> None:
     if args.tune:
         tune_length = 16384 if on_gpu else 40
         print(f"tuning at T={tune_length}:", flush=True)
-        chosen = tune(device, dtype, tune_length)
-        print(f"chosen: {json.dumps(chosen)}", flush=True)
+        chosen = tune(*make_inputs(tune_length, device, dtype, seed=1))
+        print(
+            f"chosen: {json.dumps({key: value for key, value in chosen.items() if key != 'timings'})}",
+            flush=True,
+        )
     rows, details = [], []
     for length in lengths:
         q, k, v = make_inputs(length, device, dtype, seed=length)
-        with _overrides(chosen):
+        with overrides(chosen):
             work = workloads(q, k, v)
             # Correct at scale: our output against SDPA's, and received mass summing to the number of rows.
             out, stats, keyed = work["capture"]()
@@ -260,7 +263,7 @@ def main() -> None:
                 "out_vs_sdpa_rel_error": out_error,
                 "received_sum_error": mass_error,
                 "all_finite": finite,
-                "configs": chosen,
+                "configs": {key: value for key, value in chosen.items() if key != "timings"},
                 "torch": torch.__version__,
             }
         )
@@ -277,6 +280,9 @@ def main() -> None:
         json.dump(rows, f, indent=1)
     with open(args.out.replace(".json", "_detail.json"), "w") as f:
         json.dump(details, f, indent=1)
+    if chosen:
+        with open(args.out.replace(".json", "_tuning.json"), "w") as f:
+            json.dump(chosen["timings"], f, indent=1)
     print()
     print(
         f"{'T':>7} {'sdpa ms':>9} {'plain ms':>9} {'fwd+stats':>9} {'key pass':>9} {'capture':>9} {'ratio':>6} {'peak GB':>8}"
@@ -288,7 +294,7 @@ def main() -> None:
         )
 
 
-def _overrides(chosen: dict):
+def overrides(chosen: dict):
     """Apply tuned configs: forward with statistics for the capture, key config for the key pass."""
     import contextlib
 

@@ -101,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--forward-only", action="store_true")
     args = parser.parse_args()
     driver.set_active(_TargetOnlyDriver())
     from kernels.attention_forward import attention_forward
@@ -127,6 +128,7 @@ def main() -> None:
         forward_config(d, torch.bfloat16, cuda, True),
         forward_config(d, torch.bfloat16, cuda, False),
     ]
+    fwd_configs.append(dict(fwd_configs[0], ARGMAX_BRANCH=True))
     key_configs = [key_config(d, torch.bfloat16, cuda)]
     if args.sweep:
         fwd_configs += [
@@ -140,7 +142,7 @@ def main() -> None:
             {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
         ]
     for config in fwd_configs:
-        for stats in ((), all_stats):
+        for stats in ((), all_stats) if "ARGMAX_BRANCH" not in config else (all_stats,):
 
             def launch(stats=stats):
                 attention_forward(
@@ -163,7 +165,7 @@ def main() -> None:
                     f"forward {config} stats={'all' if stats else 'none'}: {_resource_report(kernel.asm['cubin'])}"
                     f" shared={kernel.metadata.shared}"
                 )
-    for config in key_configs:
+    for config in key_configs if not args.forward_only else []:
         for pooled in (0, 64):
 
             def launch(pooled=pooled):

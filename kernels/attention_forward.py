@@ -10,17 +10,19 @@ Statistics (each a ``tl.constexpr`` switch; none requested compiles to a plain f
 entropy, max, argmax, sink / local / span mass, mean distance, WAAD. All in fp32.
 Does not support: gradients, padding masks or arbitrary attention masks, dropout, sliding windows,
 soft-capping, bias per (head, query, key). A row whose every key has bias -inf gets a uniform row
-instead of NaN (biases are clamped to -1e30).
+instead of NaN (biases are clamped to -1e30). With causal=False, local mass and WAAD re-read every key
+after the query block (WAAD's min(i - j, W) counts keys after the query with negative distance).
 
 Layout: q (B, H, Tq, D), k / v (B, Hkv, Tk, D), any strides; out (B, Tq, H, D) (what HF attention
 functions return); statistics (B, H, Tq).
 
-Online statistics (log2 domain, x = s*log2(e) - m over the running max m, e = 2^x, l = sum e):
+Main loop (log2 domain; x = s * log2(e) - m over the running max m; e = 2^x; l = sum e):
     entropy = ln2 * (log2 l - u / l),  u = sum e * x, rescaled as u <- alpha * (u + (m_old - m_new) * l)
-    max p   = 1 / l (the largest e is 2^0)
-    mean distance, sink / local / span mass, WAAD: sums of e * weight, rescaled by alpha like l.
-Local mass and WAAD only need keys within the window of the diagonal: far blocks skip them at run time
-(WAAD = W - sum p * max(W - d, 0)).
+    max p   = 1 / l (the largest e is 2^0); argmax tracks the block where the running max rose
+    mean distance and span mass: sums of e * weight, rescaled by alpha like l.
+Epilogue, once m and l are final: sink mass, local mass and WAAD only involve the first sink_tokens keys
+and the keys within the window of the diagonal, so they are recomputed exactly there (a few extra
+q.k tiles per query block) instead of costing every step of the main loop. WAAD = W - sum p max(W - d, 0).
 """
 
 from __future__ import annotations
@@ -35,68 +37,17 @@ MASKED_LOGIT_VALUE = -1.0e30
 MASKED_LOGIT = tl.constexpr(MASKED_LOGIT_VALUE)
 
 
-@triton.jit
-def _near_diagonal(
-    local_i, waad_i, p, i_abs, offs_kn, local_window, waad_window, LOCAL: tl.constexpr, WAAD: tl.constexpr
-):
-    """Local mass and WAAD terms of one block; zero for keys farther than the window."""
-    distance = i_abs[:, None] - offs_kn[None, :]
-    if LOCAL:
-        near = (distance >= 0) & (distance < local_window)
-        local_i += tl.sum(tl.where(near, p, 0.0), 1)
-    if WAAD:
-        waad_i += tl.sum(p * tl.maximum(waad_window - distance, 0).to(tl.float32), 1)
-    return local_i, waad_i
-
-
+# fmt: off
 @triton.jit
 def _forward_steps(
-    acc,
-    l_i,
-    m_i,
-    entropy_i,
-    argmax_i,
-    sink_i,
-    local_i,
-    span_i,
-    distance_i,
-    waad_i,
-    q,
-    k_base,
-    v_base,
-    bias_base,
-    stride_kn,
-    stride_kd,
-    stride_vn,
-    stride_vd,
-    lo,
-    hi,
-    i_abs,
-    offs_n,
-    offs_d,
-    Tk,
-    qk_scale,
-    sink_tokens,
-    local_window,
-    waad_window,
-    span_start,
-    span_end,
-    near_start,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ENTROPY: tl.constexpr,
-    ARGMAX: tl.constexpr,
-    SINK: tl.constexpr,
-    LOCAL: tl.constexpr,
-    SPAN: tl.constexpr,
-    DISTANCE: tl.constexpr,
-    WAAD: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+    q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, ARGMAX: tl.constexpr, ARGMAX_BRANCH: tl.constexpr,
+    SPAN: tl.constexpr, DISTANCE: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
+    """Online softmax over key blocks [lo, hi); MASKED applies the causal and key-bound masks."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_kn = start_n + offs_n
         k_ptrs = k_base + offs_kn[:, None] * stride_kn + offs_d[None, :] * stride_kd
@@ -110,34 +61,38 @@ def _forward_steps(
             k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if HAS_BIAS or MASKED:
-            s = qk * qk_scale
+            scores = qk * qk_scale
             if HAS_BIAS:
                 if MASKED:
-                    s += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+                    scores += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
                 else:
-                    s += tl.load(bias_base + offs_kn)[None, :]
+                    scores += tl.load(bias_base + offs_kn)[None, :]
             if MASKED:
                 visible = offs_kn[None, :] < Tk
                 if CAUSAL:
                     visible = visible & (offs_kn[None, :] <= i_abs[:, None])
-                s = tl.where(visible, s, MASKED_LOGIT)
-            if ARGMAX:
-                block_max, block_arg = tl.max(s, 1, return_indices=True)
-            else:
-                block_max = tl.max(s, 1)
-            m_new = tl.maximum(m_i, block_max)
-            x = s - m_new[:, None]
+                scores = tl.where(visible, scores, MASKED_LOGIT)
+            score_scale = 1.0
         else:
-            # qk_scale > 0, so the max of the scaled logits is the scaled max: one FMA per score.
-            if ARGMAX:
-                block_max, block_arg = tl.max(qk, 1, return_indices=True)
-                block_max = block_max * qk_scale
-            else:
-                block_max = tl.max(qk, 1) * qk_scale
-            m_new = tl.maximum(m_i, block_max)
-            x = qk * qk_scale - m_new[:, None]
+            # qk_scale > 0: the max of the scaled scores is the scaled max, so x is one FMA per score.
+            scores = qk
+            score_scale = qk_scale
+        if ARGMAX and not ARGMAX_BRANCH:
+            score_max, block_arg = tl.max(scores, 1, return_indices=True)
+        else:
+            score_max = tl.max(scores, 1)
+        block_max = score_max * score_scale
         if ARGMAX:
-            argmax_i = tl.where(block_max > m_i, block_arg + start_n, argmax_i)
+            improved = block_max > m_i  # strict: ties keep the earlier (lower) key
+            if ARGMAX_BRANCH:
+                # Only blocks that raise some row's running max need the index search.
+                if tl.max(improved.to(tl.int32), 0) > 0:
+                    candidate = tl.min(tl.where(scores == score_max[:, None], offs_n[None, :], BLOCK_N), 1)
+                    argmax_i = tl.where(improved, candidate + start_n, argmax_i)
+            else:
+                argmax_i = tl.where(improved, block_arg + start_n, argmax_i)
+        m_new = tl.maximum(m_i, block_max)
+        x = scores * score_scale - m_new[:, None]
         p = tl.math.exp2(x)
         alpha = tl.math.exp2(m_i - m_new)
         row_sum = tl.sum(p, 1)
@@ -153,101 +108,64 @@ def _forward_steps(
             v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
         if DISTANCE:
-            # sum e * (i_abs - j) = (i_abs - start_n) * sum e - sum e * (j - start_n)
-            local_index = offs_n.to(tl.float32)
-            distance_i = (
-                distance_i * alpha
-                + (i_abs - start_n).to(tl.float32) * row_sum
-                - tl.sum(p * local_index[None, :], 1)
-            )
-        if SINK:
-            sink_i = sink_i * alpha
-            if start_n < sink_tokens:
-                sink_i += tl.sum(tl.where(offs_kn[None, :] < sink_tokens, p, 0.0), 1)
+            # sum e * (i_abs - j) = (i_abs - start_n) * sum e - sum e * (j - start_n): small terms, exact in fp32
+            distance_i = (distance_i * alpha + (i_abs - start_n).to(tl.float32) * row_sum
+                          - tl.sum(p * offs_n.to(tl.float32)[None, :], 1))
         if SPAN:
             span_i = span_i * alpha
             if (start_n < span_end) & (start_n + BLOCK_N > span_start):
                 in_span = (offs_kn[None, :] >= span_start) & (offs_kn[None, :] < span_end)
                 span_i += tl.sum(tl.where(in_span, p, 0.0), 1)
-        if LOCAL:
-            local_i = local_i * alpha
-        if WAAD:
-            waad_i = waad_i * alpha
-        if LOCAL or WAAD:
-            if MASKED:
-                local_i, waad_i = _near_diagonal(
-                    local_i, waad_i, p, i_abs, offs_kn, local_window, waad_window, LOCAL, WAAD
-                )
-            else:
-                if start_n + BLOCK_N > near_start:
-                    local_i, waad_i = _near_diagonal(
-                        local_i, waad_i, p, i_abs, offs_kn, local_window, waad_window, LOCAL, WAAD
-                    )
         m_i = m_new
-    return acc, l_i, m_i, entropy_i, argmax_i, sink_i, local_i, span_i, distance_i, waad_i
+    return acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i
+
+
+@triton.jit
+def _epilogue_masses(
+    sink_i, local_i, waad_i,
+    q, k_base, bias_base, stride_kn, stride_kd,
+    lo, hi, m_i, i_abs, offs_n, offs_d, Tk, qk_scale, sink_tokens, local_window, waad_window,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SINK: tl.constexpr, LOCAL: tl.constexpr, WAAD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Unnormalised sink / local / WAAD sums over keys [lo, hi), with the final row max m_i."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_kn = start_n + offs_n
+        k = tl.load(k_base + offs_kn[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=(offs_kn[:, None] < Tk) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        if HAS_BIAS:
+            scores += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+        distance = i_abs[:, None] - offs_kn[None, :]
+        visible = offs_kn[None, :] < Tk
+        if CAUSAL:
+            visible = visible & (distance >= 0)
+        p = tl.where(visible, tl.math.exp2(scores - m_i[:, None]), 0.0)
+        if SINK:
+            sink_i += tl.sum(tl.where(offs_kn[None, :] < sink_tokens, p, 0.0), 1)
+        if LOCAL:
+            local_i += tl.sum(tl.where((distance >= 0) & (distance < local_window), p, 0.0), 1)
+        if WAAD:
+            waad_i += tl.sum(p * tl.maximum(waad_window - distance, 0).to(tl.float32), 1)
+    return sink_i, local_i, waad_i
 
 
 @triton.jit
 def attention_forward_kernel(
-    Q,
-    K,
-    V,
-    Out,
-    Bias,
-    Gate,
-    Lse,
-    Entropy,
-    MaxP,
-    Argmax,
-    Sink,
-    Local,
-    Span,
-    Distance,
-    Waad,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_ob,
-    stride_om,
-    stride_oh,
-    stride_od,
+    Q, K, V, Out, Bias, Gate,
+    Lse, Entropy, MaxP, Argmax, Sink, Local, Span, Distance, Waad,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_om, stride_oh, stride_od,
     stride_bias_h,
-    H,
-    heads_per_kv,
-    Tq,
-    Tk,
-    qk_scale,
-    sink_tokens,
-    local_window,
-    waad_window,
-    span_start,
-    span_end,
-    near_window,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_GATE: tl.constexpr,
-    ENTROPY: tl.constexpr,
-    MAX: tl.constexpr,
-    ARGMAX: tl.constexpr,
-    SINK: tl.constexpr,
-    LOCAL: tl.constexpr,
-    SPAN: tl.constexpr,
-    DISTANCE: tl.constexpr,
-    WAAD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    H, heads_per_kv, Tq, Tk, qk_scale,
+    sink_tokens, local_window, waad_window, near_window, span_start, span_end,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
+    ENTROPY: tl.constexpr, MAX: tl.constexpr, ARGMAX: tl.constexpr, SINK: tl.constexpr,
+    LOCAL: tl.constexpr, SPAN: tl.constexpr, DISTANCE: tl.constexpr, WAAD: tl.constexpr,
+    ARGMAX_BRANCH: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Longest causal rows first: the last query blocks have the most keys.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -268,125 +186,63 @@ def attention_forward_kernel(
     k_base = K + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
     v_base = V + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
     bias_base = Bias + head.to(tl.int64) * stride_bias_h
-    q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=(offs_m[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + MASKED_LOGIT
     entropy_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     argmax_i = tl.zeros([BLOCK_M], dtype=tl.int32)
-    sink_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    local_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     span_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     distance_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    waad_i = tl.zeros([BLOCK_M], dtype=tl.float32)
 
+    first_abs = start_m + q_offset
+    last_abs = tl.minimum(start_m + BLOCK_M, Tq) - 1 + q_offset
     if CAUSAL:
         # Keys below the block's first absolute position are visible to every row: no mask there.
-        first_abs = start_m + q_offset
         diag_lo = (first_abs // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(tl.minimum(start_m + BLOCK_M, Tq) + q_offset, Tk)
+        hi = last_abs + 1
     else:
         diag_lo = (Tk // BLOCK_N) * BLOCK_N
         hi = Tk
-        first_abs = start_m + q_offset
-    near_start = first_abs - near_window + 1
 
-    acc, l_i, m_i, entropy_i, argmax_i, sink_i, local_i, span_i, distance_i, waad_i = _forward_steps(
-        acc,
-        l_i,
-        m_i,
-        entropy_i,
-        argmax_i,
-        sink_i,
-        local_i,
-        span_i,
-        distance_i,
-        waad_i,
-        q,
-        k_base,
-        v_base,
-        bias_base,
-        stride_kn,
-        stride_kd,
-        stride_vn,
-        stride_vd,
-        0,
-        diag_lo,
-        i_abs,
-        offs_n,
-        offs_d,
-        Tk,
-        qk_scale,
-        sink_tokens,
-        local_window,
-        waad_window,
-        span_start,
-        span_end,
-        near_start,
-        HEAD_DIM,
-        BLOCK_N,
-        False,
-        CAUSAL,
-        HAS_BIAS,
-        ENTROPY,
-        ARGMAX,
-        SINK,
-        LOCAL,
-        SPAN,
-        DISTANCE,
-        WAAD,
-        EVEN_D,
-        DOT_PRECISION,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i = _forward_steps(
+        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+        q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        0, diag_lo, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
+        HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, SPAN, DISTANCE,
+        EVEN_D, DOT_PRECISION,
     )
-    acc, l_i, m_i, entropy_i, argmax_i, sink_i, local_i, span_i, distance_i, waad_i = _forward_steps(
-        acc,
-        l_i,
-        m_i,
-        entropy_i,
-        argmax_i,
-        sink_i,
-        local_i,
-        span_i,
-        distance_i,
-        waad_i,
-        q,
-        k_base,
-        v_base,
-        bias_base,
-        stride_kn,
-        stride_kd,
-        stride_vn,
-        stride_vd,
-        diag_lo,
-        hi,
-        i_abs,
-        offs_n,
-        offs_d,
-        Tk,
-        qk_scale,
-        sink_tokens,
-        local_window,
-        waad_window,
-        span_start,
-        span_end,
-        near_start,
-        HEAD_DIM,
-        BLOCK_N,
-        True,
-        CAUSAL,
-        HAS_BIAS,
-        ENTROPY,
-        ARGMAX,
-        SINK,
-        LOCAL,
-        SPAN,
-        DISTANCE,
-        WAAD,
-        EVEN_D,
-        DOT_PRECISION,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i = _forward_steps(
+        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+        q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        diag_lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
+        HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, SPAN, DISTANCE,
+        EVEN_D, DOT_PRECISION,
     )
+
+    sink_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    local_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    waad_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if SINK:
+        sink_i, local_i, waad_i = _epilogue_masses(
+            sink_i, local_i, waad_i, q, k_base, bias_base, stride_kn, stride_kd,
+            0, tl.minimum(sink_tokens, hi), m_i, i_abs, offs_n, offs_d, Tk, qk_scale,
+            sink_tokens, local_window, waad_window,
+            HEAD_DIM, BLOCK_N, CAUSAL, HAS_BIAS, True, False, False, DOT_PRECISION,
+        )
+    if LOCAL or WAAD:
+        if CAUSAL:
+            near_hi = hi
+        else:
+            near_hi = Tk  # full attention: WAAD counts keys after the query too (negative distance)
+        sink_i, local_i, waad_i = _epilogue_masses(
+            sink_i, local_i, waad_i, q, k_base, bias_base, stride_kn, stride_kd,
+            tl.maximum(first_abs - near_window + 1, 0), near_hi, m_i, i_abs, offs_n, offs_d, Tk, qk_scale,
+            sink_tokens, local_window, waad_window,
+            HEAD_DIM, BLOCK_N, CAUSAL, HAS_BIAS, False, LOCAL, WAAD, DOT_PRECISION,
+        )
 
     row_mask = offs_m < Tq
     log2_l = tl.math.log2(l_i)
@@ -395,8 +251,8 @@ def attention_forward_kernel(
     if HAS_GATE:
         out = out * tl.load(Gate + head)
     o_base = Out + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
-    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_mask[:, None] & (offs_d[None, :] < HEAD_DIM))
+    tl.store(o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out.to(Out.dtype.element_ty),
+             mask=row_mask[:, None] & (offs_d[None, :] < HEAD_DIM))
 
     stat_offset = pid_bh.to(tl.int64) * Tq + offs_m
     tl.store(Lse + stat_offset, (m_i + log2_l) * LN2, mask=row_mask)
@@ -416,6 +272,7 @@ def attention_forward_kernel(
         tl.store(Distance + stat_offset, distance_i * inv_l, mask=row_mask)
     if WAAD:
         tl.store(Waad + stat_offset, waad_window - waad_i * inv_l, mask=row_mask)
+# fmt: on
 
 
 def attention_forward(
@@ -449,9 +306,8 @@ def attention_forward(
         stats[name] = torch.empty((batch, heads, q_len), dtype=dtype, device=q.device)
     dummy = stats["lse"]
     if logit_bias is not None:
-        bias = (
-            logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=MASKED_LOGIT_VALUE) * LOG2E_VALUE
-        ).contiguous()
+        bias = logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=MASKED_LOGIT_VALUE) * LOG2E_VALUE
+        bias = bias.contiguous()
     else:
         bias = dummy
     gate = head_gate.to(device=q.device, dtype=torch.float32).contiguous() if head_gate is not None else dummy
@@ -459,54 +315,21 @@ def attention_forward(
     near_window = max(local_window if "local_mass" in wants else 0, waad_window if "waad" in wants else 0)
     grid = (triton.cdiv(q_len, config["BLOCK_M"]), batch * heads)
     attention_forward_kernel[grid](
-        q,
-        k,
-        v,
-        out,
-        bias,
-        gate,
-        stats["lse"],
-        stats.get("entropy", dummy),
-        stats.get("max", dummy),
-        stats.get("argmax", dummy),
-        stats.get("sink_mass", dummy),
-        stats.get("local_mass", dummy),
-        stats.get("span_mass", dummy),
-        stats.get("mean_distance", dummy),
-        stats.get("waad", dummy),
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *out.stride(),
+        q, k, v, out, bias, gate,
+        stats["lse"], stats.get("entropy", dummy), stats.get("max", dummy), stats.get("argmax", dummy),
+        stats.get("sink_mass", dummy), stats.get("local_mass", dummy), stats.get("span_mass", dummy),
+        stats.get("mean_distance", dummy), stats.get("waad", dummy),
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         bias.stride(0) if logit_bias is not None else 0,
-        heads,
-        heads // kv_heads,
-        q_len,
-        k_len,
-        scaling * LOG2E_VALUE,
-        sink_tokens,
-        local_window,
-        waad_window,
-        span_start,
-        span_end,
-        near_window,
-        HEAD_DIM=head_dim,
-        BLOCK_D=block_d(head_dim),
-        BLOCK_M=config["BLOCK_M"],
-        BLOCK_N=config["BLOCK_N"],
-        CAUSAL=causal,
-        HAS_BIAS=logit_bias is not None,
-        HAS_GATE=head_gate is not None,
-        ENTROPY="entropy" in wants,
-        MAX="max" in wants,
-        ARGMAX="argmax" in wants,
-        SINK="sink_mass" in wants,
-        LOCAL="local_mass" in wants,
-        SPAN="span_mass" in wants,
-        DISTANCE="mean_distance" in wants,
-        WAAD="waad" in wants,
+        heads, heads // kv_heads, q_len, k_len, scaling * LOG2E_VALUE,
+        sink_tokens, local_window, waad_window, near_window, span_start, span_end,
+        HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
+        CAUSAL=causal, HAS_BIAS=logit_bias is not None, HAS_GATE=head_gate is not None,
+        ENTROPY="entropy" in wants, MAX="max" in wants, ARGMAX="argmax" in wants,
+        SINK="sink_mass" in wants, LOCAL="local_mass" in wants, SPAN="span_mass" in wants,
+        DISTANCE="mean_distance" in wants, WAAD="waad" in wants,
+        ARGMAX_BRANCH=bool(config.get("ARGMAX_BRANCH", False)),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
-    )
+        num_warps=config["num_warps"], num_stages=config["num_stages"],
+    )  # fmt: skip
     return out, stats
