@@ -35,13 +35,11 @@ POOLED_CELLS = 64
 CANDIDATES = {
     "forward_stats": [
         {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
-        {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-        {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
     ],
     "key": [
         {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
         {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
-        {"BLOCK_M": 64, "BLOCK_N": 256, "num_warps": 8, "num_stages": 2},
     ],
 }
 
