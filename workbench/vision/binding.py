@@ -317,7 +317,7 @@ def _ablation(model, feats_test, test, kept, best_layer, layers, config, progres
         ):
             ablated_here = project_out(feats_test[best_layer], basis, standardizer)
             measured = {best_layer: ablated_here}
-            if downstream and best_layer >= 1:
+            if downstream:
                 edit = {best_layer: ablation_edit(basis, standardizer)}
                 measured.update(
                     extract(

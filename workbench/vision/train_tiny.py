@@ -105,7 +105,7 @@ class MAE(nn.Module):
         order = torch.rand(b, n, device=pixels.device, generator=generator).argsort(1)
         keep, hidden = order[:, :keep_count], order[:, keep_count:]
         encoded = self.project(self.encoder(pixels, keep=keep))  # (B, 1 + keep, dd)
-        tokens = self.mask_token.expand(b, n, -1).clone()
+        tokens = self.mask_token.expand(b, n, -1).to(encoded.dtype).clone()
         tokens.scatter_(1, keep[..., None].expand(-1, -1, tokens.shape[-1]), encoded[:, 1:])
         x = torch.cat([encoded[:, :1], tokens], 1) + self.positions
         for block in self.blocks:
