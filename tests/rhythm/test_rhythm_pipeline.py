@@ -120,7 +120,7 @@ def test_cli_writes_tokens_and_summary(cli_run):
     assert summary["perturbation"]["pairs"] >= 1
     heads = pd.read_parquet(out / "heads.parquet")
     assert len(heads) == 2 * 4 and heads["score"].is_monotonic_decreasing
-    assert (out / "rhythm.html").exists()
+    assert (out / "rhythm.html").exists() and "| peak fraction | lag |" in (out / "summary.md").read_text()
     assert any((root / "results" / "runs").iterdir())
 
 

@@ -97,8 +97,7 @@ def rhythm(
         perturb=perturb,
         echo=lambda line: typer.echo(line, err=True),
     )
-    entropy = summary["entropy"]["preplan_producing"]
-    typer.echo(
-        f"entropy at preplan tokens {entropy['mean_at_peaks']:.3f} vs all {entropy['mean_all']:.3f}; "
-        f"summary in {out / 'summary.json'}"
-    )
+    from workbench.analyses.rhythm.summary import markdown_tables
+
+    typer.echo(markdown_tables(summary))
+    typer.echo(f"\ntokens and summary in {out}")

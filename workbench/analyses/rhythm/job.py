@@ -10,7 +10,7 @@ from pathlib import Path
 from workbench.analyses.rhythm.credit import RhythmParams
 from workbench.analyses.rhythm.pipeline import capture_spec, default_layers, perturbation_test, run_rhythm
 from workbench.analyses.rhythm.problems import INSTRUCTION, Problem
-from workbench.analyses.rhythm.summary import head_group_table, summarize, token_table
+from workbench.analyses.rhythm.summary import head_group_table, markdown_tables, summarize, token_table
 from workbench.runners.hf import InputError
 
 
@@ -96,6 +96,9 @@ def rhythm_job(
     _write_parquet(tokens, out / "tokens.parquet")
     _write_parquet(heads, out / "heads.parquet")
     write_json(out / "summary.json", summary)
+    tmp = out / "summary.md.tmp"
+    tmp.write_text(markdown_tables(summary) + "\n")
+    tmp.replace(out / "summary.md")
     try:
         from workbench.analyses.rhythm.plot import rhythm_figure
 

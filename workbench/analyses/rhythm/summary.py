@@ -152,3 +152,66 @@ def summarize(
         "coupling": rows,
         "perturbation": perturbation,
     }
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if np.isfinite(value) else "nan"
+    return str(value)
+
+
+def markdown_tables(summary: dict) -> str:
+    """The summary as Markdown tables (each statistic next to its baseline)."""
+    lines = [
+        f"responses: {summary['responses']}, tokens per response: {summary['response_tokens']}, "
+        f"accuracy: {_fmt(summary.get('accuracy'))}, layers: {summary['layers']}",
+        "",
+        "| head group | mean d | range |",
+        "|---|---|---|",
+    ]
+    groups = summary["head_groups"]
+    lines.append(
+        f"| local (bottom 30%) | {_fmt(groups['distance_local']['mean'], 2)} | max {_fmt(groups['distance_local']['max'], 2)} |"
+    )
+    if groups.get("distance_middle"):
+        lines.append(f"| middle | {_fmt(groups['distance_middle']['mean'], 2)} | |")
+    lines.append(
+        f"| global (top 30%) | {_fmt(groups['distance_global']['mean'], 2)} | min {_fmt(groups['distance_global']['min'], 2)} |"
+    )
+    lines.append(
+        f"\ngroup stability across responses (mean pairwise Jaccard): local {_fmt(groups['stability_local'])}, "
+        f"global {_fmt(groups['stability_global'])}\n"
+    )
+    lines += [
+        "| entropy at | mean at tokens | mean over all | lift | random same-size subsets | p | tokens (peaks/all) | responses higher |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["entropy"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['mean_at_peaks'])} | {_fmt(row['mean_all'])} | {_fmt(100 * row['lift'], 1)}% | "
+            f"{_fmt(row['random_subset_mean'])} | {_fmt(row['p_value'], 4)} | {row['peak_tokens']}/{row['tokens']} | "
+            f"{row['responses_with_higher_peak_entropy']}/{row['responses']} |"
+        )
+    lines += [
+        "",
+        "| peak fraction | lag | FAI peaks after/at a WAAD peak | shuffled baseline (mean ± sd) | p | FAI peaks |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summary["coupling"]:
+        lines.append(
+            f"| {row['peak_fraction']} | {row['lag']} | {_fmt(100 * row['rate'], 1)}% | "
+            f"{_fmt(100 * row['shuffled_mean'], 1)}% ± {_fmt(100 * row['shuffled_std'], 1)} | {_fmt(row['p_value'], 4)} | {row['anchors']} |"
+        )
+    perturbation = summary.get("perturbation")
+    if perturbation and perturbation.get("pairs"):
+        lines += [
+            "",
+            "| perturbation | Jaccard high-FAI swap | Jaccard low-FAI swap | high moved more | low moved more | ties | sign test p |",
+            "|---|---|---|---|---|---|---|",
+            f"| {perturbation['pairs']} pairs, {perturbation['continuation']} tokens | {_fmt(perturbation['jaccard_high_fai'])} | "
+            f"{_fmt(perturbation['jaccard_low_fai'])} | {perturbation['high_moved_more']} | {perturbation['low_moved_more']} | "
+            f"{perturbation['ties']} | {_fmt(perturbation['sign_test_p'], 4)} |",
+        ]
+    return "\n".join(lines)
