@@ -58,6 +58,7 @@ class StreamingMix(ProbabilityEdit):
         return not isinstance(self.gate, torch.Tensor) and float(self.gate) == 1.0
 
     def edit(self, p, query_positions):
+        p = p.clone()  # the seam writes the result back into the tensor p views; autograd needs our own copy
         keys = torch.arange(p.shape[-1], device=p.device)
         window = (keys[None, :] < self.sink) | ((query_positions[:, None] - keys[None, :]) < self.recent)
         stream = p * window
@@ -172,7 +173,7 @@ def train_gates(
             loss.backward()
             optimiser.step()
             schedule.step()
-            history.append({"step": step, "loss": float(loss), "distill": float(distill), "l1": float(regular)})
+            history.append({"step": step, "loss": loss.item(), "distill": distill.item(), "l1": regular.item()})
     finally:
         for p, flag in zip(model.hf.parameters(), frozen, strict=True):
             p.requires_grad_(flag)
