@@ -44,6 +44,8 @@ def test_candidate_groups_cover_the_model():
     assert candidates(3, 2, "head_index")[1].heads == ((0, 1), (1, 1), (2, 1))
     assert candidates(3, 2, "layer", layers=[2])[0].heads == ((2, 0), (2, 1))
     assert len(candidates(3, 2, "head")) == 6
+    blocks = candidates(30, 9, "block", layers=range(2, 29))
+    assert [c.name for c in blocks][:2] == ["L2-4", "L5-7"] and len(blocks) == 9 and len(blocks[0].heads) == 27
     with pytest.raises(wb.SpecError, match="3 layers"):
         candidates(3, 2, "layer", layers=[5])
 
@@ -164,8 +166,16 @@ def test_evaluate_reports_paired_difference(tiny):
 
 def test_zerotuning_search_end_to_end_on_tiny(tiny):
     task = toy_task(4)
-    data = calibrate_zerotuning(tiny, task, kind="layer", gammas=(0.25, 4.0), budget=1, scales=(2.0,))
-    assert data["method"] == "zerotuning" and len(data["search"]["profile"]) == 2 * tiny.shape.num_layers
+    data = calibrate_zerotuning(tiny, task, kind="layer", gammas=(4.0,), budget=2, scales=(2.0,))
+    # one trial gamma: each layer profiled at 4; groups that lose are retried at 1/4 in the greedy pool
+    assert data["method"] == "zerotuning" and len(data["search"]["profile"]) == tiny.shape.num_layers
+    profile_table = data["search"]["profile"]
+    tried = {step["added"] for step in data["search"]["greedy"] if step["added"]}
+    for row in profile_table:
+        group = row["candidate"].split("@")[0]
+        if row["gain"] < 0 and tried:
+            assert f"{group}@4" not in tried
+    assert all(name.endswith("@4") or name.endswith("@0.25") for name in tried)
     assert data["calibration"]["calibrated"] >= data["calibration"]["baseline"]
     # the chosen interventions reproduce the reported calibration score
     chosen = wb.interventions_from_json(json.dumps(data))

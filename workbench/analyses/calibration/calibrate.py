@@ -1,15 +1,21 @@
 """Calibration searches: profile candidate head groups on a calibration split, add them greedily, and
 return a CAL.json dictionary whose ``interventions`` the evaluation (or any runner) can load.
 
-ZeroTuning profiles each candidate at each trial gamma (up- and down-effective heads), adds the best
-greedily, then tunes one common strength s on the log scale (gamma_i ** s). ACT profiles each candidate
+ZeroTuning profiles each candidate at a trial gamma (> 1): groups that gain are up-effective (kept at
+gamma), groups that lose are down-effective (tried at 1/gamma); with several trial gammas each
+(group, gamma) is profiled. The best are added greedily, then one common strength s is tuned on the
+log scale (gamma_i ** s). ACT profiles each candidate
 alone (the paper keeps those that beat the baseline: ``filter``) and also adds them greedily
 (``greedy``, HeadHunter); the chosen selection goes into ``interventions``.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Sequence
+
+from tqdm.auto import tqdm
 
 from workbench.analyses.calibration import interventions as methods
 from workbench.analyses.calibration.evaluate import objective
@@ -20,10 +26,14 @@ from workbench.seam.interventions import Intervention
 from workbench.seam.spec import SpecError
 
 
-def _scorer(model: Model, task: Task, batch_size: int, log: list) -> Callable[[list], float]:
+def _scorer(model: Model, task: Task, batch_size: int, log: list, progress: bool = False) -> Callable[[list], float]:
     def score(interventions: list[Intervention]) -> float:
+        start = time.time()
         result = score_task(model, task, interventions, batch_size=batch_size)
         log.append({"interventions": len(interventions), "accuracy": result.accuracy, "margin": result.margin})
+        if progress:
+            tqdm.write(f"evaluation {len(log)}: {len(interventions)} interventions, accuracy {result.accuracy:.3f}, "
+                       f"margin {result.margin:+.3f} ({time.time() - start:.0f} s)", file=sys.stderr)
         return objective(result)
 
     return score
@@ -56,20 +66,20 @@ def calibrate_zerotuning(
     *,
     kind: str = "head_index",
     layers: Sequence[int] | None = None,
-    gammas: Sequence[float] = (0.5, 2.0),
-    scales: Sequence[float] = (0.5, 1.5, 2.0),
-    budget: int = 3,
+    gammas: Sequence[float] = (2.0,),
+    scales: Sequence[float] = (0.5, 2.0),
+    budget: int = 2,
     pool_size: int = 6,
     batch_size: int = 16,
     progress: bool = False,
 ) -> dict:
-    if any(g <= 0 or g == 1 for g in gammas):
+    if not gammas or any(g <= 0 or g == 1 for g in gammas):
         raise SpecError(f"trial gammas must be > 0 and != 1, got {list(gammas)}")
     shape = model.shape
     groups = candidates(shape.num_layers, shape.num_heads, kind, layers)
     pool = [Candidate(f"{c.name}@{g:g}", c.heads, float(g)) for c in groups for g in gammas]
     log: list = []
-    score = _scorer(model, task, batch_size, log)
+    score = _scorer(model, task, batch_size, log, progress)
 
     def build(selected: Sequence[Candidate], strength: float = 1.0) -> list[Intervention]:
         out: list[Intervention] = []
@@ -79,7 +89,14 @@ def calibrate_zerotuning(
 
     baseline = score([])
     table = profile(pool, build, score, baseline, progress)
-    effective = [c for c in pool if c.name in set(table.loc[table["gain"] > 0, "candidate"].head(pool_size))]
+    if len(gammas) == 1:  # ZeroTuning's rule: up-effective at gamma, down-effective tried at 1/gamma
+        by_name = {c.name: c for c in pool}
+        up = table.loc[table["gain"] > 0, "candidate"].head(pool_size - pool_size // 2).tolist()
+        down = table.loc[table["gain"] < 0, "candidate"].iloc[::-1].head(pool_size // 2).tolist()
+        effective = [by_name[n] for n in up]
+        effective += [Candidate(f"{by_name[n].name.split('@')[0]}@{1 / gammas[0]:g}", by_name[n].heads, 1 / gammas[0]) for n in down]
+    else:
+        effective = [c for c in pool if c.name in set(table.loc[table["gain"] > 0, "candidate"].head(pool_size))]
     selected, value, steps = greedy(effective, build, score, baseline, budget, progress=progress)
     strength, sweep = 1.0, [{"strength": 1.0, "score": value}]
     if selected:
@@ -99,12 +116,12 @@ def calibrate_act(
     model: Model,
     task: Task,
     *,
-    kind: str = "layer",
+    kind: str = "block",
     layers: Sequence[int] | None = None,
     threshold: float = 0.1,
     beta: float = 0.4,
-    budget: int = 3,
-    pool_size: int = 6,
+    budget: int = 2,
+    pool_size: int = 4,
     select: str = "greedy",
     batch_size: int = 16,
     progress: bool = False,
@@ -116,7 +133,7 @@ def calibrate_act(
         layers = list(range(2, shape.num_layers - 1)) or list(range(shape.num_layers))
     pool = candidates(shape.num_layers, shape.num_heads, kind, layers)
     log: list = []
-    score = _scorer(model, task, batch_size, log)
+    score = _scorer(model, task, batch_size, log, progress)
 
     def build(selected: Sequence[Candidate]) -> list[Intervention]:
         return [i for c in selected for i in methods.act(c.heads, threshold=threshold, beta=beta)]

@@ -31,7 +31,8 @@ class Candidate:
 
 def candidates(num_layers: int, num_heads: int, kind: str = "head_index", layers: Sequence[int] | None = None) -> list[Candidate]:
     """Candidate groups over ``layers`` (default all): ``head`` (each head), ``layer`` (all heads of a
-    layer) or ``head_index`` (head h in every layer: ``num_heads`` candidates)."""
+    layer), ``block`` (all heads of 3 consecutive layers) or ``head_index`` (head h in every layer:
+    ``num_heads`` candidates, as ZeroTuning's code explores)."""
     layers = list(range(num_layers)) if layers is None else [int(layer) for layer in layers]
     if not layers:
         raise SpecError("no candidate layers: name at least one layer")
@@ -42,9 +43,12 @@ def candidates(num_layers: int, num_heads: int, kind: str = "head_index", layers
         return [Candidate(f"L{layer}H{head}", ((layer, head),)) for layer in layers for head in range(num_heads)]
     if kind == "layer":
         return [Candidate(f"L{layer}", tuple((layer, head) for head in range(num_heads))) for layer in layers]
+    if kind == "block":
+        blocks = [layers[i : i + 3] for i in range(0, len(layers), 3)]
+        return [Candidate(f"L{b[0]}-{b[-1]}", tuple((layer, head) for layer in b for head in range(num_heads))) for b in blocks]
     if kind == "head_index":
         return [Candidate(f"H{head}", tuple((layer, head) for layer in layers)) for head in range(num_heads)]
-    raise SpecError(f"unknown candidate kind {kind!r}; choose head, layer or head_index")
+    raise SpecError(f"unknown candidate kind {kind!r}; choose head, layer, block or head_index")
 
 
 @dataclass
