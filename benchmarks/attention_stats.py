@@ -296,8 +296,8 @@ def overrides(chosen: dict):
     import contextlib
 
     stack = contextlib.ExitStack()
-    if "forward_stats" in chosen:
-        stack.enter_context(_ForwardByStatistics(chosen["forward_plain"], chosen["forward_stats"]))
+    if "forward_stats" in chosen or "forward_plain" in chosen:
+        stack.enter_context(_ForwardByStatistics(chosen.get("forward_plain"), chosen.get("forward_stats")))
     if "key" in chosen:
         stack.enter_context(configs.override("key", **chosen["key"]))
     return stack
@@ -313,7 +313,8 @@ class _ForwardByStatistics:
         self.original = configs.forward_config
 
         def pick(head_dim, dtype, device, with_statistics):
-            return dict(self.with_statistics if with_statistics else self.plain)
+            tuned = self.with_statistics if with_statistics else self.plain
+            return dict(tuned) if tuned else self.original(head_dim, dtype, device, with_statistics)
 
         configs.forward_config = pick
         return self

@@ -187,7 +187,10 @@ def test_logit_bias_minus_infinity_removes_a_key(generator):
     q = q[:, :, 1:]  # queries at positions 1..40 all see key 1 as well, so no row is left empty
     _, plain = kernels.attention_with_statistics(q, k, v, scaling=0.2, statistics=names)
     _, biased = kernels.attention_with_statistics(q, k, v, scaling=0.2, statistics=names, logit_bias=bias)
-    assert torch.equal(biased["sink_mass"][:, [0, 2]], plain["sink_mass"][:, [0, 2]])
+    # heads without bias keep their values (up to the rounding of adding a zero bias instead of one FMA)
+    torch.testing.assert_close(
+        biased["sink_mass"][:, [0, 2]], plain["sink_mass"][:, [0, 2]], rtol=1e-5, atol=1e-7
+    )
     assert biased["sink_mass"][:, 1].abs().max().item() == 0.0
     assert (plain["sink_mass"][:, 1] > 0).all()
     assert torch.isfinite(biased["entropy"]).all()
