@@ -26,6 +26,12 @@ def _selected_from_chart(key: str) -> tuple[int, int] | None:
         return None
 
 
+def _readable(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def top_tokens(run_id: str, layer: int, head: int) -> pd.DataFrame | None:
     """The keys this head sends the most attention to (received mass), with their tokens."""
     if "keys" not in data.array_names(run_id) or "received" not in data.array_columns(run_id, "keys"):
@@ -107,8 +113,10 @@ def render() -> None:
             record = row.iloc[0].to_dict()
             rank = int((table[metric] > record[metric]).sum()) + 1
             st.caption(f"{metric} rank {rank} of {len(table)}")
-            shown = pd.DataFrame({"value": [str(v) for v in record.values()]}, index=list(record.keys()))
-            st.dataframe(shown, width="stretch")
+            shown = pd.DataFrame(
+                {"value": [_readable(v) for v in record.values()]}, index=list(record.keys())
+            )
+            st.dataframe(shown, width="stretch", height=35 * (len(shown) + 1) + 3)
         top = top_tokens(run_id, layer, head)
         st.markdown("**Top tokens** (attention received from this head)")
         if top is None:

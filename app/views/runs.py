@@ -17,6 +17,13 @@ def _short(value):
     return value
 
 
+def _selected_rows(event) -> list[int]:
+    try:
+        return list(event["selection"]["rows"]) if event else []
+    except (KeyError, TypeError):
+        return []
+
+
 def render() -> None:
     st.title("Runs")
     table = data.runs()
@@ -35,15 +42,22 @@ def render() -> None:
         shown = shown[shown["model"].isin(models)]
     if kinds:
         shown = shown[shown["kind"].isin(kinds)]
+    shown = shown.reset_index(drop=True)
+    rows = _selected_rows(st.session_state.get("runs_table"))
+    if rows and rows[0] < len(shown) and st.session_state.get("runs_last_row") != shown["run_id"][rows[0]]:
+        st.session_state["runs_last_row"] = st.session_state["runs_run"] = shown["run_id"][rows[0]]
     st.dataframe(
         shown[["run_id", "kind", "model", "created", "input_hash"]],
         hide_index=True,
         width="stretch",
+        key="runs_table",
+        on_select="rerun",
+        selection_mode="single-row",
     )
-    st.caption(f"{len(shown)} of {len(table)} runs")
+    st.caption(f"{len(shown)} of {len(table)} runs; click a row for its details")
     if shown.empty:
         return
-    run_id = ui.pick_run(shown.reset_index(drop=True), key="runs_run", label="details of run")
+    run_id = ui.pick_run(shown, key="runs_run", label="details of run")
     record = shown[shown["run_id"] == run_id].iloc[0]
     st.subheader(f"{record['kind']} run {run_id}")
     folder = data.run_dir(run_id)

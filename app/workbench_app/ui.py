@@ -20,7 +20,7 @@ COMMANDS = {
     "sinks": "workbench heads sinks MODEL --text FILE --out SINKS.json",
     "retrieval": "workbench heads retrieval MODEL --out HEADS.json",
     "rhythm": "workbench rhythm MODEL --out results/rhythm",
-    "binding": "workbench binding --out results/binding",
+    "binding": "workbench binding tiny-vit-dino-s0 --out results/binding",
 }
 
 

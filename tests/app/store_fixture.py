@@ -1,10 +1,11 @@
 """A results store built from ``tiny-gqa`` runs, one per dashboard page.
 
-Made by the real jobs where they exist (``run_demo``, ``rhythm_job``, ``workbench heads sinks``,
-``workbench heads retrieval`` / ``validate retrieval`` / ``eval niah``). Written by hand, with the same
-``put_run`` schema as the real job: a calibration run (``summary["interventions"]``, as
-``workbench calibrate act`` stores it) and a binding run (no binding job exists yet; the schema is the
-one ``app/views/binding.py`` reads: arrays ``probes``, ``scenes``, ``same_object``).
+Made by the real jobs: ``rhythm_job``, ``workbench heads sinks``, ``workbench heads retrieval`` /
+``validate retrieval`` / ``eval niah``, and ``save_capture`` as ``run_demo`` calls it (on a shorter text:
+the demo's text is longer than tiny-gqa's window). Written by hand with the ``put_run`` schema of the real
+job, because the real one is too slow for a test on 2 CPUs: a calibration run (``summary["interventions"]``
+as ``workbench calibrate act`` stores it) and a binding run (as ``workbench binding`` stores it, for the
+committed ``tiny-vit-dino-s0``, with made-up probe numbers).
 
 Run as a script to build one for a manual look: ``python tests/app/store_fixture.py /tmp/store``.
 """
@@ -73,21 +74,8 @@ def rhythm_run(work: Path, store) -> str:
 def sinks_run(work: Path) -> None:
     text = work / "sinks.txt"
     text.write_text((REPO / "workbench" / "data" / "sample.txt").read_text())
-    _cli(
-        [
-            "heads",
-            "sinks",
-            MODEL,
-            "--text",
-            str(text),
-            "--out",
-            str(work / "SINKS.json"),
-            "--window",
-            "32",
-            "--max-windows",
-            "4",
-        ]
-    )
+    out = ["--out", str(work / "SINKS.json"), "--window", "32", "--max-windows", "4"]
+    _cli(["heads", "sinks", MODEL, "--text", str(text), *out])
 
 
 def retrieval_runs(work: Path) -> None:
@@ -96,38 +84,12 @@ def retrieval_runs(work: Path) -> None:
         '{"needle": "The secret code is 7 3 4 1 9.", "question": "What is the secret code?", '
         '"answer": "7 3 4 1 9"}\n'
     )
-    grid = ["--needles", str(needles), "--lengths", "256", "--depths", "0,100", "--max-new-tokens", "4"]
-    _cli(["heads", "retrieval", MODEL, "--out", str(heads), *grid])
-    _cli(
-        [
-            "eval",
-            "niah",
-            MODEL,
-            "--out",
-            str(work / "niah.json"),
-            "--mask-heads",
-            str(heads),
-            "--top",
-            "2",
-            *grid,
-        ]
-    )
-    _cli(
-        [
-            "validate",
-            "retrieval",
-            MODEL,
-            "--heads",
-            str(heads),
-            "--top",
-            "1",
-            "--seeds",
-            "0",
-            "--exclude-top",
-            "2",
-            *grid,
-        ]
-    )
+    grid = ["--needles", str(needles), "--lengths", "256", "--max-new-tokens", "4"]
+    mask = ["--mask-heads", str(heads), "--top", "2", "--depths", "50"]
+    check = ["--heads", str(heads), "--top", "1", "--seeds", "0", "--exclude-top", "2", "--depths", "50"]
+    _cli(["heads", "retrieval", MODEL, "--out", str(heads), "--depths", "0,100", *grid])
+    _cli(["eval", "niah", MODEL, "--out", str(work / "niah.json"), *mask, *grid])
+    _cli(["validate", "retrieval", MODEL, *check, *grid])
 
 
 def calibration_run(store) -> str:
@@ -144,67 +106,67 @@ def calibration_run(store) -> str:
 
 
 def binding_run(store, seed: int = 0) -> str:
-    """Two 32x32 scenes of two squares, 8-pixel patches, probe tables for two probes over 3 layers."""
+    """The record ``workbench binding tiny-vit-dino-s0 --scenes 8 --layers 0,2,4`` writes (same arrays,
+    columns, summary and params), with made-up probe numbers: the real job takes minutes on 2 CPUs."""
+    from workbench.analyses.heads import make_head_table
+    from workbench.vision.binding import BindingConfig
+    from workbench.vision.scenes import GENERATOR_VERSION, scene_config_for
+
     rng = np.random.default_rng(seed)
-    side, patch = 32, 8
-    pixels, maps, probes = [], [], []
-    for scene in range(2):
-        instance = np.zeros((side, side), dtype=int)
-        instance[0:16, 0:16] = 1
-        instance[16:32, 8:32] = 2
-        colours = {0: (30, 30, 30), 1: (200, 60, 60), 2: (60, 60 + 80 * scene, 200)}
-        ys, xs = np.mgrid[0:side, 0:side]
-        rgb = np.array([colours[i] for i in instance.ravel()])
-        pixels.append(
-            pd.DataFrame(
+    rows = []
+    for layer in (0, 2, 4):
+        for probe in ("linear", "diagonal", "quadratic", "lowrank", "cosine", "pointwise-class"):
+            accuracy = 0.55 + 0.04 * layer + (0.1 if probe == "quadratic" else 0.0)
+            rows.append(
                 {
-                    "scene": scene,
-                    "y": ys.ravel(),
-                    "x": xs.ravel(),
-                    "r": rgb[:, 0],
-                    "g": rgb[:, 1],
-                    "b": rgb[:, 2],
-                    "instance": instance.ravel(),
-                }
-            )
-        )
-        labels = instance[::patch, ::patch].ravel()
-        for layer in (0, 2, 4):
-            for query in range(len(labels)):
-                same = (labels == labels[query]).astype(float)
-                value = np.clip(same * (0.5 + 0.1 * layer) + rng.uniform(0, 0.2, len(labels)), 0, 1)
-                maps.append(
-                    pd.DataFrame(
-                        {
-                            "scene": scene,
-                            "layer": layer,
-                            "query_patch": query,
-                            "patch": np.arange(len(labels)),
-                            "value": value,
-                        }
-                    )
-                )
-    for probe in ("linear", "quadratic"):
-        for layer in (0, 2, 4):
-            probes.append(
-                {
-                    "model": "dino",
-                    "probe": probe,
                     "layer": layer,
-                    "accuracy": 0.6 + 0.05 * layer + (0.1 if probe == "quadratic" else 0.0),
+                    "probe": probe,
+                    "accuracy": accuracy,
+                    "auroc": accuracy + 0.05,
+                    "same_class_accuracy": accuracy - 0.05,
+                    "same_class_auroc": accuracy,
+                    "hard_accuracy": accuracy - 0.1,
+                    "n_pairs": 1174,
+                    "n_same_class": 68,
+                    "n_hard": 24,
+                    "val_accuracy": accuracy,
+                    "val_same_class_accuracy": float("nan"),
                 }
             )
+    heads = make_head_table(
+        [
+            {
+                "layer": layer,
+                "head": head,
+                "binding_auroc": float(rng.uniform(0.4, 0.8)),
+                "same_class_auroc": float("nan"),
+            }
+            for layer in range(6)
+            for head in range(3)
+        ],
+        "binding-attention-auroc",
+        {"scenes": 2},
+        score="binding_auroc",
+    )
+    config = BindingConfig(scenes=8, layers=(0, 2, 4), epochs=1, head_scenes=2, ablation_ranks=(), seed=seed)
+    summary = {
+        "model": "tiny-vit-dino-s0",
+        "scene_config": scene_config_for(64).to_dict(),
+        "generator_version": GENERATOR_VERSION,
+        "best_layer": 4,
+        "train_pairs": 1448,
+        "test_pairs": 1174,
+        "test_same_class_pairs": 68,
+        "seconds": 93.0,
+    }
     return store.put_run(
         "binding",
-        "tiny-vit",
+        "tiny-vit-dino-s0",
         f"fixture-{seed}",
-        params={"fixture": True},
-        arrays={
-            "probes": pd.DataFrame(probes),
-            "scenes": pd.concat(pixels, ignore_index=True),
-            "same_object": pd.concat(maps, ignore_index=True),
-        },
-        summary={"patch_size": patch, "scenes": 2},
+        params=config.to_dict(),
+        head_tables={"heads": heads},
+        arrays={"probes": pd.DataFrame(rows), "ablation": pd.DataFrame()},
+        summary=summary,
     )
 
 

@@ -230,18 +230,43 @@ def test_stored_calibration_runs_against_the_baseline(store):
     ]
 
 
-def test_binding_page_draws_probes_and_scenes(store):
+def test_binding_page_draws_probes_heads_and_scenes(store):
+    from workbench.vision.binding import TEST_SEED
+    from workbench.vision.scenes import SceneConfig, make_scene_set, patch_labels
+
     root, ids = store
     at = open_page("binding")
     assert_clean(at)
     probes = Store(root).array(ids["binding"], "probes")
-    lines = charts(at)[0]["data"]
-    assert sum(len(values(trace["x"])) for trace in lines) == probes["layer"].nunique() * len(lines)
-    scene = charts(at)[1]["data"]
-    assert [trace["type"] for trace in scene] == ["image", "heatmap"]
-    same = Store(root).array(ids["binding"], "same_object")
-    chosen = same[(same.scene == 0) & (same.layer == 0) & (same.query_patch == 0)]
-    np.testing.assert_allclose(values(scene[1]["z"]).ravel(), chosen.sort_values("patch")["value"])
+    lines = {trace["name"]: trace for trace in charts(at)[0]["data"]}
+    assert set(lines) == set(probes["probe"])
+    quadratic = probes[probes.probe == "quadratic"].sort_values("layer")
+    np.testing.assert_allclose(values(lines["quadratic"]["y"]), quadratic["same_class_accuracy"])
+    heads = Store(root).head_table(ids["binding"])
+    grid = heads.pivot_table(index="layer", columns="head", values="binding_auroc").sort_index()
+    np.testing.assert_allclose(values(charts(at)[1]["data"][0]["z"]), grid.to_numpy(), rtol=1e-6)
+
+    widget(at, "number_input", "binding_scene").set_value(3).run()
+    widget(at, "number_input", "binding_query").set_value(10).run()
+    assert_clean(at)
+    scene = charts(at)[2]["data"]
+    assert [trace["type"] for trace in scene] == ["image", "heatmap"]  # no model run yet
+    summary, params = (
+        Store(root).summary(ids["binding"]),
+        json.loads(Store(root).run(ids["binding"])["params"]),
+    )
+    config = SceneConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in summary["scene_config"].items()}
+    )
+    scenes = make_scene_set(max(8, params["scenes"] // 2), TEST_SEED + params["seed"], config)
+    labels = patch_labels(scenes.instance[3:4], 8, params["purity"])[0][0].numpy()
+    expected = np.where(labels < 0, np.nan, labels == labels[10]).reshape(8, 8)
+    np.testing.assert_array_equal(values(scene[1]["z"]), expected)
+
+    at.button(key="binding_attend").click().run()
+    assert_clean(at)
+    attention = values(charts(at)[2]["data"][2]["z"])
+    assert attention.shape == (8, 8) and 0 < attention.sum() <= 1 + 1e-5
 
 
 @pytest.mark.parametrize("name", PAGES)
