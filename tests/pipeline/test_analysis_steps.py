@@ -30,10 +30,10 @@ steps:
 """
 
 
-@pytest.mark.parametrize("missing", ["sinks", "retrieval", "rhythm"])
+@pytest.mark.parametrize("missing", ["sinks", "retrieval", "rhythm", "niah"])
 def test_analysis_steps_are_registered(missing, write_yaml):
     spec = load_pipeline(write_yaml(PIPELINE))
-    assert spec.implementations[missing].kind == missing
+    assert spec.implementations[missing].kind == ("validate" if missing == "niah" else missing)
 
 
 def test_analysis_steps_run_and_match_the_analyses(tiny, store, tmp_path, write_yaml):
@@ -66,3 +66,46 @@ def test_analysis_steps_run_and_match_the_analyses(tiny, store, tmp_path, write_
     assert len(per_prompt) == 3 * 3  # held-out pass keys x conditions
     assert set(niah.summary["conditions"]["selected"]) >= {"success", "rouge_recall", "delta_success"}
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_lofit_step_ranks_heads_by_learned_scale(tiny, store, tmp_path, write_yaml):
+    pytest.importorskip("workbench.analyses.lofit")
+    text = """\
+pipeline: lofit
+model: tiny-gqa
+steps:
+  - {id: lofit, step: lofit, task: truthfulqa, limit: 4, steps: 2, epochs: 1}
+  - {id: top, step: select, rule: {of: lofit, top_k: 3}}
+"""
+    executor = LocalExecutor(store, progress=False)
+    executor.adopt(tiny)
+    result = run_pipeline(load_pipeline(write_yaml(text), out=tmp_path / "out"), store=store, executor=executor,
+                          echo=lambda m: None)  # fmt: skip
+    table = result.outputs["lofit"].table("heads")
+    assert len(table) == 8 and (table["score"] > 0).all()
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+    top = [(int(r.layer), int(r.head)) for r in table.head(3).itertuples()]
+    assert [tuple(h) for h in result.outputs["top"].summary["heads"]] == top
+
+
+@pytest.mark.slow
+def test_binding_step_on_a_tiny_vit(store, tmp_path, write_yaml):
+    pytest.importorskip("workbench.vision.binding")
+    import workbench.vision.models  # noqa: F401  (registers the tiny ViT checkpoints)
+    from workbench.models.registry import known_models
+
+    if "tiny-vit-dino-s0" not in {m.name for m in known_models()}:
+        pytest.skip("tiny ViT checkpoints not present")
+    text = """\
+pipeline: binding
+model: tiny-vit-dino-s0
+steps:
+  - {id: binding, step: binding, scenes: 8, epochs: 1, layers: [3], head_scenes: 2, ranks: [], baselines: false}
+  - {id: top, step: select, rule: {of: binding, by: binding_auroc, top_k: 2}}
+"""
+    result = run_pipeline(
+        load_pipeline(write_yaml(text), out=tmp_path / "out"), store=store, echo=lambda m: None
+    )
+    heads = result.outputs["binding"].table("heads")
+    assert len(heads) == 6 * 3 and heads["binding_auroc"].between(0, 1).all()  # 6 blocks x 3 heads
+    assert result.outputs["top"].summary["count"] == 2

@@ -99,5 +99,11 @@ for _entry in (
         "LoFiT head selection by learned attention-output scales",
         ("workbench.analyses.lofit",),
     ),
+    StepEntry(
+        "binding",
+        "workbench.pipeline.steps.binding:BindingStep",
+        "object binding in a ViT: IsSameObject probes and per-head attention AUROC",
+        ("workbench.vision.binding",),
+    ),
 ):
     register_step(_entry)
