@@ -203,19 +203,23 @@ def _option_ids(model: Model, option: str) -> list[int]:
     return model.tokenizer(option, add_special_tokens=False)["input_ids"]
 
 
-def _forward(model: Model, sequences: list[list[int]], interventions) -> torch.Tensor:
-    """Right-padded batch forward; returns log-probs (batch, T, vocab)."""
+def _forward(model: Model, sequences: list[list[int]], interventions, positions: list[int]) -> tuple[torch.Tensor, dict]:
+    """Right-padded batch forward through the seam; log-probs (batch, kept, vocab) at ``positions`` only
+    (the vocabulary projection of every other position is skipped), and position -> column."""
     length = max(len(s) for s in sequences)
+    model.check_length(length)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(sequences), length), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, sequence in enumerate(sequences):
         ids[row, : len(sequence)] = torch.tensor(sequence)
         mask[row, : len(sequence)] = 1
-    if bool(mask.all()):
-        mask = None
-    logits, _ = model.run(ids, None, interventions, attention_mask=mask)
-    return torch.log_softmax(logits.float(), dim=-1)
+    kwargs = {} if bool(mask.all()) else {"attention_mask": mask.to(model.device)}
+    keep = sorted(set(positions))
+    with torch.no_grad(), model.seam(None, interventions):
+        logits = model.hf(input_ids=ids.to(model.device), use_cache=False,
+                          logits_to_keep=torch.tensor(keep, device=model.device), **kwargs).logits
+    return torch.log_softmax(logits.float(), dim=-1).cpu(), {p: k for k, p in enumerate(keep)}
 
 
 def resolve_mode(model: Model, task: Task) -> str:
@@ -237,12 +241,12 @@ def score_task(model: Model, task: Task, interventions=(), batch_size: int = 16,
         for start in tqdm(batches, desc=f"{task.name} (label)", disable=not progress, leave=False):
             chunk = task.items[start : start + batch_size]
             sequences = [_prompt_ids(model, task, item.prompt) for item in chunk]
-            logprobs = _forward(model, sequences, interventions)
+            logprobs, column = _forward(model, sequences, interventions, [len(s) - 1 for s in sequences])
             for row, (item, sequence) in enumerate(zip(chunk, sequences, strict=True)):
                 firsts = [_option_ids(model, o)[0] for o in item.options]
                 if len(set(firsts)) < len(firsts):
                     raise InputError(f"item {item.id}: options share a first token; score this task in 'options' mode")
-                out.append([float(logprobs[row, len(sequence) - 1, t]) for t in firsts])
+                out.append([float(logprobs[row, column[len(sequence) - 1], t]) for t in firsts])
         return Scores(out, [item.answer for item in task.items])
     # options mode: flatten (item, option) pairs, batch by length
     pairs = []
@@ -259,11 +263,12 @@ def score_task(model: Model, task: Task, interventions=(), batch_size: int = 16,
     for start in tqdm(batches, desc=f"{task.name} (options)", disable=not progress, leave=False):
         chosen = order[start : start + batch_size]
         sequences = [pairs[k][1] + pairs[k][2] for k in chosen]
-        logprobs = _forward(model, sequences, interventions)
+        needed = [list(range(len(pairs[k][1]) - 1, len(pairs[k][1]) - 1 + len(pairs[k][2]))) for k in chosen]
+        logprobs, column = _forward(model, sequences, interventions, [p for ps in needed for p in ps])
         for row, k in enumerate(chosen):
-            _, prompt, cont = pairs[k]
-            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(cont))
-            token_logprobs = logprobs[row, positions, torch.tensor(cont)]
+            cont = pairs[k][2]
+            columns = torch.tensor([column[p] for p in needed[row]])
+            token_logprobs = logprobs[row, columns, torch.tensor(cont)]
             values[k] = float(token_logprobs.mean() if task.length_norm else token_logprobs.sum())
     cursor = 0
     for item in task.items:
