@@ -6,16 +6,17 @@ from __future__ import annotations
 import base64
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MAIN
 from streamlit.testing.v1 import AppTest
 from workbench_app.ui import show_token
 
 from workbench.store import Store
 
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"  # not from conftest: conftest names clash
 PAGES = ("runs", "head_grids", "explorer", "sinks", "retrieval", "rhythm", "interventions", "binding")
 
 
