@@ -191,15 +191,26 @@ def array(run_id: str, name: str, columns=None, filters=None, root: str | None =
     return _parquet(run_id, f"{name}.parquet", f"array {name!r}", columns, filters, root)
 
 
-def array_columns(run_id: str, name: str, root: str | None = None) -> list[str]:
-    """Column names from the Parquet footer (cheap, even for a 128k-token array)."""
-    path = run_dir(run_id, root) / f"{name}.parquet"
+@st.cache_data(show_spinner=False, max_entries=256)
+def _footer(path: str, stamp) -> tuple[list[str], int]:
+    metadata = pq.ParquetFile(path).metadata
+    return list(metadata.schema.to_arrow_schema().names), metadata.num_rows
+
+
+def _footer_of(run_id: str, file_name: str, root: str | None) -> tuple[list[str], int] | None:
+    """Column names and row count from the Parquet footer (cheap, even for a 128k-token array)."""
+    path = run_dir(run_id, root) / f"{file_name}.parquet"
     if not path.exists():
-        return []
+        return None
     try:
-        return list(pq.read_schema(path).names)
+        return _footer(str(path), _stamp(path))
     except (OSError, pa.ArrowException) as error:
-        raise _unreadable(run_id, f"array {name!r}", path, error) from None
+        raise _unreadable(run_id, f"array {file_name!r}", path, error) from None
+
+
+def array_columns(run_id: str, name: str, root: str | None = None) -> list[str]:
+    footer = _footer_of(run_id, name, root)
+    return footer[0] if footer else []
 
 
 def array_columns_of_head_table(run_id: str, name: str = "heads", root: str | None = None) -> list[str]:
@@ -207,11 +218,8 @@ def array_columns_of_head_table(run_id: str, name: str = "heads", root: str | No
 
 
 def array_rows(run_id: str, name: str, root: str | None = None) -> int:
-    path = run_dir(run_id, root) / f"{name}.parquet"
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (OSError, pa.ArrowException) as error:
-        raise _unreadable(run_id, f"array {name!r}", path, error) from None
+    footer = _footer_of(run_id, name, root)
+    return footer[1] if footer else 0
 
 
 def file_sizes(run_id: str, root: str | None = None) -> pd.DataFrame:

@@ -103,10 +103,12 @@ def pooled_map(
             z=z,
             x=labels,
             y=labels,
-            customdata=values,
             colorscale="Viridis",
             colorbar={"title": colour_title},
-            hovertemplate="query %{y}<br>key %{x}<br>p %{customdata:.3g}<extra></extra>",
+            # no per-cell customdata: z alone is 256 x 256 numbers at most, and hover reads it
+            hovertemplate="query %{y}<br>key %{x}<br>"
+            + ("log10 p %{z:.2f}" if scale == "log" else "p %{z:.3g}")
+            + "<extra></extra>",
             hoverongaps=False,
             **limits,
         )

@@ -162,7 +162,7 @@ def test_pooled_map_hover_shows_tokens(server, page):
     hover = chart.locator(".hoverlayer .hovertext")
     hover.first.wait_for(timeout=10_000)
     text = hover.first.text_content() or ""
-    assert "query" in text and "key" in text and "p " in text
+    assert "query" in text and "key" in text and "log10 p" in text
     # each cell label is its token span and the tokens' text
     assert re.search(r"query \d+–\d+ \S", text) and re.search(r"key \d+–\d+ \S", text), text
     page.screenshot(path=str(ARTIFACTS / "explorer-hover.png"))
