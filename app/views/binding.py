@@ -97,7 +97,7 @@ def scene_figure(
     figure.add_trace(
         go.Heatmap(
             z=same,
-            colorscale=[[0, "#f0f0f0"], [1, "#2a9d8f"]],
+            colorscale=[[0, "#cfcfcf"], [1, "#2a9d8f"]],
             zmin=0,
             zmax=1,
             showscale=False,
@@ -189,6 +189,10 @@ def scenes_section(run_id: str, record) -> None:
         scene_figure(images[index], same, attention, int(query), patch),
         key="binding_scene_chart",
         width="stretch",
+    )
+    st.caption(
+        "Ground truth: green = the query's object, grey = another object or the background, blank = a patch "
+        f"no instance covers {int(100 * params.get('purity', 0.8))} % of."
     )
     if attention is not None:
         inside = float(np.nansum(np.where(same == 1, attention, 0)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -13,8 +14,21 @@ DEFAULT_PROMPT = "The lighthouse keeper kept a ledger of every ship that passed.
 
 def choose(sources) -> tuple[list, str] | None:
     """The chosen interventions and the model they were made for."""
-    labels = [s.label for s in sources] + ["paste JSON"]
+    labels = [s.label for s in sources] + ["paste JSON", "LoFiT folder"]
     choice = st.selectbox("stored intervention", labels, key="iv_source")
+    if choice == "LoFiT folder":
+        folder = st.text_input("LoFiT folder (lofit.json + lofit.safetensors)", key="iv_lofit")
+        if not folder:
+            st.caption("Give the --out folder of `workbench lofit train`.")
+            return None
+        from workbench.analyses.lofit.artifact import LofitArtifact
+
+        try:
+            artifact = LofitArtifact.load(Path(folder).expanduser())
+        except Exception as error:
+            st.error(f"cannot read a LoFiT artifact from {folder}: {error}")
+            return None
+        return artifact.interventions(), artifact.model
     if choice == "paste JSON":
         text = st.text_area(
             "interventions as JSON (a list, or CAL.json)",

@@ -231,6 +231,27 @@ def test_stored_calibration_runs_against_the_baseline(store):
     ]
 
 
+def test_lofit_folder_runs_against_the_baseline(store, tmp_path):
+    import torch
+
+    from workbench.analyses.lofit.artifact import LofitArtifact
+
+    shape = {"num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "head_dim": 16}
+    offsets = torch.randn(2, 16, generator=torch.Generator().manual_seed(0)) * 5
+    LofitArtifact("tiny-gqa", "fixture", [(0, 1), (1, 3)], offsets, shape).save(tmp_path / "lofit")
+    at = open_page("interventions")
+    widget(at, "selectbox", "iv_source").set_value("LoFiT folder").run()
+    widget(at, "text_input", "iv_lofit").set_value(str(tmp_path / "lofit")).run()
+    widget(at, "slider", "iv_new").set_value(4).run()
+    at.button(key="iv_run").click().run()
+    assert_clean(at)
+    assert "2 interventions" in texts(at)
+    assert float(at.dataframe[0].value.loc["KL, mean over prompt tokens", "value"]) > 0
+    widget(at, "text_input", "iv_lofit").set_value(str(tmp_path / "nowhere")).run()
+    assert_clean(at)
+    assert any("cannot read a LoFiT artifact" in e.value for e in at.error)
+
+
 def test_binding_page_draws_probes_heads_and_scenes(store):
     from workbench.vision.binding import TEST_SEED
     from workbench.vision.scenes import SceneConfig, make_scene_set, patch_labels
