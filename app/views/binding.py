@@ -10,8 +10,6 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from workbench_app import data, figures, ui
 
-from workbench.plots import head_heatmap
-
 KINDS = ("binding",)
 SKIP = ("layer", "n_pairs", "n_same_class", "n_hard")
 DEFAULT_VALUE = "same_class_accuracy"
@@ -58,7 +56,7 @@ def heads_section(run_id: str) -> None:
     if table.empty or "binding_auroc" not in table.columns:
         return
     st.subheader("Attention heads: AUROC of attention for same vs different object")
-    st.plotly_chart(head_heatmap(table, "binding_auroc"), key="binding_heads_chart")
+    st.plotly_chart(figures.heads_heatmap(table, "binding_auroc"), key="binding_heads_chart")
 
 
 @st.cache_resource(show_spinner="loading the vision model ...", max_entries=2)

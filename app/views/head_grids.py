@@ -120,7 +120,10 @@ def render() -> None:
         top = top_tokens(run_id, layer, head)
         st.markdown("**Top tokens** (attention received from this head)")
         if top is None:
-            st.caption("This run stores no per-key statistics; capture with `key_statistics=('received',)`.")
+            st.caption(
+                "This run stores no per-key attention (a `keys` array with `received`); capture runs made with "
+                "`key_statistics=('received',)` (as `make demo` does) have it."
+            )
         else:
             st.dataframe(top, hide_index=True, width="stretch")
 

@@ -7,13 +7,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from workbench_app import data, figures, ui
 
-from workbench.plots import head_heatmap
-
 
 def sink_k_figure(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure(go.Scatter(x=table["k"], y=table["sink"], mode="lines+markers", name="Sink_k"))
     figure.update_layout(
-        title="Sink_k: share of heads whose top-k keys by column mean include the first token",
+        title="Sink_k by k",
         xaxis_title="k",
         yaxis_title="Sink_k",
         yaxis_range=[0, 1.05],
@@ -33,7 +31,8 @@ def capture_fallback() -> None:
     run_id = ui.pick_run(runs, key="sinks_capture_run")
     table = data.head_table(run_id)
     st.plotly_chart(
-        head_heatmap(table, "sink_mass", "mean attention on the first token"), key="sinks_capture_grid"
+        figures.heads_heatmap(table, "sink_mass", "mean attention on the first token"),
+        key="sinks_capture_grid",
     )
 
 
@@ -63,9 +62,12 @@ def render() -> None:
             key="sinks_metric",
             help="score: mean column mean of the first token; sink_fraction: share of windows above eps",
         )
-        left.plotly_chart(head_heatmap(heads, metric, f"{metric} per head"), key="sinks_grid")
+        left.plotly_chart(figures.heads_heatmap(heads, metric, f"{metric} per head"), key="sinks_grid")
     if "sink_k" in arrays:
         right.plotly_chart(sink_k_figure(data.array(run_id, "sink_k")), key="sinks_k")
+        right.caption(
+            "Sink_k: share of heads whose k keys with the largest column mean include the first token."
+        )
     if info.get("sink_dims") is not None:
         right.caption(f"massive-activation dimensions at the first token: {info['sink_dims']}")
     if "hidden_sinks" in arrays:

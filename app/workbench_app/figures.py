@@ -13,6 +13,14 @@ from workbench_app.ui import token_snippet
 SCALES = ("log", "sink-excluded", "linear")
 
 
+def heads_heatmap(table: pd.DataFrame, metric: str, title: str | None = None) -> go.Figure:
+    """``workbench.plots.head_heatmap`` with layer and head as categories (plotly reads "0", "1" as numbers)."""
+    figure = head_heatmap(table, metric, title)
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category")
+    return figure
+
+
 def head_grid(table: pd.DataFrame, metric: str, selected: tuple[int, int] | None = None) -> go.Figure:
     """``workbench.plots.head_heatmap`` plus an invisible marker per cell: plotly heatmaps do not report
     clicks to Streamlit (streamlit#8760), markers do, so a click on a cell selects that head."""
@@ -42,7 +50,7 @@ def head_grid(table: pd.DataFrame, metric: str, selected: tuple[int, int] | None
                 x=[str(selected[1])],
                 y=[str(selected[0])],
                 mode="markers",
-                marker={"symbol": "square-open", "size": 18, "color": "#ff2d55", "line": {"width": 3}},
+                marker={"symbol": "square-open", "size": 16, "color": "#ff2d55", "line": {"width": 3}},
                 hoverinfo="skip",
                 showlegend=False,
                 name="selected",
@@ -54,6 +62,7 @@ def head_grid(table: pd.DataFrame, metric: str, selected: tuple[int, int] | None
         dragmode=False,
         hoverdistance=-1,
         margin={"t": 50, "l": 60, "r": 20, "b": 50},
+        height=max(360, 24 * cells["layer"].nunique() + 120),  # rows tall enough to click
     )
     figure.update_xaxes(type="category")
     figure.update_yaxes(
@@ -200,7 +209,7 @@ def grid_heatmap(
         title=title,
         xaxis={"title": column, "type": "category"},
         yaxis={"title": row, "type": "category"},
-        height=max(320, 40 * len(grid) + 140),
+        height=max(320, 24 * len(grid) + 140),
     )
     return figure
 
