@@ -205,7 +205,7 @@ def scenes_section(run_id: str, record) -> None:
 
 def render() -> None:
     st.title("Binding")
-    runs = data.runs_of_kind(KINDS)
+    runs = data.runs_of_kind(KINDS, steps=("binding",))
     if runs.empty:
         ui.no_runs("binding")
         return

@@ -96,11 +96,11 @@ def masking_section(runs: pd.DataFrame) -> None:
 
 
 def heads_section(runs: pd.DataFrame) -> None:
-    detect = runs[runs["kind"] == "retrieval-heads"]
+    detect = data.runs_where(runs, data.has_head_tables)  # detection runs (command or pipeline step)
     if detect.empty:
         return
     st.subheader("Retrieval heads")
-    run_id = ui.pick_run(detect.reset_index(drop=True), key="retrieval_heads_run", label="detection run")
+    run_id = ui.pick_run(detect, key="retrieval_heads_run", label="detection run")
     table = data.head_table(run_id)
     info = data.summary(run_id)
     columns = st.columns(2)
@@ -117,7 +117,7 @@ def heads_section(runs: pd.DataFrame) -> None:
 
 def render() -> None:
     st.title("Retrieval")
-    runs = data.runs_of_kind(KINDS)
+    runs = data.runs_of_kind(KINDS, steps=("retrieval",))
     if runs.empty:
         ui.no_runs("retrieval")
         return

@@ -11,7 +11,7 @@ REQUIRED = {"problem", "position", "token", "waad", "fai", "is_anchor", "is_prep
 
 def render() -> None:
     st.title("Rhythm")
-    runs = data.runs_of_kind("rhythm")
+    runs = data.runs_of_kind("rhythm", steps=("rhythm",))
     if runs.empty:
         ui.no_runs("rhythm")
         return

@@ -38,7 +38,7 @@ def capture_fallback() -> None:
 
 def render() -> None:
     st.title("Sinks")
-    runs = data.runs_of_kind("sinks")
+    runs = data.runs_of_kind("sinks", steps=("sinks",))
     if runs.empty:
         ui.no_runs("sinks")
         capture_fallback()

@@ -78,10 +78,28 @@ def runs(root: str | None = None) -> pd.DataFrame:
         ) from None
 
 
-def runs_of_kind(kinds: tuple[str, ...] | str, root: str | None = None) -> pd.DataFrame:
+PIPELINE_STEP = "pipeline-step"
+
+
+def step_of(record) -> str | None:
+    """The analysis a ``workbench pipeline`` step ran (its runs hold the same tables as the command's)."""
+    if record["kind"] != PIPELINE_STEP:
+        return None
+    return parse_json(record["params"]).get("step")
+
+
+def runs_of_kind(
+    kinds: tuple[str, ...] | str, root: str | None = None, steps: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Runs of these kinds, plus pipeline steps that ran one of ``steps``."""
     table = runs(root)
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    return table[table["kind"].isin(kinds)].reset_index(drop=True)
+    keep = table["kind"].isin(kinds)
+    if steps:
+        keep |= pd.Series(
+            [step_of(row) in steps for _, row in table.iterrows()], index=table.index, dtype=bool
+        )
+    return table[keep].reset_index(drop=True)
 
 
 def runs_where(table: pd.DataFrame, keep) -> pd.DataFrame:

@@ -48,7 +48,9 @@ def no_runs(kind: str, what: str | None = None) -> None:
 
 def run_label(row) -> str:
     created = str(row["created"])[:16]
-    return f"{row['kind']} · {row['model']} · {row['run_id']} · {created}"
+    step = data.step_of(row)
+    kind = f"pipeline step {step}" if step else row["kind"]
+    return f"{kind} · {row['model']} · {row['run_id']} · {created}"
 
 
 def pick_run(table: pd.DataFrame, key: str, label: str = "run") -> str | None:

@@ -380,3 +380,25 @@ def test_head_table_with_only_text_is_shown_not_drawn(broken_store):
     widget(at, "selectbox", "grid_run").set_value(run_id).run()
     assert_clean(at)
     assert at.warning and "no numeric column" in at.warning[0].value
+
+
+def test_pipeline_steps_show_on_their_analysis_page(broken_store):
+    root, _ = broken_store
+    store = Store(root)
+    sinks = store.runs(kind="sinks")["run_id"].iloc[0]
+    step = store.put_run(
+        "pipeline-step",
+        "tiny-gqa",
+        "step",
+        params={"step": "sinks", "id": "sinks", "pipeline": "fixture"},
+        head_tables={"heads": store.head_table(sinks)},
+        arrays={"sink_k": store.array(sinks, "sink_k")},
+        summary=store.summary(sinks),
+    )
+    at = open_page("sinks")
+    picker = widget(at, "selectbox", "sinks_run")
+    assert any(step in label and label.startswith("pipeline step sinks") for label in picker.options)
+    picker.set_value(step).run()
+    assert_clean(at)
+    assert not at.error
+    np.testing.assert_allclose(values(charts(at)[1]["data"][0]["y"]), store.array(sinks, "sink_k")["sink"])
