@@ -45,14 +45,21 @@ def test_accuracy_is_greedy_exact_match_followed_by_a_word_end(tiny_model):
     """Build completions from the model's own greedy continuation, so the right answer is known."""
     prompt = "Kinship: "
     ids = tiny_model.encode(prompt)
-    generated = tiny_model.generate(ids, max_new_tokens=12).new_ids.tolist()
-    text = bytes(generated).decode("latin-1")
-    # the byte tokenizer: each generated id is one byte; find a cut whose next byte ends a word
-    cuts = [i for i in range(1, 11) if generated[i] < 128 and not (chr(generated[i]).isalnum() or chr(generated[i]) in "-_'")
-            and all(g < 128 for g in generated[:i])]
+    generated = tiny_model.generate(ids, max_new_tokens=16).new_ids.tolist()
+    tokenizer = tiny_model.tokenizer
+
+    def round_trips(cut):
+        return tokenizer(tokenizer.decode(generated[:cut]), add_special_tokens=False)["input_ids"] == generated[:cut]
+
+    def ends_word(token):
+        text = tokenizer.decode([token])
+        return len(text) == 1 and text.isascii() and not (text.isalnum() or text in "-_'")
+
+    cuts = [i for i in range(1, 15) if round_trips(i) and ends_word(generated[i]) and tokenizer.decode(generated[:i]).isascii()]
     if not cuts:
         pytest.skip("the random tiny model's continuation has no ASCII word end")
     cut = cuts[0]
+    text = tokenizer.decode(generated[:cut])
     right = Completion(prompt, text[:cut])
     wrong = Completion(prompt, text[: cut - 1] + ("a" if text[cut - 1] != "a" else "b"))
     result = lofit.completion_accuracy(tiny_model, [right, wrong], per_item=True)
