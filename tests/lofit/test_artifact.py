@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import workbench as wb
 from workbench.analyses import lofit
 from workbench.analyses.lofit.artifact import LofitArtifact
 from workbench.runners.lens import LensRunner
@@ -17,17 +16,32 @@ TEXT = "LoFiT adds a learned vector to a few heads' outputs, right before o_proj
 
 
 def _artifact(model, heads=((0, 1), (1, 3), (1, 0)), scale=0.7, seed=0):
-    offsets = torch.randn(len(heads), model.shape.head_dim, generator=torch.Generator().manual_seed(seed)) * scale
-    shape = {"num_layers": model.shape.num_layers, "num_heads": model.shape.num_heads, "head_dim": model.shape.head_dim}
-    return LofitArtifact(model.name, "clutrr", list(heads), offsets, shape, {"lr": 0.01}, scores=[3.0, 2.0, 1.0])
+    offsets = (
+        torch.randn(len(heads), model.shape.head_dim, generator=torch.Generator().manual_seed(seed)) * scale
+    )
+    shape = {
+        "num_layers": model.shape.num_layers,
+        "num_heads": model.shape.num_heads,
+        "head_dim": model.shape.head_dim,
+    }
+    return LofitArtifact(
+        model.name, "clutrr", list(heads), offsets, shape, {"lr": 0.01}, scores=[3.0, 2.0, 1.0]
+    )
 
 
 def test_save_load_is_bit_exact_with_identical_logits(tiny_model, tmp_path):
     artifact = _artifact(tiny_model)
     artifact.save(tmp_path / "a")
     meta = json.loads((tmp_path / "a" / "lofit.json").read_text())
-    assert meta["heads"][0] == {"layer": 0, "head": 1, "rank": 0, "score": 3.0} and meta["num_parameters"] == 3 * 16
-    assert set(load_file(str(tmp_path / "a" / "lofit.safetensors"))) == {"layer0.head1.offset", "layer1.head3.offset", "layer1.head0.offset"}
+    assert (
+        meta["heads"][0] == {"layer": 0, "head": 1, "rank": 0, "score": 3.0}
+        and meta["num_parameters"] == 3 * 16
+    )
+    assert set(load_file(str(tmp_path / "a" / "lofit.safetensors"))) == {
+        "layer0.head1.offset",
+        "layer1.head3.offset",
+        "layer1.head0.offset",
+    }
     again = LofitArtifact.load(tmp_path / "a")
     assert torch.equal(again.offsets, artifact.offsets) and again.heads == artifact.heads
     assert again.params == artifact.params and again.scores == artifact.scores
@@ -61,7 +75,9 @@ def test_offset_is_added_to_the_head_slice_before_o_proj(tiny_model):
     finally:
         handle.remove()
     d = tiny_model.shape.head_dim
-    torch.testing.assert_close(shifted[..., 2 * d : 3 * d], base[..., 2 * d : 3 * d] + artifact.offsets[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        shifted[..., 2 * d : 3 * d], base[..., 2 * d : 3 * d] + artifact.offsets[0], rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(shifted[..., : 2 * d], base[..., : 2 * d], rtol=0, atol=1e-5)
 
 

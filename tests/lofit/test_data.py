@@ -24,15 +24,22 @@ def test_shipped_samples_load():
 def test_truthfulqa_user_jsonl_with_lists_and_loose_column_names(tmp_path):
     path = tmp_path / "mine.jsonl"
     rows = [
-        {"Question": "Is the sky green?", "best answer": "No", "Correct-Answers": ["No", "No, it is blue"],
-         "incorrect_answers": ["Yes", "Yes, always"]},
+        {
+            "Question": "Is the sky green?",
+            "best answer": "No",
+            "Correct-Answers": ["No", "No, it is blue"],
+            "incorrect_answers": ["Yes", "Yes, always"],
+        },
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     [question] = load_truthfulqa(path)
     assert question.prompt == "Q: Is the sky green?\nA:"
     assert question.correct_answers == ("No.", "No, it is blue.")
     pairs = question.preference_pairs()
-    assert pairs == [(question.prompt, " No.", " Yes."), (question.prompt, " No, it is blue.", " Yes, always.")]
+    assert pairs == [
+        (question.prompt, " No.", " Yes."),
+        (question.prompt, " No, it is blue.", " Yes, always."),
+    ]
 
 
 def test_prompt_completion_csv_and_clutrr_record(tmp_path):
@@ -41,7 +48,9 @@ def test_prompt_completion_csv_and_clutrr_record(tmp_path):
     [item] = load_completions(path)
     assert item == Completion("Two plus two is", " four")
     clutrr = tmp_path / "c.json"
-    clutrr.write_text(json.dumps([{"story": "[Ann] hugged her son [Bo].", "query": "('Ann', 'Bo')", "target_text": "son"}]))
+    clutrr.write_text(
+        json.dumps([{"story": "[Ann] hugged her son [Bo].", "query": "('Ann', 'Bo')", "target_text": "son"}])
+    )
     [kin] = load_completions(clutrr)
     assert "Ann hugged her son Bo." in kin.prompt and "[" not in kin.prompt
     assert kin.prompt.endswith("How is Bo related to Ann?\nAnswer: Bo is Ann's") and kin.completion == " son"

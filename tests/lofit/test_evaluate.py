@@ -8,8 +8,8 @@ import torch
 from workbench.analyses import lofit
 from workbench.analyses.lofit import metrics as evaluate_module
 from workbench.analyses.lofit.data import Completion, MCQuestion
-from workbench.analyses.lofit.metrics import score_options
 from workbench.analyses.lofit.losses import encode_pair, make_batch, pad_id, sequence_logprobs
+from workbench.analyses.lofit.metrics import score_options
 
 
 def test_mc_metrics_by_hand():
@@ -24,7 +24,9 @@ def test_shared_prompt_scores_equal_full_sequence_scores(tiny_model):
     questions = lofit.load_task("truthfulqa", lofit.sample_path("truthfulqa"), limit=2)
     pairs = [(q.prompt, " " + a) for q in questions for a in (q.best_answer, *q.incorrect_answers)]
     shared = score_options(tiny_model, pairs)
-    batch = make_batch([encode_pair(tiny_model, p, a, max_prompt=128, max_target=128) for p, a in pairs], pad_id(tiny_model))
+    batch = make_batch(
+        [encode_pair(tiny_model, p, a, max_prompt=128, max_target=128) for p, a in pairs], pad_id(tiny_model)
+    )
     with torch.no_grad():
         full = sequence_logprobs(tiny_model, batch)[0].tolist()
     for a, b in zip(shared, full, strict=True):
@@ -34,7 +36,9 @@ def test_shared_prompt_scores_equal_full_sequence_scores(tiny_model):
 def test_truthfulqa_mc_uses_best_vs_incorrect_and_mass_on_correct(tiny_model, monkeypatch):
     question = MCQuestion("q", "b.", ("b.", "c."), ("x.", "y."))
     fixed = {" b.": -1.0, " c.": -5.0, " x.": -2.0, " y.": -0.5}
-    monkeypatch.setattr(evaluate_module, "score_options", lambda model, pairs, *a, **k: [fixed[o] for _, o in pairs])
+    monkeypatch.setattr(
+        evaluate_module, "score_options", lambda model, pairs, *a, **k: [fixed[o] for _, o in pairs]
+    )
     result = lofit.truthfulqa_mc(tiny_model, [question])
     assert result["mc1"] == 0.0  # y. beats the best answer
     true, false = math.exp(-1) + math.exp(-5), math.exp(-2) + math.exp(-0.5)
@@ -49,13 +53,20 @@ def test_accuracy_is_greedy_exact_match_followed_by_a_word_end(tiny_model):
     tokenizer = tiny_model.tokenizer
 
     def round_trips(cut):
-        return tokenizer(tokenizer.decode(generated[:cut]), add_special_tokens=False)["input_ids"] == generated[:cut]
+        return (
+            tokenizer(tokenizer.decode(generated[:cut]), add_special_tokens=False)["input_ids"]
+            == generated[:cut]
+        )
 
     def ends_word(token):
         text = tokenizer.decode([token])
         return len(text) == 1 and text.isascii() and not (text.isalnum() or text in "-_'")
 
-    cuts = [i for i in range(1, 15) if round_trips(i) and ends_word(generated[i]) and tokenizer.decode(generated[:i]).isascii()]
+    cuts = [
+        i
+        for i in range(1, 15)
+        if round_trips(i) and ends_word(generated[i]) and tokenizer.decode(generated[:i]).isascii()
+    ]
     if not cuts:
         pytest.skip("the random tiny model's continuation has no ASCII word end")
     cut = cuts[0]
@@ -89,6 +100,9 @@ def test_accuracy_rejects_a_prefix_of_a_longer_word(tiny_model, monkeypatch):
 
 @pytest.mark.slow
 def test_smollm2_knows_paris(smollm2):
-    items = [Completion("The capital of France is", " Paris"), Completion("The capital of France is", " Rome")]
+    items = [
+        Completion("The capital of France is", " Paris"),
+        Completion("The capital of France is", " Rome"),
+    ]
     result = lofit.completion_accuracy(smollm2, items, per_item=True)
     assert [i["correct"] for i in result["items"]] == [True, False]

@@ -30,11 +30,15 @@ def _reference_logprob(model, prompt, target):
 
 
 def test_padded_batch_logprobs_match_one_sequence_at_a_time(tiny_model):
-    batch = make_batch([encode_pair(tiny_model, p, t, max_prompt=128, max_target=128) for p, t in PAIRS], pad_id(tiny_model))
+    batch = make_batch(
+        [encode_pair(tiny_model, p, t, max_prompt=128, max_target=128) for p, t in PAIRS], pad_id(tiny_model)
+    )
     with torch.no_grad():
         logp, counts = sequence_logprobs(tiny_model, batch)
     for index, (prompt, target) in enumerate(PAIRS):
-        assert math.isclose(float(logp[index]), _reference_logprob(tiny_model, prompt, target), rel_tol=1e-4, abs_tol=1e-3)
+        assert math.isclose(
+            float(logp[index]), _reference_logprob(tiny_model, prompt, target), rel_tol=1e-4, abs_tol=1e-3
+        )
     assert counts.tolist() == [len(t.encode()) for _, t in PAIRS]  # byte tokenizer: one token per byte
 
 
@@ -42,8 +46,13 @@ def test_dpo_loss_values():
     zero = torch.zeros(3)
     loss, accuracy = dpo_loss(zero, zero, zero, zero, beta=0.5)
     assert math.isclose(float(loss), math.log(2), rel_tol=1e-6) and float(accuracy) == 0.0
-    loss, accuracy = dpo_loss(torch.tensor([2.0]), torch.tensor([-2.0]), torch.zeros(1), torch.zeros(1), beta=0.5)
-    assert math.isclose(float(loss), -math.log(1 / (1 + math.exp(-2.0))), rel_tol=1e-6) and float(accuracy) == 1.0
+    loss, accuracy = dpo_loss(
+        torch.tensor([2.0]), torch.tensor([-2.0]), torch.zeros(1), torch.zeros(1), beta=0.5
+    )
+    assert (
+        math.isclose(float(loss), -math.log(1 / (1 + math.exp(-2.0))), rel_tol=1e-6)
+        and float(accuracy) == 1.0
+    )
 
 
 def test_completion_loss_is_cross_entropy_on_completion_tokens_only(tiny_model):
@@ -59,7 +68,9 @@ def test_completion_loss_is_cross_entropy_on_completion_tokens_only(tiny_model):
 def test_gradient_reaches_offsets_through_the_seam_and_not_the_weights(tiny_model):
     tiny_model.hf.requires_grad_(False)
     offset = torch.nn.Parameter(torch.zeros(tiny_model.shape.head_dim))
-    batch = make_batch([encode_pair(tiny_model, *PAIRS[0], max_prompt=128, max_target=128)], pad_id(tiny_model))
+    batch = make_batch(
+        [encode_pair(tiny_model, *PAIRS[0], max_prompt=128, max_target=128)], pad_id(tiny_model)
+    )
     loss = completion_loss(tiny_model, batch, [wb.HeadOutputAffine(1, 2, offset=offset)])
     loss.backward()
     assert offset.grad is not None and offset.grad.abs().sum() > 0
@@ -76,7 +87,11 @@ def test_select_heads_table_and_frozen_model(tiny_model):
     config = lofit.TrainConfig.defaults("truthfulqa", 1, steps=3, batch_size=4)
     table, scales, log = lofit.select_heads(tiny_model, questions, config, progress=False)
     shape = tiny_model.shape
-    assert len(table) == shape.num_layers * shape.num_heads and list(table.columns[:3]) == ["layer", "head", "kv_head"]
+    assert len(table) == shape.num_layers * shape.num_heads and list(table.columns[:3]) == [
+        "layer",
+        "head",
+        "kv_head",
+    ]
     assert table["score"].is_monotonic_decreasing and table.attrs["method"] == "lofit"
     layers, heads = table["layer"].tolist(), table["head"].tolist()
     assert torch.allclose(torch.tensor(table["score"].tolist()), scales[layers, heads].norm(dim=-1))
@@ -101,8 +116,13 @@ def test_offsets_learn_a_completion_and_validation_picks_the_best(tiny_model):
     assert artifact.heads == heads and artifact.offsets.shape == (8, tiny_model.shape.head_dim)
     assert torch.equal(before, _weights(tiny_model))
     # the returned offsets are the selected ones: their validation loss is the best one logged
-    batch = make_batch([encode_pair(tiny_model, i.prompt, i.completion, max_prompt=384, max_target=16, eos=True)
-                        for i in items[:2]], pad_id(tiny_model))
+    batch = make_batch(
+        [
+            encode_pair(tiny_model, i.prompt, i.completion, max_prompt=384, max_target=16, eos=True)
+            for i in items[:2]
+        ],
+        pad_id(tiny_model),
+    )
     with torch.no_grad():
         value = float(completion_loss(tiny_model, batch, artifact.interventions()))
     assert math.isclose(value, best["loss"], rel_tol=1e-4)
@@ -121,8 +141,13 @@ def test_dpo_training_prefers_chosen_answers(tiny_model):
 def test_random_heads_and_bad_heads(tiny_model):
     heads = lofit.random_heads(tiny_model, 3, seed=5)
     assert heads == lofit.random_heads(tiny_model, 3, seed=5) and len(set(heads)) == 3
-    assert lofit.random_heads(tiny_model, 3, seed=6) != heads or lofit.random_heads(tiny_model, 3, seed=7) != heads
+    assert (
+        lofit.random_heads(tiny_model, 3, seed=6) != heads
+        or lofit.random_heads(tiny_model, 3, seed=7) != heads
+    )
     with pytest.raises(SpecError, match="K must be"):
         lofit.random_heads(tiny_model, 99, seed=0)
     with pytest.raises(SpecError, match="outside"):
-        lofit.train_offsets(tiny_model, [(5, 0)], [Completion("a", " b")], lofit.TrainConfig.defaults("clutrr", 2, steps=1))
+        lofit.train_offsets(
+            tiny_model, [(5, 0)], [Completion("a", " b")], lofit.TrainConfig.defaults("clutrr", 2, steps=1)
+        )

@@ -146,7 +146,8 @@ def train(
 ) -> None:
     """Step 2: learn an offset vector per chosen head (model frozen); write the LoFiT artifact."""
     from workbench.analyses.heads import read_heads_json, top_heads
-    from workbench.analyses.lofit import TrainConfig, export_folded as export, random_heads, train_offsets
+    from workbench.analyses.lofit import TrainConfig, random_heads, train_offsets
+    from workbench.analyses.lofit import export_folded as export
     from workbench.runners.hf import load_model
 
     _check_task(task)

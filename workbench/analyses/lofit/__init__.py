@@ -12,8 +12,8 @@ lofit.evaluate(model, "truthfulqa", test_questions, artifact.interventions())  #
 from workbench.analyses.heads import top_heads
 from workbench.analyses.lofit.artifact import LofitArtifact, load_scales, save_scales
 from workbench.analyses.lofit.data import Completion, MCQuestion, load_task, parse_part, sample_path
-from workbench.analyses.lofit.metrics import completion_accuracy, evaluate, mc_metrics, truthfulqa_mc
 from workbench.analyses.lofit.fold import export_folded, folded, folded_biases
+from workbench.analyses.lofit.metrics import completion_accuracy, evaluate, mc_metrics, truthfulqa_mc
 from workbench.analyses.lofit.train import TrainConfig, random_heads, select_heads, train_offsets
 
 __all__ = [

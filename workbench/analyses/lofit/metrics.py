@@ -46,7 +46,9 @@ def _score_answers(model: Model, prompt: list[int], answers: list[list[int]], in
             cache = out.past_key_values
             cache.batch_repeat_interleave(len(answers))
             keep = torch.arange(length - 1, device=device)  # right padding: real tokens never see pads
-            logits = model.hf(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep).logits
+            logits = model.hf(
+                input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep
+            ).logits
             rest = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
             lengths = torch.tensor([len(a) for a in answers], device=device)
             mask = torch.arange(1, length, device=device)[None, :] < lengths[:, None]
@@ -75,7 +77,10 @@ def score_options(
     scores = [0.0] * len(pairs)
     bar = _progress(len(pairs), "score options", progress)
     for prompt, indices in groups.items():
-        encoded = [encode_pair(model, prompt, pairs[i][1], max_prompt=max_prompt, max_target=max_target) for i in indices]
+        encoded = [
+            encode_pair(model, prompt, pairs[i][1], max_prompt=max_prompt, max_target=max_target)
+            for i in indices
+        ]
         values = _score_answers(model, encoded[0][0], [target for _, target in encoded], interventions)
         for index, value in zip(indices, values, strict=True):
             scores[index] = value
