@@ -25,6 +25,7 @@ def binding(
     seed: int = typer.Option(0, "--seed", help="scene and probe seed"),
     epochs: int = typer.Option(15, "--epochs", help="probe epochs (early stopping on held-out train scenes)"),
     head_scenes: int = typer.Option(16, "--head-scenes", help="test scenes for per-head attention AUROC (0 = skip)"),
+    probes: str = typer.Option("linear,diagonal,quadratic,lowrank", "--probes", help="pair probes to train"),
     ranks: str = typer.Option("4,16,64", "--ranks", help="binding-subspace ranks to ablate ('' = skip)"),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="random-init network and raw-pixel baselines"),
 ) -> None:
@@ -38,6 +39,12 @@ def binding(
         raise SpecError(f"--scenes must be at least 8 (got {scenes}): probes need train, validation and test scenes")
     if epochs < 1:
         raise SpecError(f"--epochs must be at least 1, got {epochs}")
+    from workbench.vision.probes import PROBES
+
+    kinds = tuple(p.strip() for p in probes.split(",") if p.strip())
+    unknown = [k for k in kinds if k not in PROBES]
+    if unknown or not kinds:
+        raise SpecError(f"unknown probe(s) {unknown or probes!r}; choose from {', '.join(PROBES)}")
     wanted = parse_ints(layers)
     loaded = load_vision_model(model)
     top = loaded.shape.num_layers
@@ -49,6 +56,7 @@ def binding(
         layers=wanted,
         seed=seed,
         epochs=epochs,
+        probes=kinds,
         head_scenes=head_scenes,
         ablation_ranks=parse_ints(ranks) or (),
         random_baseline=baselines,

@@ -1,4 +1,4 @@
-"""Adapter for ViT encoders in transformers' layout (Dinov2Model, ViTModel): ``encoder.layer[i].attention``.
+"""Adapter for ViT encoders in transformers' layout (Dinov2Model ``encoder.layer[i].attention``, ViTModel ``layers[i]``).
 
 Their attention modules call ``ALL_ATTENTION_FUNCTIONS`` with ``is_causal = False`` and carry no
 ``layer_idx``; ``instrument`` sets the layer index from this adapter's order, and the seam reads
@@ -16,14 +16,19 @@ class VitAdapter(Adapter):
     families = ("dinov2", "vit")
 
     def backbone(self, model: nn.Module) -> nn.Module:
-        """The module holding ``embeddings`` and ``encoder`` (the model itself or its ``base_model``)."""
+        """The module holding ``embeddings`` and the blocks (the model itself or its ``base_model``)."""
         for candidate in (model, getattr(model, "base_model", None)):
-            if candidate is not None and hasattr(candidate, "encoder") and hasattr(candidate, "embeddings"):
+            if candidate is not None and hasattr(candidate, "embeddings") and (
+                hasattr(candidate, "encoder") or hasattr(candidate, "layers")
+            ):
                 return candidate
         raise TypeError(f"{type(model).__name__}: no embeddings/encoder found; is this a ViT encoder?")
 
     def blocks(self, model: nn.Module) -> list[nn.Module]:
-        return list(self.backbone(model).encoder.layer)
+        """Blocks in order: ``encoder.layer`` (Dinov2Model) or ``layers`` (ViTModel in transformers 5.x)."""
+        backbone = self.backbone(model)
+        encoder = getattr(backbone, "encoder", None)
+        return list(encoder.layer if encoder is not None else backbone.layers)
 
     def embeddings(self, model: nn.Module) -> nn.Module:
         return self.backbone(model).embeddings

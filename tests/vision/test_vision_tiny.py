@@ -1,0 +1,54 @@
+"""Tiny ViTs: our training module is a Dinov2Model; committed checkpoints load; the training script runs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.vision.tiny_vit import TinyViT, load_tiny_vit, read_metadata, save_checkpoint, tiny_config_dict
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "vit_checkpoints"
+
+
+def test_tiny_vit_equals_dinov2model(tmp_path):
+    model = TinyViT(tiny_config_dict(num_hidden_layers=2)).eval()
+    model.half().float()  # the checkpoint is fp16: compare on the rounded weights
+    path = save_checkpoint(model, tmp_path / "t.safetensors", {"objective": "test"})
+    hf = load_tiny_vit(path)
+    for side in (64, 32):  # 32 px: both interpolate the position table the same way
+        pixels = torch.randn(2, 3, side, side)
+        with torch.no_grad():
+            ours, states = model(pixels, hidden=True)
+            theirs = hf(pixel_values=pixels, output_hidden_states=True)
+        torch.testing.assert_close(ours, theirs.last_hidden_state, atol=2e-5, rtol=1e-4)
+        for a, b in zip(states, theirs.hidden_states, strict=True):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    random = load_tiny_vit(path, random_init=True)
+    assert not torch.allclose(random.embeddings.position_embeddings, hf.embeddings.position_embeddings)
+
+
+def test_committed_checkpoints():
+    paths = sorted(CHECKPOINTS.glob("tiny-vit-*.safetensors"))
+    objectives = {read_metadata(p)["objective"] for p in paths}
+    assert objectives == {"supervised", "mae", "dino"}
+    for path in paths:
+        assert path.stat().st_size <= 12 * 2**20
+        meta = read_metadata(path)
+        assert meta["command"].startswith("PYTHONPATH=. python3 -m workbench.vision.train_tiny")
+        assert f"--steps {meta['steps']}" in meta["command"] and f"--seed {meta['seed']}" in meta["command"]
+        assert meta["steps"] > 100 and "H100" in meta["device"]
+    from workbench.vision.runner import load_vision_model
+
+    model = load_vision_model("tiny-vit-dino-s0")
+    assert (model.shape.num_layers, model.shape.num_heads, model.patch_size, model.grid) == (6, 3, 8, 8)
+
+
+@pytest.mark.parametrize("objective", ["supervised", "mae", "dino"])
+def test_training_script_runs_one_step(tmp_path, objective):
+    from workbench.vision.train_tiny import main
+
+    main(["--objective", objective, "--seed", "3", "--steps", "1", "--batch", "2", "--out", str(tmp_path), "--device", "cpu"])
+    path = tmp_path / f"tiny-vit-{objective}-s3.safetensors"
+    meta = read_metadata(path)
+    assert (meta["objective"], meta["steps"], meta["batch"]) == (objective, 1, 2)
+    assert load_tiny_vit(path).config.hidden_size == 192
