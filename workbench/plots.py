@@ -35,7 +35,7 @@ def pooled_map(
         z[:, 0] = np.nan
     if log:
         z = np.log10(np.clip(z, 1e-8, None))
-    figure = go.Figure(go.Heatmap(z=z, colorscale="Magma", colorbar={"title": "log10 p" if log else "p"}))
+    figure = go.Figure(go.Heatmap(z=z, colorscale="Viridis", colorbar={"title": "log10 p" if log else "p"}))
     figure.update_layout(
         title=title, xaxis_title="key cell", yaxis_title="query cell", yaxis_autorange="reversed"
     )

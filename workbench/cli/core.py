@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -109,11 +108,26 @@ def runs(
 @app.command()
 @friendly
 def demo(
-    model: str = typer.Option("smollm2-135m", "--model"),
+    model: str | None = typer.Option(None, "--model", help="another model (default: the pipeline's, smollm2-135m)"),
     out: Path = typer.Option(Path("results/demo"), "--out"),
 ) -> None:
-    """The main head-analysis job on the embedded model; prints where the results are."""
-    from workbench.analyses.demo import run_demo
+    """The main head-analysis job of `make demo`: the pipeline pipelines/demo.yaml (capture, label heads,
+    select the sink heads, mask them against random controls, HTML report); prints where the results are."""
+    import importlib.resources
 
-    summary = run_demo(model, out, echo=typer.echo)
-    typer.echo(json.dumps(summary, indent=2))
+    import yaml
+
+    from workbench.pipeline import parse_pipeline, run_pipeline
+    from workbench.store import default_store
+
+    source = importlib.resources.files("workbench.data").joinpath("pipelines/demo.yaml").read_text()
+    data = yaml.safe_load(source)
+    if model:
+        data["model"] = model
+    spec = parse_pipeline(data, name="demo", out=out, source=source)
+    store = default_store()
+    result = run_pipeline(spec, store=store, echo=typer.echo)
+    typer.echo(f"results: {out}/ (report.html, HEADS.json, capture.parquet, summary.json)")
+    for path in result.files:
+        typer.echo(f"  {path}")
+    typer.echo(f"store: {store.root} (`workbench runs` lists the runs; `make app` opens the dashboard)")
