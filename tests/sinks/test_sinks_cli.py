@@ -81,7 +81,7 @@ def test_calibrate_act_writes_act_interventions(tmp_path, store):
     tasks = task_file(tmp_path)
     cal = tmp_path / "CAL.json"
     result = runner.invoke(app, ["calibrate", "act", "tiny-gqa", "--task", str(tasks), "--budget", "1",
-                                 "--threshold", "0.05", "--out", str(cal)])
+                                 "--candidates", "layer", "--threshold", "0.05", "--out", str(cal)])
     assert result.exit_code == 0, result.output
     data = json.loads(cal.read_text())
     assert data["method"] == "act" and len(data["search"]["profile"]) == 2  # layers 0 and 1 of tiny
