@@ -1,6 +1,7 @@
 """The CLI: heads sinks, calibrate act|zerotuning, eval task (tiny model, tiny task file)."""
 
 import json
+import math
 
 from typer.testing import CliRunner
 
@@ -86,3 +87,26 @@ def test_calibrate_act_writes_act_interventions(tmp_path, store):
     data = json.loads(cal.read_text())
     assert data["method"] == "act" and len(data["search"]["profile"]) == 2  # layers 0 and 1 of tiny
     assert all(i["kind"] == "act" and i["scope"] == "prefill" for i in data["interventions"])
+
+
+def test_eval_task_compares_several_interventions_against_one_baseline(tmp_path, store):
+    tasks = task_file(tmp_path)
+    files = []
+    for name, gamma in (("up", 8.0), ("down", 0.125)):
+        path = tmp_path / f"{name}.json"
+        heads = [{"kind": "logit_bias", "layer": layer, "head": head, "keys": [0], "bias": math.log(gamma)} for layer in (0, 1) for head in range(4)]
+        path.write_text(json.dumps({"interventions": heads}))
+        files += ["--intervention", str(path)]
+    out = tmp_path / "EVAL.json"
+    result = runner.invoke(app, ["eval", "task", "tiny-gqa", "--task", str(tasks), *files, "--bootstrap", "50", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(out.read_text())
+    up, down = evaluation["comparisons"]
+    assert up["intervention"].endswith("up.json") and down["intervention"].endswith("down.json")
+    assert up["calibrated"] == evaluation["calibrated"]
+    assert up["calibrated"]["correct_items"] != down["calibrated"]["correct_items"] or up["calibrated"]["margin"] != down["calibrated"]["margin"]
+    base = evaluation["baseline"]["correct_items"]
+    for comparison in (up, down):  # the paired difference is against the one baseline pass
+        gain = sum(c - b for b, c in zip(base, comparison["calibrated"]["correct_items"], strict=True)) / len(base)
+        assert abs(comparison["difference"]["mean"] - gain) < 1e-9
+    assert result.output.count("calibrated") == 2

@@ -165,7 +165,7 @@ def eval_task(
     task: str = typer.Option("sentiment", "--task", help=TASK_HELP),
     split: str = typer.Option("test", "--split", help="split to evaluate (held out from calibration)"),
     limit: int | None = typer.Option(None, "--limit", help="use at most N items (seeded sample)"),
-    intervention: Path | None = typer.Option(None, "--intervention", help="CAL.json or a JSON list of interventions"),
+    intervention: list[Path] | None = typer.Option(None, "--intervention", help="CAL.json or a JSON list of interventions; repeat to compare several against one baseline pass"),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="bootstrap resamples for the confidence intervals"),
     out: Path | None = typer.Option(None, "--out", help="write the evaluation as JSON"),
     chat: bool = typer.Option(False, "--chat/--no-chat", help="wrap prompts in the chat template"),
@@ -178,19 +178,27 @@ def eval_task(
 
     if out is not None:
         _check_out(out)
-    interventions = read_interventions(intervention) if intervention is not None else []
+    paths = list(intervention or [])
+    loaded_sets = [read_interventions(path) for path in paths]
     loaded_task = _task(task, split, limit, chat, length_norm)
     loaded = load_model(model)
-    result = evaluate(loaded, loaded_task, interventions, samples=bootstrap, batch_size=batch_size, progress=True)
+    result = evaluate(loaded, loaded_task, loaded_sets[0] if loaded_sets else [], samples=bootstrap, batch_size=batch_size,
+                      progress=True)
     result["model"] = loaded.name
-    result["intervention"] = str(intervention) if intervention else None
-    result["run_id"] = _record("eval-task", loaded.name, result, {"intervention": result["intervention"], "split": split})
+    result["intervention"] = str(paths[0]) if paths else None
+    if len(paths) > 1:  # one baseline pass; every file gets its own calibrated accuracy and paired difference
+        result["comparisons"] = [{"intervention": str(paths[0]), **{k: result[k] for k in ("calibrated", "difference", "flips") if k in result}}]
+        for path, interventions in zip(paths[1:], loaded_sets[1:], strict=True):
+            other = evaluate(loaded, loaded_task, interventions, samples=bootstrap, batch_size=batch_size, progress=True,
+                             baseline=result["baseline"]["correct_items"])
+            result["comparisons"].append({"intervention": str(path), **{k: other[k] for k in ("calibrated", "difference", "flips") if k in other}})
+    result["run_id"] = _record("eval-task", loaded.name, result, {"intervention": [str(p) for p in paths] or None, "split": split})
     base = result["baseline"]
     typer.echo(f"{loaded_task.name} [{split}, {len(loaded_task)} items] baseline {base['accuracy']:.3f} "
                f"(95% CI {base['ci'][0]:.3f}-{base['ci'][1]:.3f})")
-    if "calibrated" in result:
-        cal, diff = result["calibrated"], result["difference"]
-        typer.echo(f"calibrated {cal['accuracy']:.3f} (95% CI {cal['ci'][0]:.3f}-{cal['ci'][1]:.3f}); "
+    for comparison in result.get("comparisons") or ([{"intervention": str(paths[0]), **result}] if "calibrated" in result else []):
+        cal, diff = comparison["calibrated"], comparison["difference"]
+        typer.echo(f"{comparison['intervention']}: calibrated {cal['accuracy']:.3f} (95% CI {cal['ci'][0]:.3f}-{cal['ci'][1]:.3f}); "
                    f"difference {diff['mean']:+.3f} (95% CI {diff['ci'][0]:+.3f} to {diff['ci'][1]:+.3f})")
     if out is not None:
         write_json(out, result)

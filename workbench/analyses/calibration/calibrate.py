@@ -11,6 +11,7 @@ alone (the paper keeps those that beat the baseline: ``filter``) and also adds t
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,17 @@ from workbench.seam.spec import SpecError
 
 
 def _scorer(model: Model, task: Task, batch_size: int, log: list, progress: bool = False) -> Callable[[list], float]:
+    """Score a set of interventions on ``task``; memoised, since greedy step 1 re-scores the profiled
+    singletons (scoring is deterministic, and each evaluation is a full pass over the split)."""
+    cache: dict[str, float] = {}
+
     def score(interventions: list[Intervention]) -> float:
+        key = json.dumps([i.to_dict() for i in interventions], sort_keys=True)
+        if key not in cache:
+            cache[key] = _evaluate(interventions)
+        return cache[key]
+
+    def _evaluate(interventions: list[Intervention]) -> float:
         start = time.time()
         result = score_task(model, task, interventions, batch_size=batch_size)
         log.append({"interventions": len(interventions), "accuracy": result.accuracy, "margin": result.margin})

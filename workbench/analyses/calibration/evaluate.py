@@ -31,16 +31,25 @@ def bootstrap(correct: torch.Tensor, other: torch.Tensor | None = None, samples:
     return out
 
 
-def evaluate(model: Model, task: Task, interventions=(), samples: int = 2000, seed: int = 0, batch_size: int = 16, progress: bool = False) -> dict:
-    """Accuracy of ``task`` without and with ``interventions``, each with a CI, and the paired difference."""
-    base = score_task(model, task, (), batch_size=batch_size, progress=progress)
-    result = {"task": task.describe(), "items": len(task), "baseline": {"accuracy": base.accuracy, "margin": base.margin,
-                                                                       **bootstrap(base.correct, samples=samples, seed=seed)}}
+def evaluate(model: Model, task: Task, interventions=(), samples: int = 2000, seed: int = 0, batch_size: int = 16, progress: bool = False,
+             baseline: list[int] | None = None) -> dict:
+    """Accuracy of ``task`` without and with ``interventions``, each with a CI, and the paired difference.
+    ``baseline``: per-item correctness from an earlier pass over the same items (skips the baseline pass)."""
+    if baseline is not None:
+        if len(baseline) != len(task):
+            raise ValueError(f"baseline has {len(baseline)} items, the task {len(task)}")
+        base_correct, base_margin = torch.tensor(baseline), None
+    else:
+        base = score_task(model, task, (), batch_size=batch_size, progress=progress)
+        base_correct, base_margin = base.correct, base.margin
+    result = {"task": task.describe(), "items": len(task),
+              "baseline": {"accuracy": float(base_correct.float().mean()), "margin": base_margin,
+                           "correct_items": base_correct.tolist(), **bootstrap(base_correct, samples=samples, seed=seed)}}
     if interventions:
         calibrated = score_task(model, task, interventions, batch_size=batch_size, progress=progress)
         result["calibrated"] = {"accuracy": calibrated.accuracy, "margin": calibrated.margin,
-                                **bootstrap(calibrated.correct, samples=samples, seed=seed)}
-        result["difference"] = bootstrap(base.correct, calibrated.correct, samples=samples, seed=seed)
-        changed = base.correct != calibrated.correct
-        result["flips"] = {"fixed": int((changed & calibrated.correct.bool()).sum()), "broken": int((changed & base.correct.bool()).sum())}
+                                "correct_items": calibrated.correct.tolist(), **bootstrap(calibrated.correct, samples=samples, seed=seed)}
+        result["difference"] = bootstrap(base_correct, calibrated.correct, samples=samples, seed=seed)
+        changed = base_correct != calibrated.correct
+        result["flips"] = {"fixed": int((changed & calibrated.correct.bool()).sum()), "broken": int((changed & base_correct.bool()).sum())}
     return result
