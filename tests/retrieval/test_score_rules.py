@@ -170,3 +170,30 @@ def test_decode_capture_matches_generate_rows(tiny):
     assert list(gen.capture.positions) == list(range(ids.shape[-1] - 1, ids.shape[-1] - 1 + len(gen.new_ids)))
     n = len(gen.new_ids)
     assert torch.equal(decode_argmax(gen.capture, ids.shape[-1], n), decode_argmax(reference.capture, ids.shape[-1], n))
+
+
+_SEEN: list[int] = []
+
+
+@dataclass(frozen=True)
+class RecordQueries(ProbabilityEdit):
+    """Test-only: record the query positions this head's (scoped) edit is applied to; change nothing."""
+
+    kind: ClassVar[str] = "test_record_queries"
+
+    def edit(self, p, query_positions):
+        _SEEN.extend(int(q) for q in query_positions.tolist())
+        return p
+
+
+def test_decode_scope_mask_covers_the_first_answer_token(tiny):
+    """Evaluation runs use the repo's loop too: a decode-scope mask acts on the step fed the last prompt
+    token (the one that produces the first answer token), and on no prefill row."""
+    builder = PromptBuilder(tiny, read_haystack("synthetic"), chat=False)
+    prompt = builder.build(Needle("The code is blue 42.", "What is the code?", "blue 42"), 120, 50)
+    _SEEN.clear()
+    result = run_prompts(tiny, [prompt], interventions=[RecordQueries(1, 0, scope="decode")], max_new_tokens=4,
+                         progress=False)
+    last = len(prompt.ids) - 1
+    assert _SEEN == list(range(last, last + int(result.runs.new_tokens[0])))
+    assert result.scores == [None]  # no capture without detect

@@ -70,11 +70,13 @@ def resolve_inputs(haystack, needles, split: str = "detect") -> tuple[Haystack, 
 
 
 def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: int = 50, interventions=(),
-                                 spec: CaptureSpec = ARGMAX_SPEC) -> Generation:
+                                 spec: CaptureSpec | None = ARGMAX_SPEC) -> Generation:
     """Greedy answer as in the paper: prefill prompt[:-1] with no capture, then decode from the last
     prompt token with the seam capturing ``spec``. The captured query positions are
     len(prompt) - 1 + t for t = 0..new-1: exactly the rows that produced the generated tokens.
-    Interventions follow their scope (the last prompt token's step counts as decode, as in the repo).
+    Interventions follow their scope (the last prompt token's step counts as decode, as in the repo, so
+    a decode-scope mask acts on every step that produces an answer token, the first included).
+    With ``spec=None`` nothing is captured (``capture`` is None): the evaluation path of masked runs.
     """
     ids = torch.as_tensor(ids).reshape(1, -1).to(model.device)
     if ids.shape[-1] < 2:
@@ -96,7 +98,9 @@ def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: in
                     break
                 step = torch.tensor([[token]], device=model.device)
             session.check_fired()
-    capture = Capture.from_records(model.shape, session.records, meta={"spec": spec.to_dict(), "model": model.name})
+    capture = None
+    if spec is not None and spec.captures_anything:
+        capture = Capture.from_records(model.shape, session.records, meta={"spec": spec.to_dict(), "model": model.name})
     text = model.tokenizer.decode(new, skip_special_tokens=True)
     return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
@@ -121,12 +125,10 @@ def run_prompts(
     rows, scores = [], []
     for prompt in tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False):
         started = time.perf_counter()
-        if detect:
-            gen = generate_with_decode_capture(model, prompt.ids, max_new_tokens=max_new_tokens,
-                                               interventions=interventions)
-        else:
-            gen = model.generate(prompt.ids, max_new_tokens=max_new_tokens, stop_at_newline=True,
-                                 interventions=interventions)
+        # the same paper-style loop with and without detection: under generate() the first answer token
+        # would come from the prefill, which a decode-scope mask (the repo's) leaves untouched
+        gen = generate_with_decode_capture(model, prompt.ids, max_new_tokens=max_new_tokens,
+                                           interventions=interventions, spec=ARGMAX_SPEC if detect else None)
         seconds = time.perf_counter() - started
         response = gen.text.strip()
         recall = rouge1_recall(prompt.needle.answer, response)
