@@ -89,6 +89,9 @@ def render_report(title: str, pipeline_source: str, sections: list[dict], plotly
         summary = {k: v for k, v in section["summary"].items() if k != "universe"}
         parts.append(f"<pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre>")
         for number, figure in enumerate(section["figures"]):
+            # a fixed template: the process-wide default changes under Streamlit, and the report must be
+            # byte-identical whoever renders it (a resumed run re-renders it)
+            figure.update_layout(template="plotly_white")
             parts.append(
                 figure.to_html(
                     full_html=False,
