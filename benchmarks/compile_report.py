@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--forward-only", action="store_true")
     args = parser.parse_args()
     driver.set_active(_TargetOnlyDriver())
+    from kernels.api import ROW_STATISTICS
     from kernels.attention_forward import attention_forward
     from kernels.configs import forward_config, key_config
     from kernels.key_statistics_pass import key_statistics_launch
@@ -112,17 +113,7 @@ def main() -> None:
     q = torch.empty(1, 32, 4096, d, dtype=torch.bfloat16)
     k = torch.empty(1, 8, 4096, d, dtype=torch.bfloat16)
     lse = torch.empty(1, 32, 4096)
-    all_stats = (
-        "lse",
-        "entropy",
-        "max",
-        "argmax",
-        "sink_mass",
-        "local_mass",
-        "span_mass",
-        "mean_distance",
-        "waad",
-    )
+    all_stats = ROW_STATISTICS
     cuda = torch.device("cuda")
     fwd_configs = [
         forward_config(d, torch.bfloat16, cuda, True),

@@ -9,28 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-ROW_STATISTICS = (
-    "lse",
-    "entropy",
-    "max",
-    "argmax",
-    "sink_mass",
-    "local_mass",
-    "span_mass",
-    "mean_distance",
-    "waad",
-)
+from kernels.api import ROW_STATISTICS  # one list for the kernels and the seam
+
 KEY_STATISTICS = ("received", "fai")
-DEFAULT_ROW_STATISTICS = (
-    "lse",
-    "entropy",
-    "max",
-    "argmax",
-    "sink_mass",
-    "local_mass",
-    "mean_distance",
-    "waad",
-)
+DEFAULT_ROW_STATISTICS = tuple(name for name in ROW_STATISTICS if name != "span_mass")  # span needs a span
 
 
 class SpecError(ValueError):
