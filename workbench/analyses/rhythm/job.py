@@ -61,9 +61,18 @@ def rhythm_job(
     analysed = time.perf_counter()
     perturbation = None
     if perturb:
-        perturbation = perturbation_test(
-            model, responses, prompts, continuation=continuation, seed=seed, batch_size=batch_size
-        )
+        from tqdm.auto import tqdm
+
+        with tqdm(total=2 * len(responses), desc="perturb", unit="swap", disable=not progress) as bar:
+            perturbation = perturbation_test(
+                model,
+                responses,
+                prompts,
+                continuation=continuation,
+                seed=seed,
+                batch_size=batch_size,
+                progress=bar,
+            )
     heads = head_group_table(responses, layers, params)
     summary = summarize(
         responses,
