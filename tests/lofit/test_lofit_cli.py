@@ -66,6 +66,8 @@ def test_select_train_eval_fold(cli, tmp_path):
     top = [(h["layer"], h["head"]) for h in heads["heads"][:3]]
     assert artifact.heads == top and artifact.task == "truthfulqa" and artifact.params["steps"] == 2
     assert (tmp_path / "folded" / "model.safetensors").exists()
+    log = json.loads((tmp_path / "art" / "log.json").read_text())
+    assert log["steps"] == 2 and len(log["loss"]) == 2
 
     result = cli(
         "lofit",

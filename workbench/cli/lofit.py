@@ -178,6 +178,9 @@ def train(
         extra_params={"heads_from": source},
     )
     artifact.save(out)
+    from workbench.analyses.lofit.compare import write_json as write_atomic
+
+    write_atomic(out / "log.json", log)  # training and validation losses (which step was kept)
     if export_folded is not None:
         export(loaded, artifact, export_folded)
         typer.echo(f"wrote folded checkpoint {export_folded}")
