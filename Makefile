@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/workbench demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
