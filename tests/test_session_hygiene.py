@@ -51,3 +51,25 @@ def test_no_session_means_plain_sdpa(tiny):
         sdpa = tiny.hf(input_ids=ids).logits
         tiny.hf.set_attn_implementation("workbench")
     torch.testing.assert_close(plain, sdpa, rtol=1e-5, atol=1e-5)
+
+
+def test_lens_runner_leaves_the_hf_model_plain():
+    """The TransformerLens bridge wraps modules in place; it must wrap a copy sharing the weights, so the
+    user's HF model keeps its own classes and eager ``output_attentions`` afterwards."""
+    from workbench.runners.lens import LensRunner
+
+    model = wb.load_model("tiny-gqa")
+    ids = model.encode("The bridge must not rewire the model it was given.")
+    classes = [type(m).__name__ for m in model.hf.modules()]
+    runner = LensRunner(model)
+    logits, _ = runner.run(ids, wb.CaptureSpec())
+    assert [type(m).__name__ for m in model.hf.modules()] == classes
+    assert runner.hf.model.embed_tokens.weight is model.hf.model.embed_tokens.weight  # shared, not copied
+    torch.testing.assert_close(logits, model.logits(ids), rtol=0, atol=1e-5)
+    model.hf.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model.hf(input_ids=ids, output_attentions=True, use_cache=False)
+    finally:
+        model.hf.set_attn_implementation("workbench")
+    assert len(out.attentions) == model.shape.num_layers

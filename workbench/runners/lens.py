@@ -1,4 +1,8 @@
-"""TransformerLens 4.x runner: a ``TransformerBridge`` around the same HF model, attention via the seam.
+"""TransformerLens 4.x runner: a ``TransformerBridge`` around the same weights, attention via the seam.
+
+The bridge wraps the modules it is given in place, so it gets its own copy of the module tree whose
+parameters and buffers are the loaded model's tensors (no extra memory): ``model.hf`` stays a plain HF
+model for the other runners and for the user (``output_attentions`` and hooks keep working).
 
 For RoPE families the bridge re-implements attention eagerly (it materialises every T x T pattern).
 During a workbench run each bridge attention component instead delegates to its original HF module
@@ -9,6 +13,8 @@ calls the seam. The override is per instance, owned by a context manager and rem
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import types
 from collections.abc import Sequence
 
@@ -16,6 +22,7 @@ import torch
 
 from workbench.capture import Capture
 from workbench.runners.hf import Model
+from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
 
@@ -41,6 +48,12 @@ def delegate_attention(bridge):
             component.__dict__.pop("forward", None)
 
 
+def shared_module_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module tree holding the very same parameter and buffer tensors as ``module``."""
+    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, shared)
+
+
 class LensRunner:
     def __init__(self, model: Model):
         try:
@@ -49,22 +62,25 @@ class LensRunner:
             raise ImportError("the TransformerLens runner needs `pip install transformer-lens>=4`") from error
         self.model = model
         existing = getattr(model, "lens_bridge", None)
-        if existing is not None:  # one bridge per loaded model: booting twice would wrap the wrappers
-            self.bridge = existing
+        if existing is not None:  # one bridge per loaded model
+            self.bridge, self.hf = existing
             return
+        self.hf = shared_module_copy(model.hf)
         self.bridge = TransformerBridge.boot_transformers(
             model.name if "/" in model.name else "workbench/" + model.name,
-            hf_model=model.hf,
+            hf_model=self.hf,
             tokenizer=model.tokenizer,
             device=str(model.device),
         )
-        # the bridge wraps model.hf in place; every seam run on this model (any runner) must delegate
-        model.run_contexts.append(lambda: delegate_attention(self.bridge))
-        model.lens_bridge = self.bridge
+        model.lens_bridge = (self.bridge, self.hf)
 
     def run(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
         ids = self.model._ids(inputs).to(self.model.device)
-        with torch.no_grad(), self.model.seam(spec, interventions) as session:
+        with (
+            torch.no_grad(),
+            instrument(self.hf, spec, interventions, adapter=self.model.adapter) as session,
+            delegate_attention(self.bridge),
+        ):
             logits = self.bridge(ids)
             session.check_fired()
         capture = None
