@@ -83,7 +83,6 @@ def select(
     """Step 1: learn a scale vector per head (task loss + L1) and rank heads by its norm."""
     from workbench.analyses.heads import top_heads, write_heads_json
     from workbench.analyses.lofit import TrainConfig, save_scales, select_heads
-    from workbench.analyses.lofit.compare import write_json as write_atomic
     from workbench.runners.hf import load_model
 
     _check_task(task)
@@ -95,7 +94,7 @@ def select(
     loaded = load_model(model)
     table, scales, log = select_heads(loaded, items, config, progress=True)
     save_scales(out / "scales.safetensors", scales)
-    write_atomic(out / "log.json", log)
+    write_json(out / "log.json", log)
     write_heads_json(out / "HEADS.json", table, loaded.name)
     run_id = _record(
         "lofit_select",
@@ -178,9 +177,7 @@ def train(
         extra_params={"heads_from": source},
     )
     artifact.save(out)
-    from workbench.analyses.lofit.compare import write_json as write_atomic
-
-    write_atomic(out / "log.json", log)  # training and validation losses (which step was kept)
+    write_json(out / "log.json", log)  # training and validation losses (which step was kept)
     if export_folded is not None:
         export(loaded, artifact, export_folded)
         typer.echo(f"wrote folded checkpoint {export_folded}")

@@ -186,17 +186,19 @@ def eval_task(
                       progress=True)
     result["model"] = loaded.name
     result["intervention"] = str(paths[0]) if paths else None
-    if len(paths) > 1:  # one baseline pass; every file gets its own calibrated accuracy and paired difference
-        result["comparisons"] = [{"intervention": str(paths[0]), **{k: result[k] for k in ("calibrated", "difference", "flips") if k in result}}]
-        for path, interventions in zip(paths[1:], loaded_sets[1:], strict=True):
-            other = evaluate(loaded, loaded_task, interventions, samples=bootstrap, batch_size=batch_size, progress=True,
-                             baseline=result["baseline"]["correct_items"])
-            result["comparisons"].append({"intervention": str(path), **{k: other[k] for k in ("calibrated", "difference", "flips") if k in other}})
+    # one baseline pass; every file gets its own calibrated accuracy and paired difference
+    comparisons = []
+    for index, (path, interventions) in enumerate(zip(paths, loaded_sets, strict=True)):
+        other = result if index == 0 else evaluate(loaded, loaded_task, interventions, samples=bootstrap, batch_size=batch_size,
+                                                   progress=True, baseline=result["baseline"]["correct_items"])
+        comparisons.append({"intervention": str(path), **{k: other[k] for k in ("calibrated", "difference", "flips") if k in other}})
+    if len(comparisons) > 1:
+        result["comparisons"] = comparisons
     result["run_id"] = _record("eval-task", loaded.name, result, {"intervention": [str(p) for p in paths] or None, "split": split})
     base = result["baseline"]
     typer.echo(f"{loaded_task.name} [{split}, {len(loaded_task)} items] baseline {base['accuracy']:.3f} "
                f"(95% CI {base['ci'][0]:.3f}-{base['ci'][1]:.3f})")
-    for comparison in result.get("comparisons") or ([{"intervention": str(paths[0]), **result}] if "calibrated" in result else []):
+    for comparison in (c for c in comparisons if "calibrated" in c):
         cal, diff = comparison["calibrated"], comparison["difference"]
         typer.echo(f"{comparison['intervention']}: calibrated {cal['accuracy']:.3f} (95% CI {cal['ci'][0]:.3f}-{cal['ci'][1]:.3f}); "
                    f"difference {diff['mean']:+.3f} (95% CI {diff['ci'][0]:+.3f} to {diff['ci'][1]:+.3f})")
