@@ -40,8 +40,6 @@ class Model:
         self.tokenizer = tokenizer
         self.adapter = adapter_for(hf_model)
         self.shape = self.adapter.shape(hf_model)
-        # context managers other runners need around every seam run (e.g. TransformerLens delegation)
-        self.run_contexts: list = []
 
     def __repr__(self) -> str:
         s = self.shape
@@ -97,11 +95,9 @@ class Model:
 
     @contextlib.contextmanager
     def seam(self, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
-        """Instrument this model for one block; every runner enters this, so all share one seam."""
-        with contextlib.ExitStack() as stack:
-            session = stack.enter_context(instrument(self.hf, spec, interventions, adapter=self.adapter))
-            for make_context in self.run_contexts:
-                stack.enter_context(make_context())
+        """Instrument this model for one block (the HF and nnsight runners; the TransformerLens runner
+        instruments its weight-sharing module copy with the same ``instrument``)."""
+        with instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
             yield session
 
     def run(
