@@ -23,6 +23,9 @@ Main loop (log2 domain; x = s * log2(e) - m over the running max m; e = 2^x; l =
 Epilogue, once m and l are final: sink mass, local mass and WAAD only involve the first sink_tokens keys
 and the keys within the window of the diagonal, so they are recomputed exactly there (a few extra
 q.k tiles per query block) instead of costing every step of the main loop. WAAD = W - sum p max(W - d, 0).
+Speed switches (constexpr, all exact; kernels/configs.py): ARGMAX_PACKED (index in the low mantissa bits
+of one float max; max p then recomputed at the argmax), DISTANCE_MMA (distance sums on the tensor cores),
+ARGMAX_BRANCH (index search only where the running max rose).
 """
 
 from __future__ import annotations
@@ -40,14 +43,19 @@ MASKED_LOGIT = tl.constexpr(MASKED_LOGIT_VALUE)
 # fmt: off
 @triton.jit
 def _forward_steps(
-    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
     q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
     lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, ARGMAX: tl.constexpr, ARGMAX_BRANCH: tl.constexpr,
-    SPAN: tl.constexpr, DISTANCE: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ARGMAX_PACKED: tl.constexpr, SPAN: tl.constexpr, DISTANCE: tl.constexpr, DISTANCE_MMA: tl.constexpr,
+    EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Online softmax over key blocks [lo, hi); MASKED applies the causal and key-bound masks."""
+    if DISTANCE and DISTANCE_MMA:
+        # [BLOCK_N, 16] operand holding the local key offset j - start_n in column 0 (exact in bf16 / fp16
+        # for BLOCK_N <= 256): p @ offsets puts sum e * (j - start_n) on the tensor cores.
+        offsets = tl.where(tl.arange(0, 16)[None, :] == 0, offs_n[:, None], 0).to(v_base.dtype.element_ty)
     for start_n in range(lo, hi, BLOCK_N):
         offs_kn = start_n + offs_n
         k_ptrs = k_base + offs_kn[:, None] * stride_kn + offs_d[None, :] * stride_kd
@@ -77,14 +85,23 @@ def _forward_steps(
             # qk_scale > 0: the max of the scaled scores is the scaled max, so x is one FMA per score.
             scores = qk
             score_scale = qk_scale
-        if ARGMAX and not ARGMAX_BRANCH:
+        if ARGMAX and ARGMAX_PACKED:
+            # The low log2(BLOCK_N) mantissa bits of each score replaced by its column: one float max
+            # gives a block max within 2^-(23 - log2 BLOCK_N) relative of the true one and the column of
+            # an element that attains it. m is then not exactly the row max; lse, entropy and the sums do
+            # not depend on m, and max p is recomputed exactly at the argmax in the epilogue.
+            packed = ((scores.to(tl.int32, bitcast=True) & (-BLOCK_N)) | offs_n[None, :]).to(
+                tl.float32, bitcast=True)
+            score_max = tl.max(packed, 1)
+            block_arg = score_max.to(tl.int32, bitcast=True) & (BLOCK_N - 1)
+        elif ARGMAX and not ARGMAX_BRANCH:
             score_max, block_arg = tl.max(scores, 1, return_indices=True)
         else:
             score_max = tl.max(scores, 1)
         block_max = score_max * score_scale
         if ARGMAX:
             improved = block_max > m_i  # strict: ties keep the earlier (lower) key
-            if ARGMAX_BRANCH:
+            if ARGMAX_BRANCH and not ARGMAX_PACKED:
                 # Only blocks that raise some row's running max need the index search.
                 if tl.max(improved.to(tl.int32), 0) > 0:
                     candidate = tl.min(tl.where(scores == score_max[:, None], offs_n[None, :], BLOCK_N), 1)
@@ -106,18 +123,24 @@ def _forward_steps(
             v = tl.load(v_ptrs)
         else:
             v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        p_cast = p.to(v.dtype)
+        acc = tl.dot(p_cast, v, acc, input_precision=DOT_PRECISION)
         if DISTANCE:
             # sum e * (i_abs - j) = (i_abs - start_n) * sum e - sum e * (j - start_n): small terms, exact in fp32
-            distance_i = (distance_i * alpha + (i_abs - start_n).to(tl.float32) * row_sum
-                          - tl.sum(p * offs_n.to(tl.float32)[None, :], 1))
+            if DISTANCE_MMA:
+                distance_i = distance_i * alpha + (i_abs - start_n).to(tl.float32) * row_sum
+                distance_acc = tl.dot(p_cast, offsets, distance_acc * alpha[:, None],
+                                      input_precision=DOT_PRECISION)
+            else:
+                distance_i = (distance_i * alpha + (i_abs - start_n).to(tl.float32) * row_sum
+                              - tl.sum(p * offs_n.to(tl.float32)[None, :], 1))
         if SPAN:
             span_i = span_i * alpha
             if (start_n < span_end) & (start_n + BLOCK_N > span_start):
                 in_span = (offs_kn[None, :] >= span_start) & (offs_kn[None, :] < span_end)
                 span_i += tl.sum(tl.where(in_span, p, 0.0), 1)
         m_i = m_new
-    return acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i
+    return acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc
 
 
 @triton.jit
@@ -165,7 +188,8 @@ def attention_forward_kernel(
     CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr,
     ENTROPY: tl.constexpr, MAX: tl.constexpr, ARGMAX: tl.constexpr, SINK: tl.constexpr,
     LOCAL: tl.constexpr, SPAN: tl.constexpr, DISTANCE: tl.constexpr, WAAD: tl.constexpr,
-    ARGMAX_BRANCH: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ARGMAX_BRANCH: tl.constexpr, ARGMAX_PACKED: tl.constexpr, DISTANCE_MMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     # Longest causal rows first: the last query blocks have the most keys.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -196,6 +220,7 @@ def attention_forward_kernel(
     argmax_i = tl.zeros([BLOCK_M], dtype=tl.int32)
     span_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     distance_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    distance_acc = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
 
     first_abs = start_m + q_offset
     last_abs = tl.minimum(start_m + BLOCK_M, Tq) - 1 + q_offset
@@ -207,19 +232,19 @@ def attention_forward_kernel(
         diag_lo = (Tk // BLOCK_N) * BLOCK_N
         hi = Tk
 
-    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i = _forward_steps(
-        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc = _forward_steps(
+        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
         q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
         0, diag_lo, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
-        HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, SPAN, DISTANCE,
-        EVEN_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
+        DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
     )
-    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i = _forward_steps(
-        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i,
+    acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc = _forward_steps(
+        acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
         q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
         diag_lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
-        HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, SPAN, DISTANCE,
-        EVEN_D, DOT_PRECISION,
+        HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
+        DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
     )
 
     sink_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -259,7 +284,26 @@ def attention_forward_kernel(
     if ENTROPY:
         tl.store(Entropy + stat_offset, (log2_l - entropy_i * inv_l) * LN2, mask=row_mask)
     if MAX:
-        tl.store(MaxP + stat_offset, inv_l, mask=row_mask)
+        if ARGMAX and ARGMAX_PACKED:
+            # m is the packed max, not the exact one: max p = e^(s at the argmax - m) / l, s recomputed
+            # from one gathered key row per query (BLOCK_M x D loads once per program).
+            # q is re-read from memory in 32-wide slices so no [BLOCK_M, D] fp32 tile is live.
+            CHUNK_D: tl.constexpr = 32 if BLOCK_D >= 32 else BLOCK_D
+            s_at = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for d0 in tl.static_range(0, BLOCK_D, CHUNK_D):
+                offs_c = d0 + tl.arange(0, CHUNK_D)
+                chunk_mask = row_mask[:, None] & (offs_c[None, :] < HEAD_DIM)
+                k_at = tl.load(k_base + argmax_i[:, None].to(tl.int64) * stride_kn + offs_c[None, :] * stride_kd,
+                               mask=chunk_mask, other=0.0)
+                q_at = tl.load(q_base + offs_m[:, None] * stride_qm + offs_c[None, :] * stride_qd,
+                               mask=chunk_mask, other=0.0)
+                s_at += tl.sum(q_at.to(tl.float32) * k_at.to(tl.float32), 1)
+            s_at = s_at * qk_scale
+            if HAS_BIAS:
+                s_at += tl.load(bias_base + argmax_i, mask=row_mask, other=0.0)
+            tl.store(MaxP + stat_offset, tl.math.exp2(s_at - m_i) * inv_l, mask=row_mask)
+        else:
+            tl.store(MaxP + stat_offset, inv_l, mask=row_mask)
     if ARGMAX:
         tl.store(Argmax + stat_offset, argmax_i.to(tl.int64), mask=row_mask)
     if SINK:
@@ -269,6 +313,8 @@ def attention_forward_kernel(
     if SPAN:
         tl.store(Span + stat_offset, span_i * inv_l, mask=row_mask)
     if DISTANCE:
+        if DISTANCE_MMA:
+            distance_i -= tl.sum(distance_acc, 1)
         tl.store(Distance + stat_offset, distance_i * inv_l, mask=row_mask)
     if WAAD:
         tl.store(Waad + stat_offset, waad_window - waad_i * inv_l, mask=row_mask)
@@ -300,10 +346,12 @@ def attention_forward(
     wants = set(statistics)
     config = forward_config(head_dim, q.dtype, q.device, with_statistics=bool(wants - {"lse"}))
     out = torch.empty((batch, q_len, heads, head_dim), dtype=q.dtype, device=q.device)
-    stats = {"lse": torch.empty((batch, heads, q_len), dtype=torch.float32, device=q.device)}
-    for name in wants - {"lse"}:
-        dtype = torch.int64 if name == "argmax" else torch.float32
-        stats[name] = torch.empty((batch, heads, q_len), dtype=dtype, device=q.device)
+    # One allocation for all fp32 statistics (fewer host-side calls; it matters at 4k tokens).
+    float_names = ["lse"] + sorted(wants - {"lse", "argmax"})
+    buffer = torch.empty((len(float_names), batch, heads, q_len), dtype=torch.float32, device=q.device)
+    stats = dict(zip(float_names, buffer.unbind(0), strict=True))
+    if "argmax" in wants:
+        stats["argmax"] = torch.empty((batch, heads, q_len), dtype=torch.int64, device=q.device)
     dummy = stats["lse"]
     if logit_bias is not None:
         bias = logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=MASKED_LOGIT_VALUE) * LOG2E_VALUE
@@ -329,6 +377,8 @@ def attention_forward(
         SINK="sink_mass" in wants, LOCAL="local_mass" in wants, SPAN="span_mass" in wants,
         DISTANCE="mean_distance" in wants, WAAD="waad" in wants,
         ARGMAX_BRANCH=bool(config.get("ARGMAX_BRANCH", False)),
+        ARGMAX_PACKED=bool(config.get("ARGMAX_PACKED", False)),
+        DISTANCE_MMA=bool(config.get("DISTANCE_MMA", False)),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )  # fmt: skip

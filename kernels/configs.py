@@ -13,6 +13,14 @@ from collections.abc import Iterator
 import torch
 
 _OVERRIDES: dict[str, dict[str, int]] = {}
+_SWITCHES: dict[str, dict[str, bool]] = {}
+
+# Compile-time speed switches (all exact; see benchmarks/NOTES.md for their measured effect):
+#   forward: ARGMAX_PACKED (argmax index packed into the low mantissa bits of the running max),
+#            DISTANCE_MMA (mean-distance sums as a [BLOCK_N, 16] tensor-core product), ARGMAX_BRANCH
+#   key:     EXP_POLY (half of the exponentials as an FMA polynomial), PIPELINE (next q.k issued
+#            before this block's exponentials)
+SWITCHES = {"forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"), "key": ("EXP_POLY", "PIPELINE")}
 
 
 def _next_power_of_two(n: int) -> int:
@@ -25,6 +33,11 @@ def block_d(head_dim: int) -> int:
 
 def forward_config(head_dim: int, dtype: torch.dtype, device: torch.device, with_statistics: bool) -> dict:
     """Config of the flash forward: BLOCK_M queries x BLOCK_N keys per step."""
+    config = _forward_tiles(head_dim, dtype, device, with_statistics)
+    return {**config, **_SWITCHES.get("forward", {})} if with_statistics else config
+
+
+def _forward_tiles(head_dim: int, dtype: torch.dtype, device: torch.device, with_statistics: bool) -> dict:
     if "forward" in _OVERRIDES:
         return dict(_OVERRIDES["forward"])
     if device.type != "cuda":
@@ -45,6 +58,10 @@ def forward_config(head_dim: int, dtype: torch.dtype, device: torch.device, with
 
 def key_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
     """Config of the key-side pass: BLOCK_N keys per program, BLOCK_M queries per step."""
+    return {**_key_tiles(head_dim, dtype, device), **_SWITCHES.get("key", {})}
+
+
+def _key_tiles(head_dim: int, dtype: torch.dtype, device: torch.device) -> dict:
     if "key" in _OVERRIDES:
         return dict(_OVERRIDES["key"])
     if device.type != "cuda":
@@ -81,3 +98,23 @@ def override(kernel: str, **config: int) -> Iterator[None]:
             _OVERRIDES.pop(kernel, None)
         else:
             _OVERRIDES[kernel] = previous
+
+
+@contextlib.contextmanager
+def switches(kernel: str, **flags: bool) -> Iterator[None]:
+    """Turn speed switches on for ``kernel`` ("forward" or "key") on top of whatever tiles it picks
+    (the model benchmark uses this: its head dim has its own tiles)."""
+    if kernel not in SWITCHES:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from {sorted(SWITCHES)}")
+    unknown = sorted(set(flags) - set(SWITCHES[kernel]))
+    if unknown:
+        raise ValueError(f"unknown {kernel} switches {unknown}; choose from {SWITCHES[kernel]}")
+    previous = _SWITCHES.get(kernel)
+    _SWITCHES[kernel] = {**(previous or {}), **flags}
+    try:
+        yield
+    finally:
+        if previous is None:
+            _SWITCHES.pop(kernel, None)
+        else:
+            _SWITCHES[kernel] = previous

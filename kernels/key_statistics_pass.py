@@ -15,15 +15,38 @@ Definitions (p over visible keys of each row):
     pooled[a,c] = mean of p_ij over cell a (rows by i_abs) x cell c (keys), cell = ceil(Tk / cells);
                   zeros above the diagonal count; meaningful for Tq == Tk.
 Does not support: gradients, masks other than causal, pooled maps with more than 256 cells a side.
+Speed switches (constexpr, exact; kernels/configs.py): EXP_POLY (every other query column's exp2 as an
+FMA polynomial, rel. error 2.7e-6, to offload the MUFU pipe), PIPELINE (next block's q.k issued first).
 """
 
 from __future__ import annotations
+
+import functools
 
 import triton
 import triton.language as tl
 
 LOG2E_VALUE = 1.4426950408889634
 LOG2E = tl.constexpr(LOG2E_VALUE)
+
+
+@triton.jit
+def _exp2_polynomial(y):
+    """2^y for y <= ~0 on the FMA units (Cody-Waite split plus a degree-4 polynomial fitted to the
+    relative error, at most 2.7e-6, against about 1e-7 for ex2.approx): lets part of the exponentials
+    leave the MUFU pipe (16 per clock per SM, against 128 FMAs). y below -126 gives about 2^-126
+    instead of 0; callers mask invisible entries themselves."""
+    y = tl.maximum(y, -126.0)
+    shifted = y + 12582912.0  # 1.5 * 2^23: round(y) lands in the low mantissa bits
+    whole = shifted - 12582912.0
+    f = y - whole  # in [-0.5, 0.5]
+    r = 9.5605105e-3
+    r = r * f + 5.5917040e-2
+    r = r * f + 2.4024981e-1
+    r = r * f + 6.9312197e-1
+    r = r * f + 9.9999917e-1
+    bits = r.to(tl.uint32, bitcast=True) + (shifted.to(tl.uint32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -51,123 +74,132 @@ def _flush_pooled(
                 tl.atomic_add(pooled_base + row_cell * cells + col, total)
 
 
+# fmt: off
+@triton.jit
+def _load_query_block(q_base, lse_base, start_m, offs_m, offs_d, stride_qm, stride_qd, Tq,
+                      HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+    """q rows [start_m, start_m + BLOCK_M) and their lse in log2 units."""
+    rows = start_m + offs_m
+    q_ptrs = q_base + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    if MASKED:
+        q = tl.load(q_ptrs, mask=(rows[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        lse = tl.load(lse_base + rows, mask=rows < Tq, other=0.0)
+    elif EVEN_D:
+        q = tl.load(q_ptrs)
+        lse = tl.load(lse_base + rows)
+    else:
+        q = tl.load(q_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+        lse = tl.load(lse_base + rows)
+    return q, lse * LOG2E
+
+
+@triton.jit
+def _key_block(
+    received, fai, pool_vec, current_row_cell, s, lse2, start_m,
+    bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi, cell, cells,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, FAI: tl.constexpr, POOLED: tl.constexpr, ROW_CELLS: tl.constexpr,
+    COL_CELLS: tl.constexpr, EXP_POLY: tl.constexpr,
+):
+    """Sums over one query block from its raw transposed scores s = k . q^T (keys x queries)."""
+    rows = start_m + offs_m
+    s = s * qk_scale
+    if HAS_BIAS:
+        s += bias[:, None]
+    y = s - lse2[None, :]
+    if EXP_POLY:
+        # Every other query column on the FMA units; the accumulator layout keeps column pairs in one
+        # thread, so the split and join move no data.
+        y_even, y_odd = tl.split(tl.reshape(y, [BLOCK_N, BLOCK_M // 2, 2]))
+        p = tl.reshape(tl.join(tl.math.exp2(y_even), _exp2_polynomial(y_odd)), [BLOCK_N, BLOCK_M])
+    else:
+        p = tl.math.exp2(y)
+    i_abs = rows + q_offset
+    if MASKED:
+        visible = rows[None, :] < Tq
+        if CAUSAL:
+            visible = visible & (offs_kn[:, None] <= i_abs[None, :])
+        p = tl.where(visible, p, 0.0)
+    column_sum = tl.sum(p, 1)
+    received += column_sum
+    if FAI:
+        # Skip query blocks whose distances to these keys all fall outside [fai_lo, fai_hi].
+        if (start_m + q_offset + BLOCK_M - 1 - start_n >= fai_lo) & (
+            start_m + q_offset - (start_n + BLOCK_N - 1) <= fai_hi
+        ):
+            distance = i_abs[None, :] - offs_kn[:, None]
+            in_window = (distance >= fai_lo) & (distance <= fai_hi)
+            fai += tl.sum(tl.where(in_window, p, 0.0), 1)
+    if POOLED:
+        last_row = tl.minimum(start_m + BLOCK_M, Tq) - 1
+        first_cell = (start_m + q_offset) // cell
+        last_cell = (last_row + q_offset) // cell
+        if first_cell == last_cell:
+            if first_cell != current_row_cell:
+                _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell, cells,
+                              BLOCK_N, COL_CELLS)
+                pool_vec = tl.zeros_like(pool_vec)
+                current_row_cell = first_cell
+            pool_vec += column_sum
+        else:
+            row_cell = i_abs // cell
+            for r in tl.static_range(ROW_CELLS):
+                a = first_cell + r
+                if a <= last_cell:
+                    part = tl.sum(tl.where(row_cell[None, :] == a, p, 0.0), 1)
+                    if a != current_row_cell:
+                        _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell,
+                                      cells, BLOCK_N, COL_CELLS)
+                        pool_vec = tl.zeros_like(pool_vec)
+                        current_row_cell = a
+                    pool_vec += part
+    return received, fai, pool_vec, current_row_cell
+
+
 @triton.jit
 def _key_steps(
-    received,
-    fai,
-    pool_vec,
-    current_row_cell,
-    k,
-    bias,
-    q_base,
-    lse_base,
-    pooled_base,
-    stride_qm,
-    stride_qd,
-    lo,
-    hi,
-    start_n,
-    offs_kn,
-    offs_m,
-    offs_d,
-    Tq,
-    Tk,
-    q_offset,
-    qk_scale,
-    fai_lo,
-    fai_hi,
-    cell,
-    cells,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    FAI: tl.constexpr,
-    POOLED: tl.constexpr,
-    ROW_CELLS: tl.constexpr,
-    COL_CELLS: tl.constexpr,
-    EVEN_D: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    received, fai, pool_vec, current_row_cell, k, bias, q_base, lse_base, pooled_base, stride_qm, stride_qd,
+    lo, hi, start_n, offs_kn, offs_m, offs_d, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi, cell, cells,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, FAI: tl.constexpr, POOLED: tl.constexpr,
+    ROW_CELLS: tl.constexpr, COL_CELLS: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    EXP_POLY: tl.constexpr, PIPELINE: tl.constexpr,
 ):
-    for start_m in range(lo, hi, BLOCK_M):
-        rows = start_m + offs_m
-        q_ptrs = q_base + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd
-        if MASKED:
-            q = tl.load(q_ptrs, mask=(rows[:, None] < Tq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
-            lse = tl.load(lse_base + rows, mask=rows < Tq, other=0.0)
-        elif EVEN_D:
-            q = tl.load(q_ptrs)
-            lse = tl.load(lse_base + rows)
-        else:
-            q = tl.load(q_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-            lse = tl.load(lse_base + rows)
-        # Transposed scores: keys on axis 0, queries on axis 1, so sums over queries are row sums.
-        s = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
-        if HAS_BIAS:
-            s += bias[:, None]
-        p = tl.math.exp2(s - (lse * LOG2E)[None, :])
-        i_abs = rows + q_offset
-        if MASKED:
-            visible = rows[None, :] < Tq
-            if CAUSAL:
-                visible = visible & (offs_kn[:, None] <= i_abs[None, :])
-            p = tl.where(visible, p, 0.0)
-        column_sum = tl.sum(p, 1)
-        received += column_sum
-        if FAI:
-            # Skip query blocks whose distances to these keys all fall outside [fai_lo, fai_hi].
-            if (start_m + q_offset + BLOCK_M - 1 - start_n >= fai_lo) & (
-                start_m + q_offset - (start_n + BLOCK_N - 1) <= fai_hi
-            ):
-                distance = i_abs[None, :] - offs_kn[:, None]
-                in_window = (distance >= fai_lo) & (distance <= fai_hi)
-                fai += tl.sum(tl.where(in_window, p, 0.0), 1)
-        if POOLED:
-            last_row = tl.minimum(start_m + BLOCK_M, Tq) - 1
-            first_cell = (start_m + q_offset) // cell
-            last_cell = (last_row + q_offset) // cell
-            if first_cell == last_cell:
-                if first_cell != current_row_cell:
-                    _flush_pooled(
-                        pooled_base,
-                        pool_vec,
-                        current_row_cell,
-                        start_n,
-                        offs_kn,
-                        Tk,
-                        cell,
-                        cells,
-                        BLOCK_N,
-                        COL_CELLS,
-                    )
-                    pool_vec = tl.zeros_like(pool_vec)
-                    current_row_cell = first_cell
-                pool_vec += column_sum
-            else:
-                row_cell = i_abs // cell
-                for r in tl.static_range(ROW_CELLS):
-                    a = first_cell + r
-                    if a <= last_cell:
-                        part = tl.sum(tl.where(row_cell[None, :] == a, p, 0.0), 1)
-                        if a != current_row_cell:
-                            _flush_pooled(
-                                pooled_base,
-                                pool_vec,
-                                current_row_cell,
-                                start_n,
-                                offs_kn,
-                                Tk,
-                                cell,
-                                cells,
-                                BLOCK_N,
-                                COL_CELLS,
-                            )
-                            pool_vec = tl.zeros_like(pool_vec)
-                            current_row_cell = a
-                        pool_vec += part
+    """Query blocks [lo, hi) (multiples of BLOCK_M). PIPELINE issues block n+1's q.k product before
+    block n's exponentials, so the tensor cores can run under them; the last step recomputes a block
+    that is already counted and drops it."""
+    if PIPELINE:
+        if lo < hi:
+            q, lse_next = _load_query_block(q_base, lse_base, lo, offs_m, offs_d, stride_qm, stride_qd, Tq,
+                                            HEAD_DIM, MASKED, EVEN_D)
+            s_next = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+            for start_m in range(lo, hi, BLOCK_M):
+                s = s_next
+                lse2 = lse_next
+                following = tl.minimum(start_m + BLOCK_M, hi - BLOCK_M)
+                q, lse_next = _load_query_block(q_base, lse_base, following, offs_m, offs_d, stride_qm,
+                                                stride_qd, Tq, HEAD_DIM, MASKED, EVEN_D)
+                s_next = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+                received, fai, pool_vec, current_row_cell = _key_block(
+                    received, fai, pool_vec, current_row_cell, s, lse2, start_m,
+                    bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi,
+                    cell, cells, BLOCK_M, BLOCK_N, MASKED, CAUSAL, HAS_BIAS, FAI, POOLED, ROW_CELLS,
+                    COL_CELLS, EXP_POLY,
+                )
+    else:
+        for start_m in range(lo, hi, BLOCK_M):
+            q, lse2 = _load_query_block(q_base, lse_base, start_m, offs_m, offs_d, stride_qm, stride_qd, Tq,
+                                        HEAD_DIM, MASKED, EVEN_D)
+            # Transposed scores: keys on axis 0, queries on axis 1, so sums over queries are row sums.
+            s = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+            received, fai, pool_vec, current_row_cell = _key_block(
+                received, fai, pool_vec, current_row_cell, s, lse2, start_m,
+                bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi,
+                cell, cells, BLOCK_M, BLOCK_N, MASKED, CAUSAL, HAS_BIAS, FAI, POOLED, ROW_CELLS,
+                COL_CELLS, EXP_POLY,
+            )
     return received, fai, pool_vec, current_row_cell
+# fmt: on
 
 
 @triton.jit
@@ -209,6 +241,8 @@ def key_statistics_kernel(
     ROW_CELLS: tl.constexpr,
     COL_CELLS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    EXP_POLY: tl.constexpr,
+    PIPELINE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -294,6 +328,8 @@ def key_statistics_kernel(
         COL_CELLS,
         EVEN_D,
         DOT_PRECISION,
+        EXP_POLY,
+        PIPELINE,
     )
     received, fai, pool_vec, current_row_cell = _key_steps(
         received,
@@ -333,6 +369,8 @@ def key_statistics_kernel(
         COL_CELLS,
         EVEN_D,
         DOT_PRECISION,
+        EXP_POLY,
+        PIPELINE,
     )
     received, fai, pool_vec, current_row_cell = _key_steps(
         received,
@@ -372,6 +410,8 @@ def key_statistics_kernel(
         COL_CELLS,
         EVEN_D,
         DOT_PRECISION,
+        EXP_POLY,
+        PIPELINE,
     )
     if POOLED:
         _flush_pooled(
@@ -459,6 +499,8 @@ def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, f
         ROW_CELLS=_cells_touched(block_m, cell) if cells else 1,
         COL_CELLS=_cells_touched(block_n, cell) if cells else 1,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        EXP_POLY=bool(config.get("EXP_POLY", False)),
+        PIPELINE=bool(config.get("PIPELINE", False)),
         num_warps=config["num_warps"],
         num_stages=config["num_stages"],
     )
@@ -473,6 +515,14 @@ def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, f
 
 def pooled_counts(q_len: int, k_len: int, cells: int, device):
     """Number of (i, j) pairs inside the matrix for each pooled cell (rows by absolute position)."""
+    import torch
+
+    return _pooled_counts(int(q_len), int(k_len), int(cells), torch.device(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _pooled_counts(q_len: int, k_len: int, cells: int, device):
+    """Cached: five small kernels per call otherwise, visible at 4k tokens. Callers must not modify it."""
     import torch
 
     cell = -(-k_len // cells)

@@ -242,3 +242,62 @@ def test_bf16_long_context_capture_on_gpu(generator):
     for name in ("received", "fai", "pooled"):
         error = relative_error(keyed[name], ref_keyed[name])
         assert error < 1e-2, f"{name}: relative error {error:.2e}, seed={generator.seed}"
+
+
+# Speed switches (kernels/configs.py): each must compute the same statistics as the default path.
+FORWARD_SWITCHES = [
+    {"ARGMAX_PACKED": True},
+    {"DISTANCE_MMA": True},
+    {"ARGMAX_PACKED": True, "DISTANCE_MMA": True},
+]
+SWITCH_CASES = (
+    [  # GQA 4 / 1 / 3, lengths that are not multiples of the block, Tq < Tk, bias (rows of negative logits)
+        Case(bf16, 1, 2, 4, 1531, 1531, 128, q_scale=2.0, sink_tokens=4),
+        Case(bf16, 1, 2, 1, 777, 999, 64, bias=True),
+        Case(f16, 1, 1, 3, 1000, 1000, 128, bias=True, gate=True),
+    ]
+    if ON_GPU
+    else [
+        Case(f32, 1, 1, 4, 77, 77, 64, q_scale=3.0, sink_tokens=4),
+        Case(f32, 1, 2, 1, 40, 61, 32, bias=True),
+        Case(f16, 1, 1, 3, 50, 50, 48, bias=True, gate=True),
+    ]
+)
+
+
+@pytest.mark.parametrize("switches", FORWARD_SWITCHES, ids=lambda s: "+".join(sorted(s)))
+@pytest.mark.parametrize("case", SWITCH_CASES, ids=str)
+def test_forward_switches_match_reference(case: Case, switches: dict, generator):
+    draw = generator
+    q, k, v, bias, gate = make_inputs(draw, case)
+    span = (case.k_len // 10, max(case.k_len // 10 + 1, (4 * case.k_len) // 10))
+    options = dict(
+        scaling=case.head_dim**-0.5,
+        causal=case.causal,
+        statistics=ALL,
+        sink_tokens=case.sink_tokens,
+        local_window=16,
+        waad_window=10,
+        span=span,
+        logit_bias=bias,
+        head_gate=gate,
+    )
+    tiles = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2} if ON_GPU else {
+        "BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}  # fmt: skip
+    with configs.override("forward", **tiles, **switches):
+        out, stats = kernels.attention_with_statistics(q, k, v, **options)
+    ref_out, ref_stats = attention_reference(q, k, v, **options)
+    error = relative_error(out, ref_out)
+    assert error < TOLERANCE[case.dtype], (
+        f"out: relative error {error:.2e}, {case} {switches} seed={draw.seed}"
+    )
+    check_statistics(case, draw, q, k, bias, stats, ref_stats, ALL)
+
+
+def test_switches_reject_unknown_names():
+    with pytest.raises(ValueError, match="choose from"):
+        with configs.switches("forward", ARGMAX_PACKD=True):
+            pass
+    with configs.switches("key", EXP_POLY=True):
+        assert configs.key_config(64, torch.float32, torch.device("cpu"))["EXP_POLY"] is True
+    assert "EXP_POLY" not in configs.key_config(64, torch.float32, torch.device("cpu"))
