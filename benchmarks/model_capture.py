@@ -13,6 +13,7 @@ and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -29,6 +30,7 @@ if not torch.cuda.is_available():
 from attention_stats import overrides, timed, tune  # noqa: E402
 
 import kernels  # noqa: E402
+from kernels import configs  # noqa: E402
 
 POOLED_CELLS = 64
 # head_dim 64 candidates for --tune (the seam only runs the forward with statistics and the key pass)
@@ -104,6 +106,11 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument(
+        "--switches",
+        default="{}",
+        help='speed switches on top of the tiles, JSON: {"forward": {"ARGMAX_PACKED": true}, "key": {...}}',
+    )
+    parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "model_capture.json")
     )
     args = parser.parse_args()
@@ -132,6 +139,28 @@ def main() -> None:
         )
 
     capture, state = seam_capture(model, tokens)
+    switches = json.loads(args.switches)
+    with contextlib.ExitStack() as stack:
+        for kernel, flags in switches.items():
+            stack.enter_context(configs.switches(kernel, **flags))
+        row = measure(model, input_ids, capture, state, chosen, tokens, on_gpu)
+    row.update(
+        {"switches": switches, "gpu": gpu, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")}
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump([row], f, indent=1)
+    print()
+    print(f"{'T':>7} {'layers':>6} {'plain ms':>9} {'capture ms':>10} {'ratio':>6} {'peak GB':>8}")
+    print(
+        f"{tokens:>7} {row['layers']:>6} {row['plain_sdpa_ms']:>9.1f} {row['capture_ms']:>10.1f} "
+        f"{row['ratio']:>6.2f} {row['peak_gb']:>8.2f}"
+    )
+
+
+def measure(model, input_ids, capture, state, chosen, tokens, on_gpu) -> dict:
+    """Plain and captured forwards of the model: logits check, median times, peak memory."""
+    shape = model.config
     with torch.no_grad(), overrides(chosen):
         plain_logits = model(input_ids, logits_to_keep=1).logits
         capture_logits = capture(input_ids).logits
@@ -160,7 +189,7 @@ def main() -> None:
             peak_gb = torch.cuda.max_memory_allocated() / 1e9
             state.clear()
     ratio = capture_ms / plain_ms
-    row = {
+    return {
         "T": tokens,
         "model": "llama-3.2-1b-shaped, random weights",
         "layers": shape.num_hidden_layers,
@@ -170,17 +199,7 @@ def main() -> None:
         "peak_gb": round(peak_gb, 3),
         "logits_rel_error": logits_error,
         "configs": {key: value for key, value in chosen.items() if key != "timings"},
-        "gpu": gpu,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump([row], f, indent=1)
-    print()
-    print(f"{'T':>7} {'layers':>6} {'plain ms':>9} {'capture ms':>10} {'ratio':>6} {'peak GB':>8}")
-    print(
-        f"{tokens:>7} {shape.num_hidden_layers:>6} {plain_ms:>9.1f} {capture_ms:>10.1f} {ratio:>6.2f} {peak_gb:>8.2f}"
-    )
 
 
 if __name__ == "__main__":
