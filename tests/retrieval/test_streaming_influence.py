@@ -15,10 +15,13 @@ from workbench.analyses.retrieval.masking import build_mask, head_output_means, 
 from workbench.analyses.retrieval.streaming import (
     StreamingMix,
     correlations,
+    deployment_check,
+    full_heads_by_gate,
     long_range_mass,
     passkey_sample,
     spearman,
     streaming_head_table,
+    streaming_mask,
     train_gates,
 )
 from workbench.seam.interventions import (
@@ -86,6 +89,37 @@ def test_gate_training_moves_gates_and_restores_the_model(tiny):
     table = streaming_head_table(tiny, gates, "gate", "duo-gate")
     assert len(table) == 8 and list(table.columns[:3]) == ["layer", "head", "kv_head"]
     assert table.score.is_monotonic_decreasing
+
+
+def test_gate_training_draws_lengths_from_a_range(tiny):
+    gates = train_gates(tiny, None, length=(300, 420), steps=5, sink=4, recent=16, passkeys=1, words=4,
+                        progress=False)
+    tokens = [h["tokens"] for h in gates.attrs["history"]]
+    assert all(300 <= t <= 420 for t in tokens) and len(set(tokens)) > 1
+    assert gates.attrs["params"]["length"] == [300, 420]
+    with pytest.raises(SpecError):
+        train_gates(tiny, None, length=(400, 300), steps=1, progress=False)
+
+
+def test_streaming_mask_and_gate_ranking(tiny):
+    shape = tiny.shape
+    gates = pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": g}
+                          for (layer, kv), g in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [0.2, 0.9, 0.9, 0.1], strict=True)])
+    assert full_heads_by_gate(gates, 0.5) == [(0, 1), (1, 0)]  # tie at 0.9 broken by position
+    mask = streaming_mask(shape, [(0, 1), (1, 0)], sink=4, recent=8)
+    streamed = {(m.layer, shape.kv_head(m.head)) for m in mask}
+    assert streamed == {(0, 0), (1, 1)} and all(m.gate == 0.0 and m.scope == "both" for m in mask)
+    assert len(mask) == 2 * shape.num_heads // shape.num_kv_heads
+
+
+def test_deployment_check_conditions(tiny):
+    gates = pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": 1.0 - 0.1 * (2 * layer + kv)}
+                          for layer in range(tiny.shape.num_layers) for kv in range(tiny.shape.num_kv_heads)])
+    table = deployment_check(tiny, gates, None, None, lengths=(300,), depths=(50,), ratios=(0.5,), seeds=(0,),
+                             sink=4, recent=8, max_new_tokens=4, progress=False)
+    assert list(table.condition) == ["full", "gate-top", "random", "all-streaming"]
+    assert table.loc[1, "full_kv_heads"] == "0.0;0.1" and table.loc[0, "drop"] == 0
+    assert table.loc[3, "full_kv_heads"] == "" and (table.num_runs == 3).all()
 
 
 def test_long_range_mass_matches_exact_rows(tiny):

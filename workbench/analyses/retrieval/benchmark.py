@@ -1,7 +1,8 @@
 """Detection cost at long context: the seam's decode-row argmax capture vs eager attention.
 
-A random-weight model of SmolLM2-135M's shape (no weights needed, so it runs anywhere) prefills a
-prompt of ``--context`` tokens and decodes ``--steps`` greedy tokens, three ways:
+A random-weight model of SmolLM2-135M's shape (no weights needed, so it runs anywhere), or with
+``--model`` a real checkpoint (a registry name or path) on a prompt cut from ``--haystack`` text,
+prefills a prompt of ``--context`` tokens and decodes ``--steps`` greedy tokens, three ways:
 
 * ``seam``: prefill prompt[:-1] through the seam with nothing captured, decode with the argmax capture
   (the detection path of ``niah.generate_with_decode_capture``; Triton kernels on CUDA);
@@ -111,14 +112,29 @@ def measure(fn, device, repeats):
     return result, {"seconds_per_run": min(times), "seconds_mean": sum(times) / len(times), "peak_mib": peak}
 
 
-def bench_dtype(name: str, device, context: int, steps: int, repeats: int) -> list[dict]:
+def real_inputs(name_or_path: str, haystack, dtype, device, context: int):
+    """A real checkpoint and ``context`` tokens of haystack text (the NIAH harness's tokens)."""
+    import workbench as wb
+    from workbench.analyses.retrieval.haystack import PromptBuilder, read_haystack
+
+    loaded = wb.load_model(name_or_path, device=str(device), dtype=dtype)
+    tokens = PromptBuilder(loaded, read_haystack(haystack), chat=False).tokens(context)
+    if len(tokens) < context:
+        raise SystemExit(f"the haystack holds only {len(tokens)} tokens; --context {context} needs more")
+    return loaded.hf.eval(), torch.tensor([tokens[:context]], device=device)
+
+
+def bench_dtype(name: str, device, context: int, steps: int, repeats: int, model_name=None, haystack=None) -> list[dict]:
     from workbench.adapters import adapter_for
 
-    model = build(getattr(torch, name), device)
+    if model_name:
+        model, ids = real_inputs(model_name, haystack, getattr(torch, name), device, context)
+    else:
+        model = build(getattr(torch, name), device)
+        ids = torch.randint(0, SMOLLM2_SHAPE["vocab_size"], (1, context), generator=torch.Generator().manual_seed(1))
+        ids = ids.to(device)
     adapter = adapter_for(model)
     shape = adapter.shape(model)
-    ids = torch.randint(0, SMOLLM2_SHAPE["vocab_size"], (1, context), generator=torch.Generator().manual_seed(1))
-    ids = ids.to(device)
     model.set_attn_implementation("sdpa")
     _, sdpa = measure(lambda: run_sdpa(model, ids, steps), device, repeats)
     seam_top, seam = measure(lambda: run_seam(model, adapter, shape, ids, steps), device, repeats)
@@ -138,6 +154,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--model", default=None, help="a real checkpoint (name or path) instead of random weights")
+    parser.add_argument("--haystack", default=None, help="text file or folder for --model's prompt (default: synthetic)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     from workbench.seam import cuda_path
@@ -145,6 +163,7 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "model": args.model or "random-weight SmolLM2-135M shape",
         "context": args.context,
         "steps": args.steps,
         "kernels": cuda_path.available(),
@@ -152,7 +171,8 @@ def main(argv=None) -> dict:
         "results": [],
     }
     for name in args.dtypes.split(","):
-        report["results"].extend(bench_dtype(name, device, args.context, args.steps, args.repeats))
+        report["results"].extend(bench_dtype(name, device, args.context, args.steps, args.repeats,
+                                                 args.model, args.haystack))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     text = json.dumps(report, indent=2)

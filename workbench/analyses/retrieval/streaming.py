@@ -26,6 +26,7 @@ import torch
 
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
+from workbench.analyses.retrieval.niah import grid_prompts, niah_summary, resolve_inputs, run_prompts
 from workbench.seam.interventions import ProbabilityEdit, register_intervention
 from workbench.seam.spec import CaptureSpec, SpecError
 
@@ -124,11 +125,21 @@ def _last_hidden(model, ids):
     return model.hf(input_ids=ids, use_cache=False, output_hidden_states=True).hidden_states[-1]
 
 
+def _sample_length(length: int | tuple[int, int], rng: random.Random) -> int:
+    """A fixed context length, or one drawn uniformly from ``(low, high)`` (the repo's length range)."""
+    if isinstance(length, int):
+        return length
+    low, high = (int(x) for x in length)
+    if not 0 < low <= high:
+        raise SpecError(f"a length range needs 0 < low <= high, got {length}")
+    return rng.randint(low, high)
+
+
 def train_gates(
     model,
     haystack=None,
     *,
-    length: int = 384,
+    length: int | tuple[int, int] = 384,
     steps: int = 200,
     sink: int = 16,
     recent: int = 64,
@@ -139,7 +150,10 @@ def train_gates(
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs."""
+    """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs.
+
+    ``length`` is one context length, or a ``(low, high)`` range each step's sample length is drawn from.
+    """
     from tqdm.auto import tqdm
 
     shape = model.shape
@@ -155,7 +169,7 @@ def train_gates(
     history = []
     try:
         for step in tqdm(range(steps), desc="gates", disable=not progress, leave=False):
-            sample = passkey_sample(model.tokenizer, ids_pool, length, rng, passkeys, words)
+            sample = passkey_sample(model.tokenizer, ids_pool, _sample_length(length, rng), rng, passkeys, words)
             ids = sample.ids.to(model.device)
             with torch.no_grad():
                 teacher = _last_hidden(model, ids)
@@ -173,7 +187,7 @@ def train_gates(
             loss.backward()
             optimiser.step()
             schedule.step()
-            history.append({"step": step, "loss": loss.item(), "distill": distill.item(), "l1": regular.item()})
+            history.append({"step": step, "tokens": int(ids.shape[-1]), "loss": loss.item(), "distill": distill.item(), "l1": regular.item()})
     finally:
         for p, flag in zip(model.hf.parameters(), frozen, strict=True):
             p.requires_grad_(flag)
@@ -181,7 +195,7 @@ def train_gates(
     table = pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": float(gates[layer, kv])}
                           for layer in range(shape.num_layers) for kv in range(shape.num_kv_heads)])
     table.attrs["history"] = history
-    table.attrs["params"] = {"length": length, "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
+    table.attrs["params"] = {"length": length if isinstance(length, int) else list(length), "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
                              "passkeys": passkeys, "words": words, "seed": seed}
     return table
 
@@ -207,6 +221,80 @@ def long_range_mass(model, haystack=None, *, length: int = 512, samples: int = 4
     shape = model.shape
     return pd.DataFrame([{"layer": layer, "head": head, "kv_head": shape.kv_head(head), "lrm": float(totals[layer, head])}
                          for layer in range(shape.num_layers) for head in range(shape.num_heads)])
+
+
+# --- deployment check ----------------------------------------------------------------------------
+
+
+def streaming_mask(shape, full_kv: Sequence[tuple[int, int]], sink: int = 16, recent: int = 64) -> list[StreamingMix]:
+    """Interventions that make every KV group not in ``full_kv`` a streaming head (sink + recent keys only,
+    prefill and decode), as DuoAttention deploys binarised gates."""
+    keep = {(int(a), int(b)) for a, b in full_kv}
+    return [StreamingMix(layer, head, scope="both", sink=sink, recent=recent, gate=0.0)
+            for layer in range(shape.num_layers) for head in range(shape.num_heads)
+            if (layer, shape.kv_head(head)) not in keep]
+
+
+def full_heads_by_gate(gates: pd.DataFrame, ratio: float) -> list[tuple[int, int]]:
+    """The top ``ratio`` of KV heads by gate (DuoAttention's sparsity quantile), ties broken by position."""
+    count = int(round(ratio * len(gates)))
+    ranked = gates.sort_values(["gate", "layer", "kv_head"], ascending=[False, True, True], kind="stable")
+    return [(int(r.layer), int(r.kv_head)) for r in ranked.head(count).itertuples()]
+
+
+def random_full_heads(gates: pd.DataFrame, ratio: float, seed: int) -> list[tuple[int, int]]:
+    pool = [(int(r.layer), int(r.kv_head)) for r in gates.itertuples()]
+    return sorted(random.Random(seed).sample(pool, int(round(ratio * len(pool)))))
+
+
+def deployment_check(
+    model,
+    gates: pd.DataFrame,
+    haystack=None,
+    needles=None,
+    lengths: Sequence[int] = (1024,),
+    depths: Sequence[float] = (10, 50, 90),
+    *,
+    ratios: Sequence[float] = (0.25, 0.5),
+    seeds: Sequence[int] = (0, 1),
+    sink: int = 16,
+    recent: int = 64,
+    max_new_tokens: int = 32,
+    progress: bool = True,
+    return_runs: bool = False,
+):
+    """DuoAttention's check (b): NIAH success with full attention, with the top ``ratio`` of KV heads (by
+    gate) kept full and the rest streaming, with random full/streaming splits at the same ratio, and with
+    every head streaming. Default inputs: the synthetic passkey haystack and passkey needles.
+
+    Returns one row per condition: ``condition, ratio, seed, success_rate, mean_rouge_recall, num_runs,
+    drop, full_kv_heads``.
+    """
+    haystack, needles = resolve_inputs(haystack, needles, "heldout")
+    prompts = grid_prompts(PromptBuilder(model, haystack), needles, lengths, depths)
+    shape = model.shape
+    conditions = [("full", 1.0, None, None)]
+    for ratio in ratios:
+        conditions.append(("gate-top", ratio, None, full_heads_by_gate(gates, ratio)))
+        conditions += [("random", ratio, seed, random_full_heads(gates, ratio, seed)) for seed in seeds]
+    conditions.append(("all-streaming", 0.0, None, []))
+    rows, all_runs = [], []
+    for name, ratio, seed, full in conditions:
+        interventions = [] if full is None else streaming_mask(shape, full, sink, recent)
+        label = f"{name} {ratio:.2f}" + ("" if seed is None else f" seed {seed}")
+        result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
+                             progress=progress, description=label)
+        all_runs.append(result.runs.assign(condition=name, ratio=ratio, seed=seed))
+        full_text = "all" if full is None else ";".join(f"{a}.{b}" for a, b in full)
+        rows.append({"condition": name, "ratio": ratio, "seed": seed, **niah_summary(result.runs),
+                     "full_kv_heads": full_text})
+    table = pd.DataFrame(rows)
+    table["drop"] = table.loc[0, "success_rate"] - table["success_rate"]
+    table.attrs["params"] = {"lengths": [int(x) for x in lengths], "depths": [float(x) for x in depths],
+                             "ratios": list(ratios), "seeds": list(seeds), "sink": sink, "recent": recent,
+                             "haystack": haystack.source, "needles": [n.to_dict() for n in needles]}
+    runs = pd.concat(all_runs, ignore_index=True)
+    return (table, runs) if return_runs else table
 
 
 # --- tables and correlations -------------------------------------------------------------------
