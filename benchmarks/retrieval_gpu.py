@@ -43,10 +43,10 @@ def shipped_heads():
     return read_heads_json(Path(str(path)))
 
 
-def load(device: str):
+def load(args):
     import workbench as wb
 
-    return wb.load_model("smollm2-135m", device=device, dtype=torch.float32)
+    return wb.load_model(args.model, device=args.device, dtype=torch.float32)
 
 
 def masks(args) -> None:
@@ -57,7 +57,7 @@ def masks(args) -> None:
     from workbench.analyses.retrieval.niah import grid_prompts, niah_summary, resolve_inputs, run_prompts
 
     deadline = time.time() + args.minutes * 60
-    model = load(args.device)
+    model = load(args)
     heads = shipped_heads()
     haystack, needles = resolve_inputs(args.haystack, None, "heldout")
     lengths, depths = ints(args.lengths), ints(args.depths)
@@ -104,16 +104,17 @@ def streaming(args) -> None:
     )
 
     out = Path(args.out)
-    model = load(args.device)
+    model = load(args)
     started = time.time()
     gates = train_gates(model, args.haystack, length=(args.min_length, args.max_length), steps=args.steps,
-                        sink=16, recent=64, passkeys=args.passkeys, words=args.words, seed=0, progress=False)
+                        sink=16, recent=64, passkeys=args.passkeys, words=args.words, seed=0, progress=False,
+                        max_seconds=args.train_minutes * 60)
     trained = time.time() - started
     history = gates.attrs["history"]
     write(out / "streaming-gates.json", {"gates": gates.to_dict("records"), "history": history,
                                          "params": gates.attrs["params"], "seconds": trained})
     values = gates.gate.to_numpy()
-    print(f"[streaming] {args.steps} steps in {trained:.0f} s; loss {history[0]['loss']:.4f} -> "
+    print(f"[streaming] {len(history)} of {args.steps} steps in {trained:.0f} s; loss {history[0]['loss']:.4f} -> "
           f"{history[-1]['loss']:.4f}; gates <0.1: {(values < 0.1).sum()}, >0.9: {(values > 0.9).sum()}, "
           f"between: {((values >= 0.1) & (values <= 0.9)).sum()}", flush=True)
     lrm = long_range_mass(model, args.haystack, length=args.lrm_length, samples=8, sink=16, recent=64, seed=1)
@@ -122,12 +123,16 @@ def streaming(args) -> None:
                                                 "per_kv": table.attrs["per_kv"].to_dict("records"),
                                                 "lrm": lrm.to_dict("records")})
     print(table.to_string(index=False), flush=True)
-    check, runs = deployment_check(model, gates, None, None, lengths=ints(args.eval_lengths),
-                                   depths=(10, 30, 50, 70, 90),
-                                   ratios=(0.25, 0.5), seeds=(0, 1), sink=16, recent=64, max_new_tokens=16,
-                                   progress=False, return_runs=True)
-    write(out / "streaming-deployment.json", {"table": check.to_dict("records"), "runs": runs.to_dict("records"),
-                                              "params": check.attrs["params"]})
+
+    def save(rows, runs):
+        write(out / "streaming-deployment.json", {"table": rows, "runs": pd.concat(runs).to_dict("records")})
+        row = rows[-1]
+        print(f"[deployment] {row['condition']} {row['ratio']} seed {row['seed']}: success {row['success_rate']:.3f}",
+              flush=True)
+
+    check = deployment_check(model, gates, None, None, lengths=ints(args.eval_lengths), depths=(10, 30, 50, 70, 90),
+                             ratios=(0.5, 0.25), seeds=(0, 1), sink=16, recent=64, max_new_tokens=16,
+                             progress=False, on_condition=save)
     print(check.drop(columns=["full_kv_heads"]).to_string(index=False), flush=True)
 
 
@@ -143,16 +148,18 @@ def main(argv=None) -> None:
     one.add_argument("--needles", type=int, default=8, help="use the first N held-out needles")
     one.add_argument("--minutes", type=float, default=6.0, help="start no new condition after this long")
     two = sub.add_parser("streaming")
-    two.add_argument("--steps", type=int, default=400)
+    two.add_argument("--steps", type=int, default=300)
     two.add_argument("--min-length", type=int, default=1024)
     two.add_argument("--max-length", type=int, default=3072)
     two.add_argument("--passkeys", type=int, default=4)
     two.add_argument("--words", type=int, default=16)
+    two.add_argument("--train-minutes", type=float, default=3.5, help="stop the gate optimisation after this long")
     two.add_argument("--eval-lengths", default="1024,2048")
     two.add_argument("--lrm-length", type=int, default=2048)
     for p in (one, two):
         p.add_argument("--haystack", required=True)
         p.add_argument("--out", required=True)
+        p.add_argument("--model", default="smollm2-135m")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,9 @@ def test_gate_training_draws_lengths_from_a_range(tiny):
                         progress=False)
     tokens = [h["tokens"] for h in gates.attrs["history"]]
     assert all(300 <= t <= 420 for t in tokens) and len(set(tokens)) > 1
-    assert gates.attrs["params"]["length"] == [300, 420]
+    assert gates.attrs["params"]["length"] == [300, 420] and gates.attrs["params"]["steps_done"] == 5
+    capped = train_gates(tiny, None, length=300, steps=50, passkeys=1, words=4, progress=False, max_seconds=0.0)
+    assert capped.attrs["params"]["steps_done"] == 1
     with pytest.raises(SpecError):
         train_gates(tiny, None, length=(400, 300), steps=1, progress=False)
 

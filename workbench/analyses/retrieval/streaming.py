@@ -149,11 +149,17 @@ def train_gates(
     words: int = 8,
     seed: int = 0,
     progress: bool = True,
+    max_seconds: float | None = None,
 ) -> pd.DataFrame:
     """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs.
 
     ``length`` is one context length, or a ``(low, high)`` range each step's sample length is drawn from.
+    ``max_seconds`` stops the optimisation early (the schedule stays the one for ``steps``; the steps
+    actually taken are in ``attrs["params"]["steps_done"]``).
     """
+    import time
+
+    started = time.monotonic()
     from tqdm.auto import tqdm
 
     shape = model.shape
@@ -169,6 +175,8 @@ def train_gates(
     history = []
     try:
         for step in tqdm(range(steps), desc="gates", disable=not progress, leave=False):
+            if max_seconds is not None and step and time.monotonic() - started > max_seconds:
+                break
             sample = passkey_sample(model.tokenizer, ids_pool, _sample_length(length, rng), rng, passkeys, words)
             ids = sample.ids.to(model.device)
             with torch.no_grad():
@@ -196,7 +204,7 @@ def train_gates(
                           for layer in range(shape.num_layers) for kv in range(shape.num_kv_heads)])
     table.attrs["history"] = history
     table.attrs["params"] = {"length": length if isinstance(length, int) else list(length), "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
-                             "passkeys": passkeys, "words": words, "seed": seed}
+                             "passkeys": passkeys, "words": words, "seed": seed, "steps_done": len(history)}
     return table
 
 
@@ -262,13 +270,14 @@ def deployment_check(
     max_new_tokens: int = 32,
     progress: bool = True,
     return_runs: bool = False,
+    on_condition=None,
 ):
     """DuoAttention's check (b): NIAH success with full attention, with the top ``ratio`` of KV heads (by
     gate) kept full and the rest streaming, with random full/streaming splits at the same ratio, and with
     every head streaming. Default inputs: the synthetic passkey haystack and passkey needles.
 
     Returns one row per condition: ``condition, ratio, seed, success_rate, mean_rouge_recall, num_runs,
-    drop, full_kv_heads``.
+    drop, full_kv_heads``. ``on_condition(rows, runs)`` is called after each condition (partial results).
     """
     haystack, needles = resolve_inputs(haystack, needles, "heldout")
     prompts = grid_prompts(PromptBuilder(model, haystack), needles, lengths, depths)
@@ -288,6 +297,8 @@ def deployment_check(
         full_text = "all" if full is None else ";".join(f"{a}.{b}" for a, b in full)
         rows.append({"condition": name, "ratio": ratio, "seed": seed, **niah_summary(result.runs),
                      "full_kv_heads": full_text})
+        if on_condition is not None:
+            on_condition(rows, all_runs)
     table = pd.DataFrame(rows)
     table["drop"] = table.loc[0, "success_rate"] - table["success_rate"]
     table.attrs["params"] = {"lengths": [int(x) for x in lengths], "depths": [float(x) for x in depths],
