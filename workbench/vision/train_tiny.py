@@ -375,7 +375,7 @@ def train(
             else:
                 rate = (CALIBRATION[1] - CALIBRATION[0]) / (time.time() - calibration_start)
                 remaining = min((minutes or math.inf) * 60 - (time.time() - started), stop_time - time.time())
-                total = max(step + 10, step + int(rate * remaining * 0.97))
+                total = max(step + 10, step + int(rate * remaining * 0.95))
                 print(f"[{objective} s{seed}] {rate:.1f} steps/s -> {total} steps", flush=True)
         out_of_time = time.time() > stop_time
         if step % log_every == 0 or step == total or out_of_time:
