@@ -84,6 +84,22 @@ def make_inputs(draw, case: Case):
     return q, k, v, bias, gate
 
 
+def forward_options(case: Case, bias, gate) -> dict:
+    """Every row statistic, with a span and windows that fit ``case``."""
+    span = (case.k_len // 10, max(case.k_len // 10 + 1, (4 * case.k_len) // 10))
+    return dict(
+        scaling=case.head_dim**-0.5,
+        causal=case.causal,
+        statistics=ALL,
+        sink_tokens=case.sink_tokens,
+        local_window=16,
+        waad_window=10,
+        span=span,
+        logit_bias=bias,
+        head_gate=gate,
+    )
+
+
 def blocks_override(case: Case):
     if case.blocks is None:
         return contextlib.nullcontext()
@@ -120,19 +136,7 @@ def check_statistics(case, draw, q, k, bias, stats, ref_stats, names):
 def test_forward_matches_reference(case: Case, generator):
     draw = generator
     q, k, v, bias, gate = make_inputs(draw, case)
-    scaling = case.head_dim**-0.5
-    span = (case.k_len // 10, max(case.k_len // 10 + 1, (4 * case.k_len) // 10))
-    options = dict(
-        scaling=scaling,
-        causal=case.causal,
-        statistics=ALL,
-        sink_tokens=case.sink_tokens,
-        local_window=16,
-        waad_window=10,
-        span=span,
-        logit_bias=bias,
-        head_gate=gate,
-    )
+    options = forward_options(case, bias, gate)
     with blocks_override(case):
         out, stats = kernels.attention_with_statistics(q, k, v, **options)
     ref_out, ref_stats = attention_reference(q, k, v, **options)
@@ -270,18 +274,7 @@ SWITCH_CASES = (
 def test_forward_switches_match_reference(case: Case, switches: dict, generator):
     draw = generator
     q, k, v, bias, gate = make_inputs(draw, case)
-    span = (case.k_len // 10, max(case.k_len // 10 + 1, (4 * case.k_len) // 10))
-    options = dict(
-        scaling=case.head_dim**-0.5,
-        causal=case.causal,
-        statistics=ALL,
-        sink_tokens=case.sink_tokens,
-        local_window=16,
-        waad_window=10,
-        span=span,
-        logit_bias=bias,
-        head_gate=gate,
-    )
+    options = forward_options(case, bias, gate)
     tiles = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2} if ON_GPU else {
         "BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}  # fmt: skip
     with configs.override("forward", **tiles, **switches):

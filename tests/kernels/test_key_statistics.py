@@ -71,9 +71,8 @@ GPU_CASES = [
 CASES = GPU_CASES if ON_GPU else CPU_CASES
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_key_statistics_match_reference(case: Case, generator):
-    draw = generator
+def key_inputs(draw, case: Case):
+    """Fresh q, k (k doubles as v), bias, the forward's LSE, and the key pass's options for ``case``."""
     heads = case.kv_heads * case.ratio
     q = draw.normal(1, heads, case.q_len, case.head_dim, dtype=case.dtype, scale=case.q_scale)
     k = draw.normal(1, case.kv_heads, case.k_len, case.head_dim, dtype=case.dtype)
@@ -81,11 +80,6 @@ def test_key_statistics_match_reference(case: Case, generator):
     scaling = case.head_dim**-0.5
     _, stats = kernels.attention_with_statistics(
         q, k, k, scaling=scaling, causal=case.causal, logit_bias=bias
-    )
-    override = (
-        configs.override("key", BLOCK_M=case.blocks[0], BLOCK_N=case.blocks[1], num_warps=4, num_stages=2)
-        if case.blocks
-        else contextlib.nullcontext()
     )
     options = dict(
         scaling=scaling,
@@ -95,8 +89,21 @@ def test_key_statistics_match_reference(case: Case, generator):
         fai_window=case.fai,
         pooled_cells=case.cells,
     )
+    return q, k, stats["lse"], options
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_key_statistics_match_reference(case: Case, generator):
+    draw = generator
+    q, k, lse, options = key_inputs(draw, case)
+    heads = q.shape[1]
+    override = (
+        configs.override("key", BLOCK_M=case.blocks[0], BLOCK_N=case.blocks[1], num_warps=4, num_stages=2)
+        if case.blocks
+        else contextlib.nullcontext()
+    )
     with override:
-        result = kernels.key_statistics(q, k, stats["lse"], **options)
+        result = kernels.key_statistics(q, k, lse, **options)
     reference = key_statistics_reference(q, k, **options)
     expected = {"received", "pooled"} | ({"fai"} if case.fai else set())
     assert set(result) == expected
@@ -157,26 +164,11 @@ SWITCH_CASES = (
 def test_key_switches_match_reference(case: Case, switches: dict, generator):
     """The polynomial exponentials and the pipelined loop give the default path's statistics."""
     draw = generator
-    heads = case.kv_heads * case.ratio
-    q = draw.normal(1, heads, case.q_len, case.head_dim, dtype=case.dtype, scale=case.q_scale)
-    k = draw.normal(1, case.kv_heads, case.k_len, case.head_dim, dtype=case.dtype)
-    bias = draw.normal(heads, case.k_len, scale=2.0) if case.bias else None
-    scaling = case.head_dim**-0.5
-    _, stats = kernels.attention_with_statistics(
-        q, k, k, scaling=scaling, causal=case.causal, logit_bias=bias
-    )
-    options = dict(
-        scaling=scaling,
-        causal=case.causal,
-        logit_bias=bias,
-        received=True,
-        fai_window=case.fai,
-        pooled_cells=case.cells,
-    )
+    q, k, lse, options = key_inputs(draw, case)
     tiles = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2} if ON_GPU else {
         "BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}  # fmt: skip
     with configs.override("key", **tiles, **switches):
-        result = kernels.key_statistics(q, k, stats["lse"], **options)
+        result = kernels.key_statistics(q, k, lse, **options)
     reference = key_statistics_reference(q, k, **options)
     for name in result:
         error = relative_error(result[name], reference[name])
