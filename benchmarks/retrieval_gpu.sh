@@ -44,7 +44,7 @@ want timing && timeout 240 python3 -m workbench.analyses.retrieval.benchmark --m
 mkdir -p /tmp/rlogs
 # 2. the causal check under the three mask modes and the DuoAttention gates, side by side
 want masks && for mode in uniform zero mean; do
-    timeout 400 python3 benchmarks/retrieval_gpu.py masks --mode "$mode" --minutes 5.5 --haystack "$essays" \
+    timeout 400 python3 benchmarks/retrieval_gpu.py masks --mode "$mode" --haystack "$essays" \
         --out "$out" > "/tmp/rlogs/masks-$mode.log" 2>&1 &
 done
 want streaming && timeout 420 python3 benchmarks/retrieval_gpu.py streaming --haystack "$essays" --out "$out" > /tmp/rlogs/streaming.log 2>&1 &

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import typer
 
+from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
 from workbench.models.convert import MissingWeightsError
 from workbench.models.registry import UnknownModelError
 from workbench.runners.hf import InputError
@@ -58,8 +58,3 @@ def parse_ints(value: str | None) -> tuple[int, ...] | None:
         raise SpecError(f"expected comma-separated integers, got {value!r}") from None
 
 
-def write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)

@@ -24,6 +24,7 @@ from workbench.analyses.lofit.artifact import LofitArtifact, save_scales
 from workbench.analyses.lofit.data import load_task
 from workbench.analyses.lofit.metrics import evaluate
 from workbench.analyses.lofit.train import TrainConfig, random_heads, select_heads, train_offsets
+from workbench.jsonfiles import write_json
 from workbench.runners.hf import Model
 
 
@@ -212,10 +213,3 @@ def selection_overlap(out: Path, plan: ComparisonPlan) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, data) -> None:
-    """Atomic JSON write (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)

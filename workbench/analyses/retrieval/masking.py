@@ -16,7 +16,7 @@ import torch
 
 from workbench.analyses.heads import top_heads
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder
-from workbench.analyses.retrieval.niah import grid_prompts, niah_summary, resolve_inputs, run_prompts
+from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
 from workbench.seam.interventions import mask_heads
 from workbench.seam.spec import SpecError
 
@@ -118,13 +118,15 @@ def causal_check(
     max_new_tokens: int = 50,
     progress: bool = True,
     return_runs: bool = False,
+    on_condition=None,
 ):
     """NIAH success with no mask, the top-K heads masked, and K random heads (outside the top
     ``exclude_top``) for each seed. Default needles are the built-in held-out set.
 
     Returns one row per condition: ``condition, k, seed, success_rate, mean_rouge_recall, num_runs,
     drop`` (drop = baseline success - success), with ``attrs["held_out"]`` saying whether the runs share
-    needles or depths with the detection grid recorded in ``heads.attrs["params"]``.
+    needles or depths with the detection grid recorded in ``heads.attrs["params"]``. ``on_condition``
+    receives the partial results after each condition (see ``run_conditions``).
     """
     haystack, needles = resolve_inputs(haystack, needles, "heldout")
     builder = PromptBuilder(model, haystack, chat=chat)
@@ -136,27 +138,20 @@ def causal_check(
         conditions.append((f"top-{k}", k, None, ranking[:k]))
         for seed in seeds:
             conditions.append((f"random-{k}", k, seed, random_heads(model.shape, k, seed, ranking[:exclude_top])))
-    rows, all_runs = [], []
-    for name, k, seed, chosen in conditions:
-        interventions = build_mask(model, chosen, mode, scope, means=means) if chosen else []
-        label = name if seed is None else f"{name} seed {seed}"
-        result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
-                             progress=progress, description=label)
-        runs = result.runs.assign(condition=name, k=k, seed=seed)
-        all_runs.append(runs)
-        rows.append({"condition": name, "k": k, "seed": seed, **niah_summary(runs),
-                     "heads": ";".join(f"{a}.{b}" for a, b in chosen)})
-    table = pd.DataFrame(rows)
-    base = table.loc[table.condition == "none", "success_rate"].iloc[0]
-    table["drop"] = base - table["success_rate"]
+    labelled = [(name if seed is None else f"{name} seed {seed}",
+                 build_mask(model, chosen, mode, scope, means=means) if chosen else [],
+                 {"condition": name, "k": k, "seed": seed, "heads": ";".join(f"{a}.{b}" for a, b in chosen)})
+                for name, k, seed, chosen in conditions]
+    table, runs = run_conditions(model, prompts, labelled, max_new_tokens=max_new_tokens, progress=progress,
+                                 on_condition=on_condition)
+    table = table[["condition", "k", "seed", "success_rate", "mean_rouge_recall", "num_runs", "heads", "drop"]]
     table.attrs["params"] = {
         "mode": mode, "scope": scope, "exclude_top": exclude_top, "seeds": list(seeds), "top_k": list(top_k),
         "lengths": [int(x) for x in lengths], "depths": [float(x) for x in depths],
         "needles": [n.to_dict() for n in needles], "haystack": haystack.source,
     }
     table.attrs["held_out"] = held_out_check(heads.attrs.get("params", {}) or {}, needles, depths)
-    runs = pd.concat(all_runs, ignore_index=True)
-    return (table, runs) if return_runs else table
+    return (table, runs.drop(columns="heads")) if return_runs else table
 
 
 def summarise_check(table: pd.DataFrame) -> pd.DataFrame:

@@ -156,6 +156,24 @@ def run_prompts(
     return NiahResult(pd.DataFrame(rows), scores)
 
 
+def run_conditions(model, prompts: Sequence[NiahPrompt], conditions, *, max_new_tokens: int = 50,
+                   progress: bool = True, on_condition=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same prompts under each condition ``(label, interventions, fields)``; the first condition is
+    the baseline. Returns one row per condition (``fields``, the NIAH summary, ``drop`` = baseline
+    success - success) and the per-run table (``fields`` on every run). ``on_condition(rows, runs)``
+    sees the partial lists after each condition (a long job can save as it goes)."""
+    rows, runs = [], []
+    for label, interventions, fields in conditions:
+        result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
+                             progress=progress, description=label)
+        runs.append(result.runs.assign(**fields))
+        rows.append({**fields, **niah_summary(result.runs)})
+        rows[-1]["drop"] = rows[0]["success_rate"] - rows[-1]["success_rate"]
+        if on_condition is not None:
+            on_condition(rows, runs)
+    return pd.DataFrame(rows), pd.concat(runs, ignore_index=True)
+
+
 def run_niah(
     model,
     haystack=None,

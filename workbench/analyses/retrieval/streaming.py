@@ -16,6 +16,7 @@ group.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -26,7 +27,7 @@ import torch
 
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
-from workbench.analyses.retrieval.niah import grid_prompts, niah_summary, resolve_inputs, run_prompts
+from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
 from workbench.seam.interventions import ProbabilityEdit, register_intervention
 from workbench.seam.spec import CaptureSpec, SpecError
 
@@ -157,11 +158,9 @@ def train_gates(
     ``max_seconds`` stops the optimisation early (the schedule stays the one for ``steps``; the steps
     actually taken are in ``attrs["params"]["steps_done"]``).
     """
-    import time
-
-    started = time.monotonic()
     from tqdm.auto import tqdm
 
+    started = time.monotonic()
     shape = model.shape
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -277,7 +276,8 @@ def deployment_check(
     every head streaming. Default inputs: the synthetic passkey haystack and passkey needles.
 
     Returns one row per condition: ``condition, ratio, seed, success_rate, mean_rouge_recall, num_runs,
-    drop, full_kv_heads``. ``on_condition(rows, runs)`` is called after each condition (partial results).
+    full_kv_heads, drop``. ``on_condition`` receives the partial results after each condition (see
+    ``run_conditions``).
     """
     haystack, needles = resolve_inputs(haystack, needles, "heldout")
     prompts = grid_prompts(PromptBuilder(model, haystack), needles, lengths, depths)
@@ -287,25 +287,17 @@ def deployment_check(
         conditions.append(("gate-top", ratio, None, full_heads_by_gate(gates, ratio)))
         conditions += [("random", ratio, seed, random_full_heads(gates, ratio, seed)) for seed in seeds]
     conditions.append(("all-streaming", 0.0, None, []))
-    rows, all_runs = [], []
-    for name, ratio, seed, full in conditions:
-        interventions = [] if full is None else streaming_mask(shape, full, sink, recent)
-        label = f"{name} {ratio:.2f}" + ("" if seed is None else f" seed {seed}")
-        result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
-                             progress=progress, description=label)
-        all_runs.append(result.runs.assign(condition=name, ratio=ratio, seed=seed))
-        full_text = "all" if full is None else ";".join(f"{a}.{b}" for a, b in full)
-        rows.append({"condition": name, "ratio": ratio, "seed": seed, **niah_summary(result.runs),
-                     "full_kv_heads": full_text})
-        if on_condition is not None:
-            on_condition(rows, all_runs)
-    table = pd.DataFrame(rows)
-    table["drop"] = table.loc[0, "success_rate"] - table["success_rate"]
+    labelled = [(f"{name} {ratio:.2f}" + ("" if seed is None else f" seed {seed}"),
+                 [] if full is None else streaming_mask(shape, full, sink, recent),
+                 {"condition": name, "ratio": ratio, "seed": seed,
+                  "full_kv_heads": "all" if full is None else ";".join(f"{a}.{b}" for a, b in full)})
+                for name, ratio, seed, full in conditions]
+    table, runs = run_conditions(model, prompts, labelled, max_new_tokens=max_new_tokens, progress=progress,
+                                 on_condition=on_condition)
     table.attrs["params"] = {"lengths": [int(x) for x in lengths], "depths": [float(x) for x in depths],
                              "ratios": list(ratios), "seeds": list(seeds), "sink": sink, "recent": recent,
                              "haystack": haystack.source, "needles": [n.to_dict() for n in needles]}
-    runs = pd.concat(all_runs, ignore_index=True)
-    return (table, runs) if return_runs else table
+    return (table, runs.drop(columns="full_kv_heads")) if return_runs else table
 
 
 # --- tables and correlations -------------------------------------------------------------------
