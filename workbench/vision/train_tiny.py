@@ -277,10 +277,8 @@ def make_optimizer(model: nn.Module, objective: str) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=peak, betas=betas)
 
 
-CALIBRATION = (
-    20,
-    60,
-)  # with --minutes: the throughput is measured over these steps, then the step count fixed
+# with --minutes: the throughput is measured over these steps, then the step count fixed
+CALIBRATION = (20, 60)
 
 
 def lr_at(step, total, peak, prelude=0, warmup_fraction=0.05):
