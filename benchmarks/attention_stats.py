@@ -6,9 +6,9 @@ SDPA <= 1.5 at every length, extra memory O(H * T). Writes a list of
 {"T", "sdpa_ms", "capture_ms", "ratio", "peak_gb", "gpu", "date"} to benchmarks/results/attention_stats.json
 (the parts of capture go to attention_stats_detail.json) and prints a table.
 
-    PYTHONPATH=. python3 benchmarks/attention_stats.py                 # on a CUDA machine
-    PYTHONPATH=. python3 benchmarks/attention_stats.py --tune          # try tile configs at 16k first
-    PYTHONPATH=. python3 benchmarks/attention_stats.py --smoke         # tiny sizes on the CPU interpreter
+    python3 benchmarks/attention_stats.py                 # on a CUDA machine
+    python3 benchmarks/attention_stats.py --tune          # try tile configs at 16k first
+    python3 benchmarks/attention_stats.py --smoke         # tiny sizes on the CPU interpreter
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
 import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import kernels  # noqa: E402
-from kernels import configs  # noqa: E402
+from workbench_kernels import api as kernels  # noqa: E402
+from workbench_kernels import configs  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 LENGTHS = (4096, 16384, 32768, 65536, 131072)

@@ -13,10 +13,9 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
 
 os.environ.pop("TRITON_INTERPRET", None)
 import torch  # noqa: E402
@@ -61,13 +60,13 @@ def _resource_report(cubin: bytes) -> str:
 
 def _compile(launch, config_kernel: str, config: dict):
     """Run ``launch`` with warmup-only kernels; returns the compiled kernel objects."""
-    from kernels import configs
+    from workbench_kernels import configs
 
     compiled = []
     originals = {}
-    import kernels.attention_forward as fwd
-    import kernels.key_statistics_pass as key
-    import kernels.probability_tiles as tile
+    import workbench_kernels.attention_forward as fwd
+    import workbench_kernels.key_statistics_pass as key
+    import workbench_kernels.probability_tiles as tile
 
     for module, name in (
         (fwd, "attention_forward_kernel"),
@@ -104,10 +103,10 @@ def main() -> None:
     parser.add_argument("--forward-only", action="store_true")
     args = parser.parse_args()
     driver.set_active(_TargetOnlyDriver())
-    from kernels.api import ROW_STATISTICS
-    from kernels.attention_forward import attention_forward
-    from kernels.configs import forward_config, key_config
-    from kernels.key_statistics_pass import key_statistics_launch
+    from workbench_kernels.api import ROW_STATISTICS
+    from workbench_kernels.attention_forward import attention_forward
+    from workbench_kernels.configs import forward_config, key_config
+    from workbench_kernels.key_statistics_pass import key_statistics_launch
 
     d = args.head_dim
     q = torch.empty(1, 32, 4096, d, dtype=torch.bfloat16)

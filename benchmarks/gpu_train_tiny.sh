@@ -16,7 +16,7 @@ MODELS=${MODELS:-"supervised:0 supervised:1 mae:0 mae:1 dino:0 dino:1"}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}
 mkdir -p "$DIR"
-export PYTHONPATH=.:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1
 LOG="$DIR/train.log"
 start=$(date +%s)
 deadline=$(python3 -c "print($start + $TOTAL_MINUTES * 60 - $MARGIN_S)")

@@ -14,9 +14,9 @@ Writes to --out-dir (default $OUT, else benchmarks/results): attention_stats.jso
 exact pair), kernel_sweep_detail.json (every number) and, with --model, model_capture.json; prints a
 table last.
 
-    PYTHONPATH=. python3 benchmarks/kernel_sweep.py                      # GPU, about 3 minutes
-    PYTHONPATH=. python3 benchmarks/kernel_sweep.py --model              # + the whole-model line
-    PYTHONPATH=. python3 benchmarks/kernel_sweep.py --dry-run            # CPU interpreter, tiny shapes
+    python3 benchmarks/kernel_sweep.py                      # GPU, about 3 minutes
+    python3 benchmarks/kernel_sweep.py --model              # + the whole-model line
+    python3 benchmarks/kernel_sweep.py --dry-run            # CPU interpreter, tiny shapes
 Needs only torch, triton and numpy (the --model line also runs benchmarks/model_capture.py).
 """
 
@@ -33,16 +33,15 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
 import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import kernels  # noqa: E402
-from kernels import configs  # noqa: E402
-from kernels.testing import logits_at, relative_error  # noqa: E402
+from workbench_kernels import api as kernels  # noqa: E402
+from workbench_kernels import configs  # noqa: E402
+from workbench_kernels.testing import logits_at, relative_error  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 LENGTHS = (4096, 16384, 32768, 65536, 131072)
@@ -176,7 +175,7 @@ def check_key(name, config, q, k, lse, reference) -> dict:
 
 def run_checks(variants_fwd, variants_key, check_length, device, dtype) -> dict:
     """Compile and check every variant; returns name -> {"exact", "errors"} or {"failed": message}."""
-    from kernels.reference import attention_reference, key_statistics_reference
+    from workbench_kernels.reference import attention_reference, key_statistics_reference
 
     q, k, v = make_inputs(check_length, device, dtype, seed=int(time.time()) % 100000)
     reference_dtype = torch.float64

@@ -6,8 +6,8 @@ statistic, received mass and a 64 x 64 pooled map on every layer and head (the s
 the kernels in kernels/). Target: capture / plain <= 1.5. Writes benchmarks/results/model_capture.json
 and prints a table.
 
-    PYTHONPATH=. python3 benchmarks/model_capture.py [--tokens 32768] [--tune]
-    PYTHONPATH=. python3 benchmarks/model_capture.py --smoke     # 2 tiny layers on the CPU, checks the wiring
+    python3 benchmarks/model_capture.py [--tokens 32768] [--tune]
+    python3 benchmarks/model_capture.py --smoke     # 2 tiny layers on the CPU, checks the wiring
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
@@ -28,9 +29,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from attention_stats import overrides, timed, tune  # noqa: E402
-
-import kernels  # noqa: E402
-from kernels import configs  # noqa: E402
+from workbench_kernels import api as kernels  # noqa: E402
+from workbench_kernels import configs  # noqa: E402
 
 POOLED_CELLS = 64
 # head_dim 64 candidates for --tune (the seam only runs the forward with statistics and the key pass)

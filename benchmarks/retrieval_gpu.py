@@ -4,8 +4,8 @@ DuoAttention gates trained to the spec's small-reproduction length, with their d
 Each job writes its tables into ``--out`` as it goes (one JSON per finished condition set), so a run
 stopped at its time limit still leaves everything it finished. Runs from source, no store, no CLI:
 
-    PYTHONPATH=. python3 benchmarks/retrieval_gpu.py masks --mode uniform --haystack ESSAYS --out DIR
-    PYTHONPATH=. python3 benchmarks/retrieval_gpu.py streaming --haystack ESSAYS --out DIR
+    python3 benchmarks/retrieval_gpu.py masks --mode uniform --haystack ESSAYS --out DIR
+    python3 benchmarks/retrieval_gpu.py streaming --haystack ESSAYS --out DIR
 
 The same functions serve notebooks and the CLI (``workbench validate retrieval``, ``workbench heads
 streaming``); this script only fixes the grids of docs/results/4-retrieval.md and saves as it goes.

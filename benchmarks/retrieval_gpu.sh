@@ -19,7 +19,7 @@ out=${1:?usage: retrieval_gpu.sh OUTDIR}
 mkdir -p "$out"
 log="$out/retrieval.log"
 exec > >(tee -a "$log") 2>&1
-export PYTHONUNBUFFERED=1 PYTHONPATH=.:/tmp/site WORKBENCH_HOME=/tmp/wbhome TOKENIZERS_PARALLELISM=false
+source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 PYTHONPATH=$PYTHONPATH:/tmp/site WORKBENCH_HOME=/tmp/wbhome TOKENIZERS_PARALLELISM=false
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/gguf-*.whl || exit 1
 part0=/tmp/stage/smollm2.gguf.part00
 [ -f "$part0" ] || part0=.stage/smollm2.gguf.part00

@@ -3,8 +3,12 @@
 CUDA tensors run the Triton kernels. CPU tensors run them under Triton's interpreter only when
 ``TRITON_INTERPRET=1`` was set before the first call (tests; bf16 excluded, the interpreter gets it
 wrong); otherwise CPU tensors, or a machine without Triton, use the chunked PyTorch reference in fp32
-(``kernels.reference``), which gives the same results more slowly. Triton is imported on first use, so
-importing ``kernels`` never compiles or decorates anything.
+(``workbench_kernels.reference``), which gives the same results more slowly. Triton is imported on first
+use, so importing this module never compiles or decorates anything.
+
+Import name: this folder installs as ``workbench_kernels`` (setup.py maps it). It has no ``__init__.py`` on
+purpose: a regular package named ``kernels`` here would shadow Hugging Face's ``kernels`` distribution,
+which transformers imports, whenever Python runs from the repository root.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def attention_with_statistics(
             for name in wants
         }
     if uses_triton(q):
-        from kernels.attention_forward import attention_forward
+        from workbench_kernels.attention_forward import attention_forward
 
         with _device_guard(q):
             return attention_forward(
@@ -165,7 +169,7 @@ def attention_with_statistics(
                 logit_bias=logit_bias,
                 head_gate=head_gate,
             )
-    from kernels.reference import attention_reference
+    from workbench_kernels.reference import attention_reference
 
     out, stats = attention_reference(
         q,
@@ -214,7 +218,7 @@ def key_statistics(
         if fai_window[0] > fai_window[1]:
             raise ValueError(f"fai_window {fai_window} must be (low, high) with low <= high")
     if q_len == 0:
-        from kernels.reference import key_statistics_reference
+        from workbench_kernels.reference import key_statistics_reference
 
         return key_statistics_reference(
             q,
@@ -229,8 +233,7 @@ def key_statistics(
         )
     if uses_triton(q):
         import torch
-
-        from kernels.key_statistics_pass import key_statistics_launch
+        from workbench_kernels.key_statistics_pass import key_statistics_launch
 
         with _device_guard(q):
             return key_statistics_launch(
@@ -245,8 +248,7 @@ def key_statistics(
                 pooled_cells=int(pooled_cells),
             )
     import torch
-
-    from kernels.reference import key_statistics_reference
+    from workbench_kernels.reference import key_statistics_reference
 
     results = key_statistics_reference(
         q,
@@ -291,8 +293,7 @@ def probability_tile(
         raise ValueError(f"lse must be (B, H, Tq) = {(batch, heads, q_len)}; got {tuple(lse.shape)}")
     if uses_triton(q):
         import torch
-
-        from kernels.probability_tiles import probability_tile_launch
+        from workbench_kernels.probability_tiles import probability_tile_launch
 
         with _device_guard(q):
             return probability_tile_launch(
@@ -307,8 +308,7 @@ def probability_tile(
                 logit_bias=logit_bias,
             )
     import torch
-
-    from kernels.reference import probability_tile_reference
+    from workbench_kernels.reference import probability_tile_reference
 
     return probability_tile_reference(
         q,

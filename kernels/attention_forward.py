@@ -336,10 +336,9 @@ def attention_forward(
     logit_bias,
     head_gate,
 ):
-    """Launch the forward. Arguments are already validated by ``kernels.api``; returns (out, stats)."""
+    """Launch the forward. Arguments are already validated by ``workbench_kernels.api``; returns (out, stats)."""
     import torch
-
-    from kernels.configs import block_d, forward_config
+    from workbench_kernels.configs import block_d, forward_config
 
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]

@@ -435,10 +435,9 @@ def _cells_touched(block: int, cell: int) -> int:
 
 
 def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pooled_cells):
-    """Launch the key-side pass. Arguments are validated by ``kernels.api``; returns name -> tensor."""
+    """Launch the key-side pass. Arguments are validated by ``workbench_kernels.api``; returns name -> tensor."""
     import torch
-
-    from kernels.configs import block_d, key_config
+    from workbench_kernels.configs import block_d, key_config
 
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]

@@ -87,10 +87,9 @@ def probability_tile_kernel(
 
 
 def probability_tile_launch(q, k, lse, *, scaling, head, query_range, key_range, causal, logit_bias):
-    """Launch for one head; arguments validated by ``kernels.api``. Returns (B, q1 - q0, k1 - k0) fp32."""
+    """Launch for one head; arguments validated by ``workbench_kernels.api``. Returns (B, q1 - q0, k1 - k0) fp32."""
     import torch
-
-    from kernels.configs import block_d, tile_config
+    from workbench_kernels.configs import block_d, tile_config
 
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]

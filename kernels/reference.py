@@ -1,6 +1,6 @@
 """Plain PyTorch references for the Triton kernels, and the CPU path when Triton cannot run.
 
-Same definitions and shapes as ``kernels.api`` (see its docstrings), computed by materialising one
+Same definitions and shapes as ``workbench_kernels.api`` (see its docstrings), computed by materialising one
 chunk of probability rows at a time in ``dtype`` (float64 for tests). Memory is
 O(chunk * H * Tk), never T x T for all rows at once.
 """
@@ -8,8 +8,7 @@ O(chunk * H * Tk), never T x T for all rows at once.
 from __future__ import annotations
 
 import torch
-
-from kernels.api import ROW_STATISTICS
+from workbench_kernels.api import ROW_STATISTICS
 
 
 def _chunk_probabilities(q, k, *, rows, scaling, causal, logit_bias, dtype):

@@ -6,23 +6,51 @@
     table = capture.head_table()
 """
 
-from workbench.capture import Capture
-from workbench.runners.hf import Generation, InputError, Model, load_model
-from workbench.seam.attention import CaptureError, instrument
-from workbench.seam.interventions import (
-    HeadGate,
-    HeadOutputAffine,
-    HeadOutputReplace,
-    Intervention,
-    LogitBias,
-    ProbabilityEdit,
-    ScaleKeys,
-    UniformAttention,
-    interventions_from_json,
-    interventions_to_json,
-    mask_heads,
-)
-from workbench.seam.spec import CaptureSpec, SpecError
+import importlib
+
+# name -> module that defines it. Imported on first use (PEP 562), so that ``import workbench.cli`` and
+# ``workbench --help`` do not pay for torch and transformers.
+_EXPORTS = {
+    "Capture": "workbench.capture",
+    "CaptureError": "workbench.seam.attention",
+    "instrument": "workbench.seam.attention",
+    "CaptureSpec": "workbench.seam.spec",
+    "SpecError": "workbench.seam.spec",
+    "Generation": "workbench.runners.hf",
+    "InputError": "workbench.runners.hf",
+    "Model": "workbench.runners.hf",
+    "load_model": "workbench.runners.hf",
+    **{
+        name: "workbench.seam.interventions"
+        for name in (
+            "HeadGate",
+            "HeadOutputAffine",
+            "HeadOutputReplace",
+            "Intervention",
+            "LogitBias",
+            "ProbabilityEdit",
+            "ScaleKeys",
+            "UniformAttention",
+            "interventions_from_json",
+            "interventions_to_json",
+            "mask_heads",
+        )
+    },
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Capture",

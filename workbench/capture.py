@@ -37,6 +37,7 @@ class Capture:
     top_k: torch.Tensor | None = None
     tokens: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    backends: dict[int, str] = field(default_factory=dict)  # layer -> "triton", "pytorch" (or both, "+")
 
     dims = {"row": ROW_DIMS, "key": KEY_DIMS}
 
@@ -53,6 +54,18 @@ class Capture:
         if self.decode_rows is not None:
             parts.append(f"decode_steps={self.decode_rows.shape[1]}")
         return f"Capture({', '.join(parts)})"
+
+    @property
+    def backend(self) -> str:
+        """The attention backend(s) that ran this capture, e.g. "triton" or "pytorch"."""
+        return "+".join(sorted(set("+".join(self.backends.values()).split("+")))) if self.backends else "unknown"
+
+    def backend_summary(self) -> str:
+        """One line for people: which backend ran which layers."""
+        by_backend: dict[str, list[int]] = {}
+        for layer, name in sorted(self.backends.items()):
+            by_backend.setdefault(name, []).append(layer)
+        return "; ".join(f"{name} ({_ranges(layers)})" for name, layers in by_backend.items()) or "unknown"
 
     @property
     def kv_heads(self) -> list[int]:
@@ -110,6 +123,7 @@ class Capture:
                 rows.append(row)
         table = pd.DataFrame(rows)
         table.attrs["method"] = "capture"
+        table.attrs["backends"] = {str(layer): name for layer, name in self.backends.items()}
         table.attrs["params"] = {"first_query": first_query, **self.meta.get("spec", {})}
         return table
 
@@ -123,8 +137,16 @@ class Capture:
         for call in records[layers[0]]:
             offset = call["num_keys"] - call["num_queries"]
             positions.extend(range(offset, offset + call["num_queries"]))
+        backends = {
+            layer: "+".join(sorted({call.get("backend", "unknown") for call in records[layer]})) for layer in layers
+        }
         capture = cls(
-            shape=shape, layers=layers, heads=list(heads), positions=np.asarray(positions), meta=meta or {}
+            shape=shape,
+            layers=layers,
+            heads=list(heads),
+            positions=np.asarray(positions),
+            meta=meta or {},
+            backends=backends,
         )
         first_calls = records[layers[0]]
         for name in first_calls[0]["row"]:
@@ -166,3 +188,14 @@ class Capture:
             ]  # each (batch, step, head, key)
             capture.decode_rows = torch.stack(padded, dim=2).cpu()
         return capture
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "layers 0-2, 5"."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return "layers " + ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)

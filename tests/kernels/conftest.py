@@ -15,7 +15,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from kernels.testing import Draw  # noqa: E402
+from workbench_kernels.testing import Draw  # noqa: E402
 
 
 @pytest.fixture

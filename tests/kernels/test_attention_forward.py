@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-import kernels
-from kernels import configs
-from kernels.reference import attention_reference
-from kernels.testing import DEVICE, ON_GPU, TOLERANCE, logits_at, relative_error
+from workbench_kernels import api as kernels
+from workbench_kernels import configs
+from workbench_kernels.reference import attention_reference
+from workbench_kernels.testing import DEVICE, ON_GPU, TOLERANCE, logits_at, relative_error
 
 ALL = kernels.ROW_STATISTICS
 
@@ -231,7 +230,7 @@ def test_max_is_exp_of_max_logit(generator):
 @pytest.mark.skipif(not ON_GPU, reason="needs CUDA: bf16 is wrong in the Triton CPU interpreter")
 def test_bf16_long_context_capture_on_gpu(generator):
     """8k tokens in bf16: forward statistics and key-side statistics against float64, GQA 4:1, d=128."""
-    from kernels.reference import key_statistics_reference
+    from workbench_kernels.reference import key_statistics_reference
 
     case = Case(torch.bfloat16, 1, 1, 4, 8191, 8191, 128, q_scale=2.0, sink_tokens=4)
     q, k, v, _, _ = make_inputs(generator, case)

@@ -9,12 +9,11 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-
-import kernels
-from kernels import configs
-from kernels.key_statistics_pass import _exp2_polynomial
-from kernels.reference import key_statistics_reference
-from kernels.testing import ON_GPU, TOLERANCE, relative_error
+from workbench_kernels import api as kernels
+from workbench_kernels import configs
+from workbench_kernels.key_statistics_pass import _exp2_polynomial
+from workbench_kernels.reference import key_statistics_reference
+from workbench_kernels.testing import ON_GPU, TOLERANCE, relative_error
 
 f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
 

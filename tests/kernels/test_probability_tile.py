@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import kernels
-from kernels.reference import probability_tile_reference
-from kernels.testing import ON_GPU, TOLERANCE, relative_error
+from workbench_kernels import api as kernels
+from workbench_kernels.reference import probability_tile_reference
+from workbench_kernels.testing import ON_GPU, TOLERANCE, relative_error
 
 f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
 # dtype, kv heads, ratio, Tq, Tk, head dim, causal, bias, head, query range, key range

@@ -8,22 +8,27 @@ from pathlib import Path
 import typer
 
 from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
-from workbench.models.convert import MissingWeightsError
-from workbench.models.registry import UnknownModelError
-from workbench.runners.hf import InputError
-from workbench.seam.attention import CaptureError
 from workbench.seam.spec import SpecError
-from workbench.store.store import StoreError
 
-USER_ERRORS = (
-    SpecError,
-    InputError,
-    UnknownModelError,
-    CaptureError,
-    StoreError,
-    MissingWeightsError,
-    FileNotFoundError,
-)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input. Imported when a command fails, not when the CLI starts: the
+    modules that define them import torch and transformers, and ``workbench --help`` must stay fast."""
+    from workbench.models.convert import MissingWeightsError
+    from workbench.models.registry import UnknownModelError
+    from workbench.runners.hf import InputError
+    from workbench.seam.attention import CaptureError
+    from workbench.store.store import StoreError
+
+    return (
+        SpecError,
+        InputError,
+        UnknownModelError,
+        CaptureError,
+        StoreError,
+        MissingWeightsError,
+        FileNotFoundError,
+    )
 
 
 def friendly(function):
@@ -33,7 +38,9 @@ def friendly(function):
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except USER_ERRORS as error:
+        except Exception as error:
+            if not isinstance(error, user_errors()):
+                raise
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
 
@@ -45,6 +52,8 @@ def read_text(path: Path) -> str:
         raise FileNotFoundError(f"text file {path} does not exist")
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
+        from workbench.runners.hf import InputError
+
         raise InputError(f"the text file {path} is empty")
     return text
 

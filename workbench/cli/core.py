@@ -82,7 +82,24 @@ def capture(
     tmp = out.with_suffix(".tmp.parquet")
     table.to_parquet(tmp, index=False)
     tmp.replace(out)
+    typer.echo(f"attention backend: {result.backend_summary()}")
     typer.echo(f"wrote {out} ({len(table)} heads); run {run_id} in {default_store().root}")
+
+
+@app.command()
+def env(as_json: bool = typer.Option(False, "--json", help="one JSON object (paste it into bug reports)")) -> None:
+    """Versions, CUDA, whether the project's kernels import, the attention backend a capture would use,
+    and where the embedded models and the store are."""
+    import json
+
+    from workbench.env import environment
+
+    report = environment()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        typer.echo(f"{key:22s} {value}")
 
 
 @app.command()

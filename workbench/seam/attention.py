@@ -9,6 +9,7 @@ is detached and the model's previous attention implementation restored, even aft
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -94,6 +95,7 @@ class Session:
         self.use_kernels = use_kernels
         self.records: dict[int, list[dict]] = {}
         self.calls: dict[int, int] = {}
+        self.backends: dict[int, set[str]] = {}  # layer -> the backends that ran its instrumented calls
         self.progress = None  # a tqdm bar advanced once per layer call, when set
 
     def attend(self, layer, query, key, value, mask, scaling, causal):
@@ -104,21 +106,35 @@ class Session:
         plan = make_plan(self.spec, self.interventions, layer, phase, query.shape[1])
         if plan.is_plain:
             return plain_attention(query, key, value, mask, scaling, causal)
-        record = None
-        output = None
+        backend = torch_path.BACKEND
         if self.use_kernels == "always" or (self.use_kernels and query.is_cuda):
-            output, record = cuda_path.attend(
-                query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
-            )
-        if output is None:
+            reason = cuda_path.unsupported(query, mask, plan)
+            if reason is None:
+                backend = cuda_path.TRITON
+            elif query.is_cuda or self.use_kernels == "always":  # the kernels were expected here
+                warnings.warn(
+                    f"attention on CUDA runs the PyTorch path, not the Triton kernels: {reason}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if backend == cuda_path.TRITON:
+            output, record = cuda_path.attend(query, key, value, scaling=scaling, causal=causal, plan=plan)
+        else:
             output, record = torch_path.attend(
                 query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
             )
+        self.backends.setdefault(layer, set()).add(backend)
         if record is not None:
+            record["backend"] = backend
             record["num_keys"] = key.shape[2]
             record["num_queries"] = query.shape[2]
             self.records.setdefault(layer, []).append(record)
         return output
+
+    def backend(self) -> str | None:
+        """Which backend ran the instrumented calls: one name, several joined by '+', or None."""
+        names = sorted(set().union(*self.backends.values())) if self.backends else []
+        return "+".join(names) or None
 
     def check_fired(self) -> None:
         """Raise CaptureError when a requested layer never reached the seam."""

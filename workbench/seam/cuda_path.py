@@ -1,7 +1,9 @@
-"""CUDA path of the seam: the Triton kernels in ``kernels/`` when they can serve the plan.
+"""CUDA path of the seam: the Triton kernels in ``kernels/`` (imported as ``workbench_kernels``) when
+they can serve the plan.
 
-Returns ``(None, None)`` when the plan needs something only the PyTorch path does (gradients, padded
-batches, probability edits, output edits other than scalar gates); the seam then falls back.
+``unsupported`` names why a call cannot use them (the kernels do not import, gradients, padded batches,
+probability edits, exact rows, output edits other than scalar gates); the seam then runs its PyTorch
+path, records which backend ran each layer and warns once per reason on CUDA. Nothing falls back silently.
 """
 
 from __future__ import annotations
@@ -10,34 +12,59 @@ import torch
 
 from workbench.seam.plan import LayerPlan
 
-try:  # the kernels are optional: CPU installs and older GPUs use the PyTorch path
-    import kernels as _kernels
+TRITON = "triton"  # the project's Triton kernels (on CUDA, or under TRITON_INTERPRET in tests)
 
-    _HAVE_KERNELS = hasattr(_kernels, "attention_with_statistics")
-except Exception:  # pragma: no cover - depends on the machine
+try:  # the kernels are optional: CPU installs and older GPUs use the PyTorch path
+    from workbench_kernels import api as _kernels
+
+    IMPORT_ERROR: str | None = None
+except Exception as _error:  # pragma: no cover - depends on the machine; tests simulate it
     _kernels = None
-    _HAVE_KERNELS = False
+    IMPORT_ERROR = f"{type(_error).__name__}: {_error}"
+
+
+def importable() -> bool:
+    """Whether the project's kernels import (``workbench_kernels``)."""
+    return _kernels is not None
+
+
+def triton_error() -> str | None:
+    """Why Triton cannot run the kernels here, or None."""
+    try:
+        import triton  # noqa: F401
+    except Exception as error:
+        return f"Triton does not import ({type(error).__name__}: {error})"
+    return None
 
 
 def available() -> bool:
-    return _HAVE_KERNELS and torch.cuda.is_available()
+    return importable() and torch.cuda.is_available() and triton_error() is None
 
 
-def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
-    if (
-        not _HAVE_KERNELS
-        or mask is not None
-        or plan.prob_edits
-        or torch.is_grad_enabled()
-        and query.requires_grad
-    ):
-        return None, None
+def unsupported(query, mask, plan: LayerPlan) -> str | None:
+    """Why the kernels cannot serve this call, or None when they can."""
+    if _kernels is None:
+        return f"the project's kernels (workbench_kernels) do not import: {IMPORT_ERROR}"
+    if not _kernels.uses_triton(query):
+        return triton_error() or "Triton does not run on this device"
+    if mask is not None:
+        return "an explicit attention mask (a padded batch) needs the PyTorch path"
+    if plan.prob_edits:
+        return "probability edits need the PyTorch path"
+    if torch.is_grad_enabled() and query.requires_grad:
+        return "gradients through attention need the PyTorch path"
     spec = plan.spec
     if plan.capture_heads is not None and (spec.top_k > 1 or spec.rows or spec.decode_rows):
-        return None, None  # exact rows and top-k come from the PyTorch path
+        return "exact probability rows and top-k come from the PyTorch path"
+    if plan.output_edits and plan.head_gates(query.shape[1], query.device) is None:
+        return "output edits other than scalar head gates need the PyTorch path"
+    return None
+
+
+def attend(query, key, value, *, scaling, causal, plan: LayerPlan):
+    """The kernels' forward (and key pass) for a call that ``unsupported`` accepted."""
+    spec = plan.spec
     gates = plan.head_gates(query.shape[1], query.device)
-    if plan.output_edits and gates is None:
-        return None, None
     if plan.uniform_heads:
         query = query.clone()
         query[:, plan.uniform_heads] = 0

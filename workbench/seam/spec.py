@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from kernels.api import ROW_STATISTICS  # one list for the kernels and the seam
+try:
+    from workbench_kernels.api import ROW_STATISTICS  # one list for the kernels and the seam
+except ImportError as error:  # pragma: no cover - a broken install, not a machine without a GPU
+    raise ImportError(
+        "the project's kernels do not import as `workbench_kernels` (the folder kernels/ mapped by setup.py): "
+        "install the package (`make install` or `pip install -e .`); running from a source tree without "
+        "installing, source benchmarks/gpu_env.sh first"
+    ) from error
 
 KEY_STATISTICS = ("received", "fai")
 DEFAULT_ROW_STATISTICS = tuple(name for name in ROW_STATISTICS if name != "span_mass")  # span needs a span

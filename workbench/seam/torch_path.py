@@ -17,6 +17,8 @@ from workbench.seam.plan import LayerPlan
 _CHUNK_ELEMENTS = 1 << 22
 
 
+BACKEND = "pytorch"  # the name records and captures give this path
+
 def allowed_keys(query_positions, num_keys, mask_chunk, causal, device):
     """Bool (batch|1, head|1, chunk, key): which keys each query may attend to."""
     keys = torch.arange(num_keys, device=device)

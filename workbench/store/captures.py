@@ -55,7 +55,13 @@ def save_capture(
     if store.has(run_id):
         return run_id
     table = head_table if head_table is not None else capture.head_table()
-    info = {"num_tokens": int(len(capture.positions)), "layers": capture.layers, "heads": capture.heads}
+    info = {
+        "num_tokens": int(len(capture.positions)),
+        "layers": capture.layers,
+        "heads": capture.heads,
+        "attention_backend": capture.backend,
+        "backends": {str(layer): name for layer, name in capture.backends.items()},
+    }
     info.update(summary or {})
     if capture.tokens is not None:
         info["tokens"] = capture.tokens if len(capture.tokens) <= 4096 else None
