@@ -61,3 +61,53 @@ def test_unsupported_over_several_texts_is_a_clear_error(tiny):
         tiny.capture(["a b", "  "])
     with pytest.raises(wb.InputError, match="no texts"):
         tiny.capture([])
+
+
+def test_capture_command_on_a_folder_writes_a_table_per_text_and_the_mean(tmp_path, monkeypatch, tiny):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for name, text in TEXTS.items():
+        (folder / f"{name}.txt").write_text(text)
+    (folder / "notes.md").write_text("not a text")
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    out = tmp_path / "tables" / "heads.parquet"
+    result = CliRunner().invoke(app, ["capture", "tiny-gqa", "--text", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "heads.long.parquet", "heads.middle.parquet", "heads.parquet", "heads.short.parquet"
+    ]
+    combined = pd.read_parquet(out)
+    for name, text in TEXTS.items():
+        alone = tiny.capture(text).head_table()
+        table = pd.read_parquet(out.parent / f"heads.{name}.parquet")
+        torch.testing.assert_close(
+            torch.tensor(table["entropy"].values), torch.tensor(alone["entropy"].values), rtol=1e-4, atol=1e-5
+        )
+    mean = sum(pd.read_parquet(out.parent / f"heads.{n}.parquet")["sink_mass"] for n in TEXTS) / 3
+    torch.testing.assert_close(torch.tensor(combined["sink_mass"].values), torch.tensor(mean.values))
+    runs = CliRunner().invoke(app, ["runs", "--json"])
+    assert runs.output.count('"run_id"') == 3
+
+
+@pytest.mark.parametrize(
+    ("files", "words"), [({}, "no *.txt files"), ({"a.txt": "fine text", "b.txt": "   "}, "b.txt is empty")]
+)
+def test_capture_command_on_a_bad_folder_is_one_line_and_writes_nothing(tmp_path, monkeypatch, files, words):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    out = tmp_path / "tables" / "heads.parquet"
+    result = CliRunner().invoke(app, ["capture", "tiny-gqa", "--text", str(folder), "--out", str(out)])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "tables").exists() and not (tmp_path / "results").exists()

@@ -161,8 +161,10 @@ class Model:
         interventions: Sequence[Intervention] = (),
         *,
         batch_size: int = 8,
+        window: int | None = None,
     ) -> Capture:
-        """Several texts in right-padded batches; padded positions are masked out of every statistic."""
+        """Several texts in right-padded batches; padded positions are masked out of every statistic.
+        ``window`` keeps each text's first N tokens."""
         spec = spec or CaptureSpec()
         named = dict(texts) if isinstance(texts, Mapping) else {str(i): t for i, t in enumerate(texts)}
         if not named:
@@ -177,7 +179,7 @@ class Model:
         encoded = {}
         for name, text in named.items():
             try:
-                encoded[name] = self.encode(text)[0]
+                encoded[name] = self.encode(text, window=window)[0]
             except InputError as error:
                 raise InputError(f"text {name!r}: {error}") from None
         pad_id = self.tokenizer.pad_token_id
