@@ -91,6 +91,15 @@ class Model:
         self.check_length(ids.shape[-1])
         return ids
 
+    def tokens(self, ids: torch.Tensor) -> list[str] | None:
+        """The token strings of a (1, T) input (None for a batch)."""
+        return self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
+
+    def check_spec(self, spec: CaptureSpec | None, num_tokens: int) -> None:
+        """Before running: the spec's layers, heads and exact rows exist for this model and input."""
+        if spec is not None:
+            spec.validate_for(self.shape.num_layers, self.shape.num_heads, num_tokens=num_tokens)
+
     # --- runs ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -110,6 +119,7 @@ class Model:
     ):
         """One forward pass. Returns (logits, capture or None)."""
         ids = self._ids(inputs).to(self.device)
+        self.check_spec(spec, ids.shape[-1])
         with torch.no_grad(), self.seam(spec, interventions) as session:
             if progress:
                 from tqdm.auto import tqdm
@@ -123,9 +133,7 @@ class Model:
             capture = Capture.from_records(
                 self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
             )
-            capture.tokens = (
-                self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
-            )
+            capture.tokens = self.tokens(ids)
         return logits, capture
 
     def capture(
