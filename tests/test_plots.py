@@ -40,3 +40,25 @@ def test_notebook_figures_always_keeps_html_and_png_when_asked():
         assert wb.notebook_figures(png=True).endswith("+png")
     finally:
         pio.renderers.default = previous
+
+
+def test_non_sink_distance_is_the_distance_of_the_non_sink_mass(tiny):
+    import torch
+    from reference import eager_attentions
+
+    from workbench.analyses.heads import longest_range_heads
+
+    text = "Range without the sink: the first key is far from every late query."
+    capture = tiny.capture(text)
+    table = capture.head_table().set_index(["layer", "head"])
+    ids = tiny.encode(text)
+    attentions, _ = eager_attentions(tiny.hf, ids)
+    t = ids.shape[-1]
+    distance = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).clamp_min(0).double()
+    distance[:, 0] = 0  # the sink counts as distance 0
+    for layer, p in enumerate(attentions):
+        expected = (p[0].double() * distance).sum(-1)[:, 1:].mean(-1)  # (head,), queries >= 1
+        got = torch.tensor([table.loc[(layer, h), "non_sink_distance"] for h in range(4)], dtype=torch.float64)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    top = longest_range_heads(capture.head_table(), 1).iloc[0]
+    assert top["non_sink_distance"] == table["non_sink_distance"].max()

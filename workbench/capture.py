@@ -25,6 +25,11 @@ import torch
 from workbench.adapters import ModelShape
 
 ROW_DIMS = ("batch", "layer", "head", "query")
+NON_SINK_DISTANCE = "non_sink_distance"
+"""Head-table column: the mean backward distance with attention to the sink (key 0) counted as distance 0,
+i.e. the mean over queries of sum_{j >= 1} p_ij (i - j). It ranks heads by range without the sink heads
+(whose mean distance is large only because key 0 is far); in tables whose spec has mean_distance and
+sink_mass with sink_tokens=1. ``workbench.analyses.heads.longest_range_heads`` ranks by it."""
 KEY_DIMS = ("batch", "layer", "head", "key")
 
 
@@ -121,7 +126,8 @@ class Capture:
         return frame
 
     def head_table(self, statistics=None, first_query: int = 1, batch: int | None = None) -> pd.DataFrame:
-        """One row per (layer, head): mean of each row statistic over queries >= ``first_query``.
+        """One row per (layer, head): mean of each row statistic over queries >= ``first_query``, and
+        ``non_sink_distance`` (see NON_SINK_DISTANCE) when mean_distance and sink_mass were captured.
 
         Over several texts (``batch=None``) it is the mean over texts of each text's own table (every text
         weighs the same, whatever its length; padding is left out); ``batch=i`` is text i's table.
@@ -144,6 +150,16 @@ class Capture:
             value = torch.where(keep[:, None, None, :], value, 0.0)  # padding may hold anything
             per_text = (value * weight[:, None, None, :]).sum(-1)  # (text, layer, head)
             records.append(per_text.mean(0))  # (layer, head)
+        if {"mean_distance", "sink_mass"} <= set(names) and self.meta.get("spec", {}).get("sink_tokens", 1) == 1:
+            # the sink (key 0) sits at distance i from query i: take its share out of the mean distance
+            distance = self.row["mean_distance"].to(torch.float64) - self.row["sink_mass"].to(
+                torch.float64
+            ) * torch.as_tensor(self.positions, dtype=torch.float64)
+            if batch is not None:
+                distance = distance[batch : batch + 1]
+            distance = torch.where(keep[:, None, None, :], distance, 0.0)
+            names.append(NON_SINK_DISTANCE)
+            records.append((distance * weight[:, None, None, :]).sum(-1).mean(0))
         rows = []
         for li, layer in enumerate(self.layers):
             for hi, head in enumerate(self.heads):
