@@ -30,14 +30,21 @@ def test_batched_capture_equals_per_text_captures(tiny, batch_size):
         for kind in ("row", "key"):
             for stat, value in getattr(alone, kind).items():
                 torch.testing.assert_close(
-                    getattr(part, kind)[stat].double(), value.double(), rtol=1e-4, atol=1e-5, msg=f"{name} {stat}"
+                    getattr(part, kind)[stat].double(),
+                    value.double(),
+                    rtol=1e-4,
+                    atol=1e-5,
+                    msg=f"{name} {stat}",
                 )
         torch.testing.assert_close(part.top_k[..., 2:, :], alone.top_k[..., 2:, :])  # >= k keys: no ties
         table = batched.head_tables()[name]
         reference = alone.head_table()
         for column in ("entropy", "sink_mass", "mean_distance"):
             torch.testing.assert_close(
-                torch.tensor(table[column].values), torch.tensor(reference[column].values), rtol=1e-4, atol=1e-5
+                torch.tensor(table[column].values),
+                torch.tensor(reference[column].values),
+                rtol=1e-4,
+                atol=1e-5,
             )
 
 
@@ -79,7 +86,10 @@ def test_capture_command_on_a_folder_writes_a_table_per_text_and_the_mean(tmp_pa
     result = CliRunner().invoke(app, ["capture", "tiny-gqa", "--text", str(folder), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "heads.long.parquet", "heads.middle.parquet", "heads.parquet", "heads.short.parquet"
+        "heads.long.parquet",
+        "heads.middle.parquet",
+        "heads.parquet",
+        "heads.short.parquet",
     ]
     combined = pd.read_parquet(out)
     for name, text in TEXTS.items():

@@ -26,5 +26,5 @@ def test_results_dir_outside_a_project_is_the_working_folders(tmp_path, monkeypa
 def test_notebooks_do_not_set_their_own_store():
     for notebook in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
         text = notebook.read_text()
-        assert '"results"' not in text and "WORKBENCH_RESULTS\\\", \\\"results" not in text, notebook.name
+        assert '"results"' not in text and 'WORKBENCH_RESULTS\\", \\"results' not in text, notebook.name
         assert "notebook_figures()" in text, notebook.name

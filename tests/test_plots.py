@@ -58,7 +58,9 @@ def test_non_sink_distance_is_the_distance_of_the_non_sink_mass(tiny):
     distance[:, 0] = 0  # the sink counts as distance 0
     for layer, p in enumerate(attentions):
         expected = (p[0].double() * distance).sum(-1)[:, 1:].mean(-1)  # (head,), queries >= 1
-        got = torch.tensor([table.loc[(layer, h), "non_sink_distance"] for h in range(4)], dtype=torch.float64)
+        got = torch.tensor(
+            [table.loc[(layer, h), "non_sink_distance"] for h in range(4)], dtype=torch.float64
+        )
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     top = longest_range_heads(capture.head_table(), 1).iloc[0]
     assert top["non_sink_distance"] == table["non_sink_distance"].max()

@@ -20,7 +20,9 @@ def test_lens_runner_wraps_an_existing_bridge(tiny):
     from transformer_lens.model_bridge import TransformerBridge
 
     own = wb.load_model("tiny-gqa")  # what the user has: their own HF model and a bridge booted on it
-    bridge = TransformerBridge.boot_transformers("workbench/tiny-gqa", hf_model=own.hf, tokenizer=own.tokenizer)
+    bridge = TransformerBridge.boot_transformers(
+        "workbench/tiny-gqa", hf_model=own.hf, tokenizer=own.tokenizer
+    )
     runner = wb.LensRunner.from_bridge(bridge)
     capture = runner.capture(TEXT)
     assert runner.bridge is bridge and capture.tokens == tiny.capture(TEXT).tokens

@@ -89,7 +89,13 @@ def pooled_map(
 
 
 def attention_pattern(
-    capture: Capture, layer: int, head: int, *, batch: int = 0, tokens: list[str] | None = None, title: str | None = None
+    capture: Capture,
+    layer: int,
+    head: int,
+    *,
+    batch: int = 0,
+    tokens: list[str] | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """One head's exact attention over a short prompt: query tokens x key tokens, probabilities from the
     capture's exact rows (capture them with ``CaptureSpec(rows=range(T))``, or ``range(-n, 0)`` for the last n).
@@ -107,8 +113,14 @@ def attention_pattern(
     layer_index, head_index = capture.layers.index(layer), capture.heads.index(head)
     z = np.stack([capture.rows[p][batch, layer_index, head_index].float().numpy() for p in positions])
     num_keys = z.shape[1]
-    labels = token_labels(tokens) if tokens is not None and len(tokens) >= num_keys else [str(k) for k in range(num_keys)]
-    z = np.where(np.arange(num_keys)[None, :] <= np.asarray(positions)[:, None], z, np.nan)  # above the diagonal
+    labels = (
+        token_labels(tokens)
+        if tokens is not None and len(tokens) >= num_keys
+        else [str(k) for k in range(num_keys)]
+    )
+    z = np.where(
+        np.arange(num_keys)[None, :] <= np.asarray(positions)[:, None], z, np.nan
+    )  # above the diagonal
     figure = go.Figure(
         go.Heatmap(
             z=z,

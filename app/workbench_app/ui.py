@@ -29,7 +29,12 @@ def download(item, name: str, where=None) -> None:
     page's charts and tables get theirs through ``chart`` and ``table``."""
     where = where or st
     if isinstance(item, pd.DataFrame):
-        payload, suffix, mime, what = item.to_csv(index=not isinstance(item.index, pd.RangeIndex)), "csv", "text/csv", "table"
+        payload, suffix, mime, what = (
+            item.to_csv(index=not isinstance(item.index, pd.RangeIndex)),
+            "csv",
+            "text/csv",
+            "table",
+        )
     else:
         payload, suffix, mime, what = item.to_html(include_plotlyjs="cdn"), "html", "text/html", "figure"
     where.download_button(

@@ -206,7 +206,9 @@ class Model:
             _, part = self.run(ids, spec, interventions, attention_mask=mask)
             part.lengths = [len(encoded[name]) for name in group]
             part.names = group
-            part.batch_tokens = [self.tokenizer.convert_ids_to_tokens(encoded[name].tolist()) for name in group]
+            part.batch_tokens = [
+                self.tokenizer.convert_ids_to_tokens(encoded[name].tolist()) for name in group
+            ]
             parts.append(part)
         capture = Capture.concatenate(parts)
         capture.meta["texts"] = names
