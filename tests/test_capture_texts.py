@@ -121,3 +121,8 @@ def test_capture_command_on_a_bad_folder_is_one_line_and_writes_nothing(tmp_path
     result = CliRunner().invoke(app, ["capture", "tiny-gqa", "--text", str(folder), "--out", str(out)])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "tables").exists() and not (tmp_path / "results").exists()
+
+
+def test_run_on_several_texts_points_to_capture(tiny):
+    with pytest.raises(wb.InputError, match=r"model.capture\(texts\)"):
+        tiny.run(["a b", "c d"], wb.CaptureSpec())

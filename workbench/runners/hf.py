@@ -85,6 +85,11 @@ class Model:
     def _ids(self, inputs) -> torch.Tensor:
         if isinstance(inputs, str):
             return self.encode(inputs)
+        if isinstance(inputs, (list, tuple, dict)) and inputs and any(isinstance(x, str) for x in inputs):
+            raise InputError(
+                "several texts go through model.capture(texts) (padded batches, one head table per text); "
+                "run, logits and generate take one text or a tensor of token ids"
+            )
         ids = torch.as_tensor(inputs)
         if ids.ndim == 1:
             ids = ids[None]
