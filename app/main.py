@@ -1,6 +1,6 @@
 """The workbench dashboard: ``workbench app`` (or ``streamlit run app/main.py``).
 
-Every page reads the results store (``$WORKBENCH_RESULTS``, default ``./results``); none re-runs a model
+Every page reads the results store (``workbench.paths.results_dir()``: ``$WORKBENCH_RESULTS``, else the project's ``results/``); none re-runs a model
 unless you press its button.
 """
 

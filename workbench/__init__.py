@@ -4,6 +4,10 @@
     model = wb.load_model("smollm2-135m")
     capture = model.capture("The quick brown fox jumps over the lazy dog.")
     table = capture.head_table()
+
+Also exported: the TransformerLens and nnsight runners (``LensRunner``, ``NNsightRunner``), the figures of
+``workbench.plots`` (``head_heatmap``, ``pooled_map``, ``attention_pattern``, ``notebook_figures``) and
+``read_texts`` (a file or a folder of ``*.txt`` for ``model.capture``).
 """
 
 import importlib
@@ -20,6 +24,10 @@ _EXPORTS = {
     "InputError": "workbench.runners.hf",
     "Model": "workbench.runners.hf",
     "load_model": "workbench.runners.hf",
+    "LensRunner": "workbench.runners.lens",
+    "NNsightRunner": "workbench.runners.nnsight",
+    "read_texts": "workbench.texts",
+    **{name: "workbench.plots" for name in ("attention_pattern", "head_heatmap", "notebook_figures", "pooled_map")},
     **{
         name: "workbench.seam.interventions"
         for name in (
@@ -62,15 +70,22 @@ __all__ = [
     "HeadOutputReplace",
     "InputError",
     "Intervention",
+    "LensRunner",
     "LogitBias",
     "Model",
+    "NNsightRunner",
     "ProbabilityEdit",
     "ScaleKeys",
     "SpecError",
     "UniformAttention",
+    "attention_pattern",
+    "head_heatmap",
     "instrument",
     "interventions_from_json",
     "interventions_to_json",
     "load_model",
     "mask_heads",
+    "notebook_figures",
+    "pooled_map",
+    "read_texts",
 ]

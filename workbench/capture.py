@@ -7,6 +7,11 @@ Axes:
     rows[position]   (batch, layer, head, key)     exact probability rows
     decode_rows      (batch, step, layer, head, key) exact last-query rows at each decode step (zero-padded)
     top_k            (batch, layer, head, query, k)
+
+Several texts (``model.capture(["a", "b"])``) share one capture: the batch axis is the text, each text
+right-padded to the longest. ``lengths`` holds each text's real token count, so positions and keys at or
+past it are padding: ``head_table`` and ``to_frame`` leave them out, and ``split()`` gives one capture per
+text, trimmed to its length.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ import torch
 from workbench.adapters import ModelShape
 
 ROW_DIMS = ("batch", "layer", "head", "query")
+NON_SINK_DISTANCE = "non_sink_distance"
+"""Head-table column: the mean backward distance with attention to the sink (key 0) counted as distance 0,
+i.e. the mean over queries of sum_{j >= 1} p_ij (i - j). It ranks heads by range without the sink heads
+(whose mean distance is large only because key 0 is far); in tables whose spec has mean_distance and
+sink_mass with sink_tokens=1. ``workbench.analyses.heads.longest_range_heads`` ranks by it."""
 KEY_DIMS = ("batch", "layer", "head", "key")
 
 
@@ -38,6 +48,9 @@ class Capture:
     tokens: list[str] | None = None
     meta: dict = field(default_factory=dict)
     backends: dict[int, str] = field(default_factory=dict)  # layer -> "triton", "pytorch" (or both, "+")
+    lengths: list[int] | None = None  # real tokens of each text (batch item) of a padded batch; None: no padding
+    names: list[str] | None = None  # a name per text (file stem, or "0", "1", ... for a list)
+    batch_tokens: list[list[str]] | None = None  # the tokens of each text of a padded batch
 
     dims = {"row": ROW_DIMS, "key": KEY_DIMS}
 
@@ -53,6 +66,8 @@ class Capture:
             parts.append(f"rows={sorted(self.rows)}")
         if self.decode_rows is not None:
             parts.append(f"decode_steps={self.decode_rows.shape[1]}")
+        if self.lengths is not None:
+            parts.insert(0, f"texts={len(self.lengths)}")
         return f"Capture({', '.join(parts)})"
 
     @property
@@ -99,21 +114,52 @@ class Capture:
         frame.insert(3, "kv_head", frame["head"].map(self.shape.kv_head))
         if kind == "row" and self.tokens is not None and len(self.tokens) == len(self.positions):
             frame["token"] = np.tile(np.asarray(self.tokens, dtype=object), b * n_layers * n_heads)
+        if self.lengths is not None:  # drop the padding of a batch of texts
+            if kind == "row" and self.batch_tokens is not None:
+                width = len(self.positions)
+                padded = [list(t) + [""] * (width - len(t)) for t in self.batch_tokens]
+                frame["token"] = np.repeat(np.asarray(padded, dtype=object), n_layers * n_heads, axis=0).reshape(-1)
+            lengths = np.asarray(self.lengths)[frame["batch"].to_numpy()]
+            frame = frame[frame[axis].to_numpy() < lengths].reset_index(drop=True)
+            if self.names is not None:
+                frame.insert(1, "text", np.asarray(self.names, dtype=object)[frame["batch"].to_numpy()])
         return frame
 
     def head_table(self, statistics=None, first_query: int = 1, batch: int | None = None) -> pd.DataFrame:
-        """One row per (layer, head): mean of each row statistic over queries >= ``first_query``.
+        """One row per (layer, head): mean of each row statistic over queries >= ``first_query``, and
+        ``non_sink_distance`` (see NON_SINK_DISTANCE) when mean_distance and sink_mass were captured.
 
+        Over several texts (``batch=None``) it is the mean over texts of each text's own table (every text
+        weighs the same, whatever its length; padding is left out); ``batch=i`` is text i's table.
         ``argmax`` is excluded (a mean of indices means nothing). The method and parameters are in attrs.
         """
         names = [s for s in (statistics or self.row) if s in self.row and s != "argmax"]
-        keep = torch.as_tensor(self.positions >= first_query)
+        batch_size = next(iter(self.row.values())).shape[0] if self.row else 1
+        keep = torch.as_tensor(self.positions >= first_query)[None].expand(batch_size, -1)  # (batch, query)
+        if self.lengths is not None:
+            keep = keep & (torch.as_tensor(self.positions)[None] < torch.as_tensor(self.lengths)[:, None])
+        if batch is not None:
+            keep = keep[batch : batch + 1]
+        weight = keep.to(torch.float64)
+        weight = weight / weight.sum(-1, keepdim=True)  # a mean over each text's kept queries
         records = []
         for name in names:
             value = self.row[name].to(torch.float64)
             if batch is not None:
                 value = value[batch : batch + 1]
-            records.append(value[..., keep].mean(dim=(0, 3)))  # (layer, head)
+            value = torch.where(keep[:, None, None, :], value, 0.0)  # padding may hold anything
+            per_text = (value * weight[:, None, None, :]).sum(-1)  # (text, layer, head)
+            records.append(per_text.mean(0))  # (layer, head)
+        if {"mean_distance", "sink_mass"} <= set(names) and self.meta.get("spec", {}).get("sink_tokens", 1) == 1:
+            # the sink (key 0) sits at distance i from query i: take its share out of the mean distance
+            distance = self.row["mean_distance"].to(torch.float64) - self.row["sink_mass"].to(
+                torch.float64
+            ) * torch.as_tensor(self.positions, dtype=torch.float64)
+            if batch is not None:
+                distance = distance[batch : batch + 1]
+            distance = torch.where(keep[:, None, None, :], distance, 0.0)
+            names.append(NON_SINK_DISTANCE)
+            records.append((distance * weight[:, None, None, :]).sum(-1).mean(0))
         rows = []
         for li, layer in enumerate(self.layers):
             for hi, head in enumerate(self.heads):
@@ -125,7 +171,78 @@ class Capture:
         table.attrs["method"] = "capture"
         table.attrs["backends"] = {str(layer): name for layer, name in self.backends.items()}
         table.attrs["params"] = {"first_query": first_query, **self.meta.get("spec", {})}
+        if self.names is not None:
+            table.attrs["texts"] = list(self.names) if batch is None else [self.names[batch]]
         return table
+
+    def head_tables(self, statistics=None, first_query: int = 1) -> dict[str, pd.DataFrame]:
+        """One head table per text, by name (``head_table()`` is their mean)."""
+        names = self.names or [str(i) for i in range(len(self.lengths or [0]))]
+        return {
+            name: self.head_table(statistics, first_query=first_query, batch=index)
+            for index, name in enumerate(names)
+        }
+
+    def split(self) -> list[Capture]:
+        """One capture per text of a batch, each trimmed to its own length (what capturing it alone gives)."""
+        batch_size = len(self.lengths) if self.lengths is not None else next(iter(self.row.values())).shape[0]
+        parts = []
+        for index in range(batch_size):
+            length = self.lengths[index] if self.lengths is not None else len(self.positions)
+            keep = self.positions < length
+            part = Capture(
+                shape=self.shape,
+                layers=list(self.layers),
+                heads=list(self.heads),
+                positions=self.positions[keep],
+                row={name: value[index : index + 1][..., keep] for name, value in self.row.items()},
+                key={name: value[index : index + 1, ..., :length] for name, value in self.key.items()},
+                top_k=None if self.top_k is None else self.top_k[index : index + 1][..., keep, :],
+                meta=dict(self.meta),
+                backends=dict(self.backends),
+            )
+            if self.batch_tokens is not None:
+                part.tokens = list(self.batch_tokens[index])
+            if self.names is not None:
+                part.meta["text"] = self.names[index]
+            parts.append(part)
+        return parts
+
+    @classmethod
+    def concatenate(cls, captures: list[Capture]) -> Capture:
+        """Batches of texts -> one capture; row statistics, key statistics and top-k are padded to the
+        longest text (``lengths`` says where each text ends). Pooled maps and exact rows do not combine."""
+        first = captures[0]
+        width = max(len(c.positions) for c in captures)
+
+        def pad(tensor, axis_from_end):
+            missing = width - tensor.shape[-axis_from_end]
+            return torch.nn.functional.pad(tensor, (0, 0) * (axis_from_end - 1) + (0, missing))
+
+        lengths, names, tokens = [], [], []
+        for capture in captures:
+            batch_size = next(iter(capture.row.values())).shape[0] if capture.row else 1
+            lengths += capture.lengths or [len(capture.positions)] * batch_size
+            names += capture.names or [str(len(names) + i) for i in range(batch_size)]
+            tokens += capture.batch_tokens or [capture.tokens or []] * batch_size
+        backends = {}
+        for capture in captures:
+            for layer, name in capture.backends.items():
+                backends[layer] = "+".join(sorted(set(backends.get(layer, name).split("+")) | set(name.split("+"))))
+        return cls(
+            shape=first.shape,
+            layers=list(first.layers),
+            heads=list(first.heads),
+            positions=np.arange(width),
+            row={n: torch.cat([pad(c.row[n], 1) for c in captures]) for n in first.row},
+            key={n: torch.cat([pad(c.key[n], 1) for c in captures]) for n in first.key},
+            top_k=None if first.top_k is None else torch.cat([pad(c.top_k, 2) for c in captures]),
+            meta=dict(first.meta),
+            backends=backends,
+            lengths=lengths,
+            names=names,
+            batch_tokens=tokens,
+        )
 
     @classmethod
     def from_records(cls, shape: ModelShape, records: dict[int, list[dict]], meta=None) -> Capture:

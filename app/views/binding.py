@@ -36,7 +36,7 @@ def probe_section(run_id: str) -> None:
     probes = sorted(table["probe"].unique())
     shown = right.multiselect("probes", probes, default=probes, key="binding_probes")
     frame = table[table["probe"].isin(shown)]
-    st.plotly_chart(
+    ui.chart(
         figures.lines_by(frame, "layer", value, "probe", f"{value} by layer (layer -1 = raw pixels)"),
         key="binding_probe_chart",
         width="stretch",
@@ -56,7 +56,7 @@ def heads_section(run_id: str) -> None:
     if table.empty or "binding_auroc" not in table.columns:
         return
     st.subheader("Attention heads: AUROC of attention for same vs different object")
-    st.plotly_chart(figures.heads_heatmap(table, "binding_auroc"), key="binding_heads_chart")
+    ui.chart(figures.heads_heatmap(table, "binding_auroc"), key="binding_heads_chart")
 
 
 @st.cache_resource(show_spinner="loading the vision model ...", max_entries=2)
@@ -183,7 +183,7 @@ def scenes_section(run_id: str, record) -> None:
     if key in stored:
         rows = stored[key][:, 1 + int(query), 1:]  # (head, patches)
         attention = (rows.mean(0) if head == "mean" else rows[int(head)]).reshape(grid, grid)
-    st.plotly_chart(
+    ui.chart(
         scene_figure(images[index], same, attention, int(query), patch),
         key="binding_scene_chart",
         width="stretch",
@@ -217,7 +217,7 @@ def render() -> None:
         ablation = data.array(run_id, "ablation")
         if not ablation.empty:
             st.subheader("Binding-subspace ablation")
-            st.dataframe(ablation, hide_index=True, width="stretch")
+            ui.table(name="binding_table_1", frame=ablation, hide_index=True, width="stretch")
     scenes_section(run_id, record)
 
 

@@ -42,7 +42,7 @@ def exact_section(
     if rows is None:
         return
     tile = rows[:, keys[0] : keys[-1] + 1]
-    st.plotly_chart(
+    ui.chart(
         figures.exact_tile(tile, queries, keys, tokens, scale, title=f"exact p, layer {layer} head {head}"),
         key="tile_chart",
         width="stretch",
@@ -84,7 +84,7 @@ def render() -> None:
         f"{total:,} tokens pooled into {grid.shape[0]} x {grid.shape[0]} cells of {cell} tokens "
         "(mean probability per cell; blank cells lie in the future). Hover for the tokens of a cell."
     )
-    st.plotly_chart(
+    ui.chart(
         figures.pooled_map(
             grid, cell, tokens, scale, title=f"{record['model']} · layer {layer}, head {head}"
         ),

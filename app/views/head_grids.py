@@ -71,7 +71,7 @@ def render() -> None:
     metrics = ui.numeric_columns(table)
     if table.empty or not {"layer", "head"} <= set(table.columns) or not metrics:
         st.warning(f"head table {name!r} of run {run_id} has no numeric column per (layer, head) to draw.")
-        st.dataframe(table)
+        ui.table(name="head_grids_table_1", frame=table)
         return
     default = "score" if "score" in metrics else ("sink_mass" if "sink_mass" in metrics else metrics[0])
     if st.session_state.get("grid_metric") not in metrics:
@@ -93,7 +93,7 @@ def render() -> None:
 
     chart, details = st.columns([3, 2])
     with chart:
-        st.plotly_chart(
+        ui.chart(
             figures.head_grid(table, metric, selected),
             key=chart_key,
             on_select="rerun",
@@ -116,7 +116,7 @@ def render() -> None:
             shown = pd.DataFrame(
                 {"value": [_readable(v) for v in record.values()]}, index=list(record.keys())
             )
-            st.dataframe(shown, width="stretch", height=35 * (len(shown) + 1) + 3)
+            ui.table(name="head_grids_table_2", frame=shown, width="stretch", height=35 * (len(shown) + 1) + 3)
         top = top_tokens(run_id, layer, head)
         st.markdown("**Top tokens** (attention received from this head)")
         if top is None:
@@ -125,7 +125,7 @@ def render() -> None:
                 "`key_statistics=('received',)` (as `make demo` does) have it."
             )
         else:
-            st.dataframe(top, hide_index=True, width="stretch")
+            ui.table(name="head_grids_table_3", frame=top, hide_index=True, width="stretch")
 
 
 ui.run_page(render)

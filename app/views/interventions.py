@@ -101,13 +101,13 @@ def render() -> None:
     right.markdown("**With the intervention**")
     right.code(result.intervened_text or "(empty)", language=None, wrap_lines=True)
     st.markdown("**Metrics**")
-    st.dataframe(
+    ui.table(name="interventions_table_1", frame=
         pd.DataFrame({"value": [str(v) for v in result.metrics.values()]}, index=list(result.metrics)),
         width="stretch",
     )
     if not result.heads.empty:
         st.markdown("**Attention statistics of the intervened heads** (prompt, queries >= 1)")
-        st.dataframe(result.heads, hide_index=True, width="stretch")
+        ui.table(name="interventions_table_2", frame=result.heads, hide_index=True, width="stretch")
 
 
 ui.run_page(render)

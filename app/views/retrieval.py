@@ -36,7 +36,7 @@ def niah_section(runs: pd.DataFrame) -> None:
             + (f", heads {mask.get('heads')}" if mask.get("heads") else "")
         )
     frame = table.assign(success=table["success"].astype(float)) if "success" in table else table
-    st.plotly_chart(
+    ui.chart(
         figures.grid_heatmap(
             frame, "length", "depth", value, f"mean {value} by context length and needle depth"
         ),
@@ -48,7 +48,7 @@ def niah_section(runs: pd.DataFrame) -> None:
         shown = [
             c for c in ("needle", "length", "depth", "response", "rouge_recall", "success") if c in table
         ]
-        st.dataframe(table[shown], hide_index=True, width="stretch")
+        ui.table(name="retrieval_table_1", frame=table[shown], hide_index=True, width="stretch")
 
 
 def masking_section(runs: pd.DataFrame) -> None:
@@ -61,11 +61,11 @@ def masking_section(runs: pd.DataFrame) -> None:
         )
         if data.has_array(run_id, "causal"):
             causal = data.array(run_id, "causal")
-            st.dataframe(causal, hide_index=True, width="stretch")
+            ui.table(name="retrieval_table_2", frame=causal, hide_index=True, width="stretch")
             shown_any = True
         if data.has_array(run_id, "summary"):
             st.markdown("**Drop in success, top-K heads masked vs K random heads**")
-            st.dataframe(data.array(run_id, "summary"), hide_index=True, width="stretch")
+            ui.table(name="retrieval_table_3", frame=data.array(run_id, "summary"), hide_index=True, width="stretch")
     evals = runs[runs["kind"] == "niah-eval"]
     if not evals.empty:
         rows = []
@@ -86,7 +86,7 @@ def masking_section(runs: pd.DataFrame) -> None:
                 }
             )
         st.markdown("**`workbench eval niah` runs**")
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        ui.table(name="retrieval_table_4", frame=pd.DataFrame(rows), hide_index=True, width="stretch")
         shown_any = True
     if not shown_any:
         st.caption(
@@ -111,7 +111,7 @@ def heads_section(runs: pd.DataFrame) -> None:
     columns[1].metric(
         "successful detection runs", f"{info.get('successful_runs', '?')} / {info.get('total_runs', '?')}"
     )
-    st.dataframe(table.head(20), hide_index=True, width="stretch")
+    ui.table(name="retrieval_table_5", frame=table.head(20), hide_index=True, width="stretch")
     st.page_link("views/head_grids.py", label="All heads on the head grid", icon=":material/grid_on:")
 
 

@@ -30,7 +30,7 @@ def render() -> None:
     problem = st.selectbox("response", problems, key="rhythm_problem")
     from workbench.analyses.rhythm.plot import rhythm_figure
 
-    st.plotly_chart(rhythm_figure(tokens, problem), key="rhythm_chart", width="stretch")
+    ui.chart(rhythm_figure(tokens, problem), key="rhythm_chart", width="stretch")
     rows = tokens[tokens["problem"] == problem]
     columns = st.columns(4)
     columns[0].metric("response tokens", len(rows))
@@ -46,13 +46,13 @@ def render() -> None:
     if entropy:
         st.markdown("**Entropy at preplan / anchor tokens vs all tokens** (with a shuffled baseline)")
         frame = pd.DataFrame(entropy).T
-        st.dataframe(frame.select_dtypes("number"), width="stretch")
+        ui.table(name="rhythm_table_1", frame=frame.select_dtypes("number"), width="stretch")
     coupling = info.get("coupling")
     if coupling:
         st.markdown("**FAI / WAAD peak coupling**")
-        st.dataframe(pd.DataFrame(coupling), hide_index=True, width="stretch")
+        ui.table(name="rhythm_table_2", frame=pd.DataFrame(coupling), hide_index=True, width="stretch")
     with st.expander("token table of this response"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        ui.table(name="rhythm_table_3", frame=rows, hide_index=True, width="stretch")
 
 
 ui.run_page(render)

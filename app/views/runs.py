@@ -46,7 +46,7 @@ def render() -> None:
     rows = _selected_rows(st.session_state.get("runs_table"))
     if rows and rows[0] < len(shown) and st.session_state.get("runs_last_row") != shown["run_id"][rows[0]]:
         st.session_state["runs_last_row"] = st.session_state["runs_run"] = shown["run_id"][rows[0]]
-    st.dataframe(
+    ui.table(name="runs_table_1", frame=
         shown[["run_id", "kind", "model", "created", "input_hash"]],
         hide_index=True,
         width="stretch",
@@ -83,7 +83,7 @@ def render() -> None:
     with tabs[2]:
         st.json(data.parse_json(record["spec"]), expanded=1)
     with tabs[3]:
-        st.dataframe(data.file_sizes(run_id), hide_index=True)
+        ui.table(name="runs_table_2", frame=data.file_sizes(run_id), hide_index=True)
     if heads:
         st.page_link("views/head_grids.py", label="Open its head grid", icon=":material/grid_on:")
     if "pooled" in arrays:

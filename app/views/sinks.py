@@ -30,7 +30,7 @@ def capture_fallback() -> None:
     st.subheader("First-token mass from capture runs")
     run_id = ui.pick_run(runs, key="sinks_capture_run")
     table = data.head_table(run_id)
-    st.plotly_chart(
+    ui.chart(
         figures.heads_heatmap(table, "sink_mass", "mean attention on the first token"),
         key="sinks_capture_grid",
     )
@@ -62,9 +62,9 @@ def render() -> None:
             key="sinks_metric",
             help="score: mean column mean of the first token; sink_fraction: share of windows above eps",
         )
-        left.plotly_chart(figures.heads_heatmap(heads, metric, f"{metric} per head"), key="sinks_grid")
+        ui.chart(where=left, figure=figures.heads_heatmap(heads, metric, f"{metric} per head"), key="sinks_grid")
     if "sink_k" in arrays:
-        right.plotly_chart(sink_k_figure(data.array(run_id, "sink_k")), key="sinks_k")
+        ui.chart(where=right, figure=sink_k_figure(data.array(run_id, "sink_k")), key="sinks_k")
         right.caption(
             "Sink_k: share of heads whose k keys with the largest column mean include the first token."
         )
@@ -76,14 +76,14 @@ def render() -> None:
         if hidden.empty:
             st.caption("none flagged")
         else:
-            st.dataframe(hidden.head(200), hide_index=True, width="stretch")
+            ui.table(name="sinks_table_1", frame=hidden.head(200), hide_index=True, width="stretch")
     if "massive_dims" in arrays:
         dims = data.array(run_id, "massive_dims")
         st.subheader("Massive activations at the first token")
         if dims.empty:
             st.caption("no dimension above the threshold")
         else:
-            st.plotly_chart(
+            ui.chart(
                 figures.grid_heatmap(
                     dims,
                     "layer",

@@ -24,6 +24,44 @@ COMMANDS = {
 }
 
 
+def download(item, name: str, where=None) -> None:
+    """A download button under a figure (standalone HTML, plotly.js from its CDN) or a table (CSV). Every
+    page's charts and tables get theirs through ``chart`` and ``table``."""
+    where = where or st
+    if isinstance(item, pd.DataFrame):
+        payload, suffix, mime, what = (
+            item.to_csv(index=not isinstance(item.index, pd.RangeIndex)),
+            "csv",
+            "text/csv",
+            "table",
+        )
+    else:
+        payload, suffix, mime, what = item.to_html(include_plotlyjs="cdn"), "html", "text/html", "figure"
+    where.download_button(
+        f"Download {what} ({suffix.upper()})",
+        payload,
+        file_name=f"{name}.{suffix}",
+        mime=mime,
+        key=f"download_{name}",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def chart(figure, key: str, where=None, **kwargs):
+    """``st.plotly_chart`` plus its download button; returns what plotly_chart returns (selections)."""
+    event = (where or st).plotly_chart(figure, key=key, **kwargs)
+    download(figure, key, where)
+    return event
+
+
+def table(frame: pd.DataFrame, name: str, where=None, **kwargs):
+    """``st.dataframe`` plus its download button; returns what dataframe returns (selections)."""
+    shown = (where or st).dataframe(frame, **kwargs)
+    download(frame, name, where)
+    return shown
+
+
 def run_page(render: Callable[[], None]) -> None:
     """Run a page body; a missing or corrupt run, or any other failure, becomes one clear message."""
     try:

@@ -402,3 +402,19 @@ def test_pipeline_steps_show_on_their_analysis_page(broken_store):
     assert_clean(at)
     assert not at.error
     np.testing.assert_allclose(values(charts(at)[1]["data"][0]["y"]), store.array(sinks, "sink_k")["sink"])
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_figure_and_table_has_a_download_button(store, page):
+    at = open_page(page)
+    assert_clean(at)
+    if page == "interventions":  # it draws nothing until its button runs the model
+        widget(at, "slider", "iv_new").set_value(6).run()
+        at.button(key="iv_run").click().run()
+        assert_clean(at)
+    buttons = at.get("download_button")
+    shown = len(at.get("plotly_chart")) + len(at.dataframe)
+    assert shown and len(buttons) == shown, (page, len(buttons), shown)
+    labels = [b.proto.label for b in buttons]
+    assert labels.count("Download figure (HTML)") == len(at.get("plotly_chart"))
+    assert labels.count("Download table (CSV)") == len(at.dataframe)

@@ -75,3 +75,17 @@ def read_heads_json(path: Path) -> pd.DataFrame:
 
 def top_heads(table: pd.DataFrame, k: int) -> list[tuple[int, int]]:
     return [(int(r.layer), int(r.head)) for r in table.head(k).itertuples()]
+
+
+def longest_range_heads(table: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The ``k`` heads that attend farthest back, sink excluded: the largest ``non_sink_distance`` (the mean
+    distance with the sink's share counted as 0; a sink head's mean distance is large only because key 0 is
+    far). ``table`` is a capture's head table with mean_distance and sink_mass."""
+    from workbench.capture import NON_SINK_DISTANCE
+
+    if NON_SINK_DISTANCE not in table:
+        raise SpecError(
+            f"the head table has no {NON_SINK_DISTANCE!r} column: capture mean_distance and sink_mass "
+            "(with sink_tokens=1), e.g. the default CaptureSpec()"
+        )
+    return table.nlargest(k, NON_SINK_DISTANCE)

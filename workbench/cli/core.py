@@ -39,15 +39,22 @@ def setup() -> None:
 @friendly
 def capture(
     model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
-    text: Path = typer.Option(..., "--text", help="UTF-8 text file; tokenised with no BOS or chat template"),
-    out: Path = typer.Option(..., "--out", help="Parquet file: one row per (layer, head)"),
+    text: Path = typer.Option(
+        ..., "--text", help="UTF-8 text file, or a folder: each *.txt in it; tokenised with no BOS or chat template"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Parquet file: one row per (layer, head); for a folder the mean over its texts, "
+        "and OUT_STEM.TEXT_STEM.parquet beside it for each text"
+    ),
     window: int | None = typer.Option(None, "--window", help="keep only the first N tokens"),
     layers: str | None = typer.Option(None, "--layers", help="comma-separated layers (default all)"),
     heads: str | None = typer.Option(None, "--heads", help="comma-separated query heads (default all)"),
     spec_json: str | None = typer.Option(
         None, "--spec", help="a capture spec as JSON (overrides --layers/--heads)"
     ),
-    pooled: int = typer.Option(128, "--pooled", help="side of the stored pooled attention map (0 = none)"),
+    pooled: int = typer.Option(
+        128, "--pooled", help="side of the stored pooled attention map (0 = none; one text only, not a folder)"
+    ),
 ) -> None:
     """Capture attention statistics over a text; write the per-head table and record the run."""
     from workbench.runners.hf import load_model
@@ -64,8 +71,10 @@ def capture(
             layers=parse_ints(layers),
             heads=parse_ints(heads),
             key_statistics=("received",),
-            pooled_cells=pooled,
+            pooled_cells=0 if text.is_dir() else pooled,
         )
+    if text.is_dir():
+        return capture_folder(model, text, out, window, spec)
     content = read_text(text)
     loaded = load_model(model)
     spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
@@ -84,6 +93,40 @@ def capture(
     tmp.replace(out)
     typer.echo(f"attention backend: {result.backend_summary()}")
     typer.echo(f"wrote {out} ({len(table)} heads); run {run_id} in {default_store().root}")
+
+
+def capture_folder(model: str, folder: Path, out: Path, window: int | None, spec) -> None:
+    """`capture --text FOLDER`: one capture over every *.txt, in padded batches; writes the mean table to
+    OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text."""
+    from workbench.runners.hf import load_model
+    from workbench.store import default_store
+    from workbench.store.captures import save_capture
+    from workbench.texts import read_texts
+
+    texts = read_texts(folder)
+    loaded = load_model(model)
+    spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
+    if window is not None and window < 2:
+        raise FileNotFoundError("--window must be at least 2 tokens")
+    typer.echo(f"{loaded}: {len(texts)} texts from {folder}", err=True)
+    result = loaded.capture_texts(texts, spec, window=window)
+    tables = {out: result.head_table()}
+    for name, table in result.head_tables().items():
+        tables[out.with_name(f"{out.stem}.{name}.parquet")] = table
+    store = default_store()
+    for part in result.split():
+        ids = loaded.encode(texts[part.meta["text"]], window=window)
+        save_capture(store, part, model=loaded.name, input_ids=ids, params={"window": window})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, table in tables.items():
+        tmp = path.with_suffix(".tmp.parquet")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    typer.echo(f"attention backend: {result.backend_summary()}")
+    typer.echo(
+        f"wrote {out} (mean over {len(texts)} texts) and {len(texts)} per-text tables "
+        f"{out.stem}.<text>.parquet; {len(texts)} runs in {store.root}"
+    )
 
 
 @app.command()

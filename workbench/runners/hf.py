@@ -7,7 +7,7 @@ interventions, generate greedily with decode-step capture.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,11 +85,25 @@ class Model:
     def _ids(self, inputs) -> torch.Tensor:
         if isinstance(inputs, str):
             return self.encode(inputs)
+        if isinstance(inputs, (list, tuple, dict)) and inputs and any(isinstance(x, str) for x in inputs):
+            raise InputError(
+                "several texts go through model.capture(texts) (padded batches, one head table per text); "
+                "run, logits and generate take one text or a tensor of token ids"
+            )
         ids = torch.as_tensor(inputs)
         if ids.ndim == 1:
             ids = ids[None]
         self.check_length(ids.shape[-1])
         return ids
+
+    def tokens(self, ids: torch.Tensor) -> list[str] | None:
+        """The token strings of a (1, T) input (None for a batch)."""
+        return self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
+
+    def check_spec(self, spec: CaptureSpec | None, num_tokens: int) -> None:
+        """Before running: the spec's layers, heads and exact rows exist for this model and input."""
+        if spec is not None:
+            spec.validate_for(self.shape.num_layers, self.shape.num_heads, num_tokens=num_tokens)
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -110,6 +124,7 @@ class Model:
     ):
         """One forward pass. Returns (logits, capture or None)."""
         ids = self._ids(inputs).to(self.device)
+        self.check_spec(spec, ids.shape[-1])
         with torch.no_grad(), self.seam(spec, interventions) as session:
             if progress:
                 from tqdm.auto import tqdm
@@ -123,21 +138,86 @@ class Model:
             capture = Capture.from_records(
                 self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
             )
-            capture.tokens = (
-                self.tokenizer.convert_ids_to_tokens(ids[0].tolist()) if ids.shape[0] == 1 else None
-            )
+            capture.tokens = self.tokens(ids)
         return logits, capture
 
     def capture(
-        self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()
+        self,
+        inputs,
+        spec: CaptureSpec | None = None,
+        interventions: Sequence[Intervention] = (),
+        *,
+        batch_size: int = 8,
     ) -> Capture:
-        """Statistics of one forward pass (default spec: the standard row statistics, all heads)."""
+        """Statistics of one forward pass (default spec: the standard row statistics, all heads).
+
+        ``inputs``: a text, token ids, or several texts (a list, or a {name: text} dict such as
+        ``workbench.read_texts("texts/")`` gives). Several texts run ``batch_size`` at a time, right-padded,
+        and come back as one capture whose batch axis is the text: ``head_table()`` is the mean over texts,
+        ``head_tables()`` one table per text, ``split()`` one capture per text.
+        """
         spec = spec or CaptureSpec()
         if not spec.captures_anything:
             raise SpecError(
                 "the capture spec asks for nothing: name statistics, key_statistics, rows or pooled_cells"
             )
+        if isinstance(inputs, Mapping) or (
+            isinstance(inputs, (list, tuple)) and (not inputs or isinstance(inputs[0], str))
+        ):
+            return self.capture_texts(inputs, spec, interventions, batch_size=batch_size)
         return self.run(inputs, spec, interventions)[1]
+
+    def capture_texts(
+        self,
+        texts: Sequence[str] | Mapping[str, str],
+        spec: CaptureSpec | None = None,
+        interventions: Sequence[Intervention] = (),
+        *,
+        batch_size: int = 8,
+        window: int | None = None,
+    ) -> Capture:
+        """Several texts in right-padded batches; padded positions are masked out of every statistic.
+        ``window`` keeps each text's first N tokens."""
+        spec = spec or CaptureSpec()
+        named = dict(texts) if isinstance(texts, Mapping) else {str(i): t for i, t in enumerate(texts)}
+        if not named:
+            raise InputError("no texts to capture")
+        if spec.pooled_cells or spec.rows or spec.decode_rows:
+            raise SpecError(
+                "pooled maps and exact rows are per text and do not combine over several texts of different "
+                "lengths: capture each text on its own (model.capture(text)), or drop pooled_cells/rows"
+            )
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        encoded = {}
+        for name, text in named.items():
+            try:
+                encoded[name] = self.encode(text, window=window)[0]
+            except InputError as error:
+                raise InputError(f"text {name!r}: {error}") from None
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0
+        names = list(encoded)
+        parts = []
+        for start in range(0, len(names), batch_size):
+            group = names[start : start + batch_size]
+            width = max(len(encoded[name]) for name in group)
+            ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, name in enumerate(group):
+                ids[row, : len(encoded[name])] = encoded[name]
+                mask[row, : len(encoded[name])] = 1
+            _, part = self.run(ids, spec, interventions, attention_mask=mask)
+            part.lengths = [len(encoded[name]) for name in group]
+            part.names = group
+            part.batch_tokens = [
+                self.tokenizer.convert_ids_to_tokens(encoded[name].tolist()) for name in group
+            ]
+            parts.append(part)
+        capture = Capture.concatenate(parts)
+        capture.meta["texts"] = names
+        return capture
 
     def logits(self, inputs, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
         return self.run(inputs, None, interventions)[0]

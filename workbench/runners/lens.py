@@ -55,6 +55,15 @@ def shared_module_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 class LensRunner:
+    """Runs a workbench ``Model`` through a TransformerLens ``TransformerBridge``.
+
+    ``LensRunner(model)`` builds a bridge over a loaded model; ``LensRunner.from_bridge(bridge)`` wraps the
+    bridge a TransformerLens user already has::
+
+        runner = wb.LensRunner.from_bridge(bridge)      # bridge = TransformerBridge.boot_transformers(...)
+        table = runner.capture("The keeper kept a ledger.").head_table()
+    """
+
     def __init__(self, model: Model):
         try:
             from transformer_lens.model_bridge import TransformerBridge
@@ -74,8 +83,27 @@ class LensRunner:
         )
         model.lens_bridge = (self.bridge, self.hf)
 
+    @classmethod
+    def from_bridge(cls, bridge, name: str | None = None) -> LensRunner:
+        """A runner over an existing ``TransformerBridge`` (its HF model and tokenizer; no copy)."""
+        hf_model = getattr(bridge, "original_model", None)
+        if hf_model is None or getattr(bridge, "tokenizer", None) is None:
+            raise TypeError(
+                f"from_bridge needs a TransformerLens TransformerBridge (with original_model and tokenizer), "
+                f"got {type(bridge).__name__}; for a HookedTransformer use wb.load_model(name) instead"
+            )
+        model = Model(name or getattr(bridge.cfg, "model_name", None) or "bridge", hf_model, bridge.tokenizer)
+        model.lens_bridge = (bridge, hf_model)
+        return cls(model)
+
+    def capture(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
+        """Statistics of one forward pass through the bridge (default spec as ``Model.capture``)."""
+        spec = spec or CaptureSpec()
+        return self.run(inputs, spec, interventions)[1]
+
     def run(self, inputs, spec: CaptureSpec | None = None, interventions: Sequence[Intervention] = ()):
         ids = self.model._ids(inputs).to(self.model.device)
+        self.model.check_spec(spec, ids.shape[-1])
         with (
             torch.no_grad(),
             instrument(self.hf, spec, interventions, adapter=self.model.adapter) as session,
@@ -88,4 +116,5 @@ class LensRunner:
             capture = Capture.from_records(
                 self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "lens"}
             )
+            capture.tokens = self.model.tokens(ids)
         return logits, capture

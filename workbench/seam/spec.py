@@ -97,8 +97,17 @@ class CaptureSpec:
         if not 0 <= lo <= hi:
             raise SpecError(f"fai_window must be (H_lo, H_hi) with 0 <= H_lo <= H_hi, got {self.fai_window}")
 
-    def validate_for(self, num_layers: int, num_heads: int) -> None:
-        """Raise SpecError naming the model's shape if a layer or head is out of range."""
+    def validate_for(self, num_layers: int, num_heads: int, num_tokens: int | None = None) -> None:
+        """Raise SpecError naming the model's shape if a layer or head is out of range, or (given the
+        input's ``num_tokens``) a requested exact row that the input does not have."""
+        if num_tokens is not None:
+            outside = [r for r in self.rows if not -num_tokens <= r < num_tokens]
+            if outside:
+                raise SpecError(
+                    f"the spec asks for {len(self.rows)} exact rows ({min(self.rows)}..{max(self.rows)}) but the "
+                    f"input has {num_tokens} tokens (positions 0..{num_tokens - 1} or -{num_tokens}..-1): rows "
+                    f"{outside} do not exist; ask for at most {num_tokens}, e.g. rows=range(-{num_tokens}, 0)"
+                )
         for layer in self.layers or ():
             if not 0 <= layer < num_layers:
                 raise SpecError(

@@ -61,9 +61,14 @@ class Accumulator:
         self.num_keys = num_keys
         self.num_queries = num_queries
         self.decode_row = None
+        self.fai_count = None  # (batch, key) queries in each key's FAI window, counted when padding is masked
 
-    def add(self, p, scores_lse, query_positions):
-        """p: (batch, captured heads, chunk, key) fp32 probabilities; query_positions: (chunk,)."""
+    def add(self, p, scores_lse, query_positions, real_queries=None):
+        """p: (batch, captured heads, chunk, key) fp32 probabilities; query_positions: (chunk,).
+
+        ``real_queries`` (batch|1, chunk) bool, from a padding mask: the key statistics and the pooled map
+        sum over real queries only (a right-padded query still attends to the real keys before it).
+        """
         spec = self.plan.spec
         keys = torch.arange(self.num_keys, device=p.device)
         distance = (query_positions[:, None] - keys[None, :]).to(torch.float32)  # (chunk, key)
@@ -95,6 +100,8 @@ class Accumulator:
             k = min(spec.top_k, self.num_keys)
             self.top_k.append(p.topk(k, dim=-1).indices)
         if self.prefill:
+            if real_queries is not None:
+                p = p * real_queries[:, None, :, None]
             if "received" in self.key:
                 self.key["received"] += p.sum(-2)
             if "fai" in self.key:
@@ -102,6 +109,9 @@ class Accumulator:
                 raw = query_positions[:, None] - keys[None, :]
                 window = (raw >= lo) & (raw <= hi)
                 self.key["fai"] += (p * window).sum(-2)
+                if real_queries is not None:
+                    count = (real_queries[:, :, None] & window[None]).sum(-2).to(torch.float32)
+                    self.fai_count = count if self.fai_count is None else self.fai_count + count
             if self.pooled is not None:
                 pad = self.ncell * self.cell - self.num_keys
                 summed = torch.nn.functional.pad(p, (0, pad)).unflatten(-1, (self.ncell, self.cell)).sum(-1)
@@ -126,6 +136,8 @@ class Accumulator:
                 last = self.num_keys - 1
                 j = torch.arange(self.num_keys, device=key["fai"].device)
                 count = (torch.clamp(j + hi, max=last) - (j + lo) + 1).clamp_min(0)
+                if self.fai_count is not None:  # padded batch: each text's own queries
+                    count = self.fai_count[:, None, :]
                 key["fai"] = torch.where(
                     count > 0, key["fai"] / count.clamp_min(1), torch.zeros_like(key["fai"])
                 )
@@ -200,10 +212,16 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
         out = torch.matmul(p.view(batch, num_kv, group, stop - start, num_keys), v_g)
         outputs.append(out.reshape(batch, num_heads, stop - start, dim))
         if accumulator is not None:
+            real = None
+            if mask_chunk is not None:  # a query is real iff it may attend to its own key (pads may not)
+                own = positions[start:stop].view(1, 1, -1, 1).expand(allowed.shape[0], 1, -1, 1)
+                square = allowed[:, :1].expand(-1, -1, stop - start, -1)
+                real = square.gather(-1, own)[:, 0, :, 0]  # (batch|1, chunk)
             accumulator.add(
                 p.index_select(1, capture_index).detach(),
                 lse.index_select(1, capture_index).detach(),
                 positions[start:stop],
+                real,
             )
     output = torch.cat(outputs, dim=2).transpose(1, 2)  # (batch, q, head, dim)
     if plan.output_edits:
