@@ -14,3 +14,9 @@ def home() -> Path:
 def results_dir() -> Path:
     """``$WORKBENCH_RESULTS``, default ``./results``: the store (DuckDB + Parquet)."""
     return Path(os.environ.get("WORKBENCH_RESULTS", "results")).expanduser()
+
+
+def hub_online() -> bool:
+    """``$WORKBENCH_ONLINE=1`` (or ``workbench --online``) lets Hugging Face ids download from the hub.
+    Default: offline, local files only (the HF cache or a local folder), so no run waits on the network."""
+    return os.environ.get("WORKBENCH_ONLINE", "").strip().lower() not in ("", "0", "false", "no")
