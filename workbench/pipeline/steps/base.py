@@ -42,6 +42,15 @@ class Context:
     out: Path
     echo: Callable[[str], None] = print
     run_ids: dict[str, str] = field(default_factory=dict)  # step id -> store run id, filled as steps finish
+    step_key: str | None = None  # the running step's content key (its options, model, data and inputs)
+
+    def units(self, config: dict):
+        """The running step's log of finished units (``workbench.checkpoint.UnitLog``) in the output
+        folder's ``.work/``, named by the step's key: a rerun after a kill continues inside the step, and
+        a changed option starts afresh. The runner removes it once the step is recorded."""
+        from workbench.checkpoint import UnitLog
+
+        return UnitLog(self.out / ".work" / f"{config['id']}-{self.step_key}.jsonl")
 
     def texts(self, name: str) -> list[str]:
         from workbench.pipeline.data import load_texts

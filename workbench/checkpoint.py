@@ -1,0 +1,59 @@
+"""Finished units of a long job (one NIAH run, one evaluation item), kept so a rerun continues where an
+interrupted one stopped.
+
+An append-only JSONL file: one ``{"unit": key, "record": {...}}`` line per finished unit, flushed and
+fsynced before the next unit starts. A line cut short by a kill is ignored on reading (that unit is simply
+done again). The file's name carries a hash of everything that decides the results (the caller's job), so
+a changed option starts a new file instead of mixing units of two different jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class UnitLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._done: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._done[str(entry["unit"])] = entry["record"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # the last line of a killed run may be cut short
+
+    def __repr__(self) -> str:
+        return f"UnitLog({str(self.path)!r}, done={len(self._done)})"
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def get(self, unit: str) -> dict | None:
+        """The record of a finished unit, or None."""
+        return self._done.get(unit)
+
+    def add(self, unit: str, record: dict) -> None:
+        """Record one finished unit (durably: flushed and fsynced)."""
+        line = json.dumps({"unit": unit, "record": record})  # key order kept: it is the columns' order
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            if handle.tell() and not self._ends_with_newline():
+                handle.write("\n")  # a killed writer's partial line stays on its own line
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._done[unit] = record
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
+
+    def remove(self) -> None:
+        """Forget the units (the job's result is recorded elsewhere now)."""
+        self.path.unlink(missing_ok=True)
+        self._done.clear()
