@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "workbench.cli.binding",
     "workbench.cli.dashboard",
     "workbench.cli.pipeline",
+    "workbench.cli.compare",
 ]
 
 for _name in COMMAND_MODULES:
