@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,21 @@ def known_models() -> list[ModelEntry]:
     return list(_ENTRIES.values())
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """No "Loading weights" progress bar from transformers for the workbench's own loads (every command
+    would print one); the user's own setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def smollm2_dir() -> Path:
     return paths.home() / "models" / "smollm2-135m"
 
@@ -55,9 +71,10 @@ def _load_smollm2(device, dtype):
     from workbench.models.convert import convert_smollm2
 
     folder = convert_smollm2(smollm2_dir())
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, attn_implementation="workbench", dtype=dtype or "float32"
-    )
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation="workbench", dtype=dtype or "float32"
+        )
     return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
 
 
@@ -106,9 +123,10 @@ def _load_pretrained(name_or_path: str, device, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hub = hub_kwargs()
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, attn_implementation="workbench", dtype=dtype or "auto", **hub
-    )
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, attn_implementation="workbench", dtype=dtype or "auto", **hub
+        )
     return model.to(device).eval(), AutoTokenizer.from_pretrained(name_or_path, **hub)
 
 

@@ -22,8 +22,11 @@ def load_dinov2(device, dtype):
     from workbench.vision.convert import ensure_dinov2
     from workbench.vision.runner import Preprocess
 
+    from workbench.models.registry import quiet_loading
+
     folder = ensure_dinov2()
-    model = Dinov2Model.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
+    with quiet_loading():
+        model = Dinov2Model.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
     return model.to(device).eval(), Preprocess(image_size=224)
 
 
@@ -40,7 +43,7 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
     from transformers import AutoConfig, AutoModel
 
     import workbench.seam.attention  # noqa: F401
-    from workbench.models.registry import ONLINE_HINT, OfflineModelError, UnknownModelError, hub_kwargs
+    from workbench.models.registry import ONLINE_HINT, OfflineModelError, UnknownModelError, hub_kwargs, quiet_loading
     from workbench.vision.adapter import VIT_ADAPTER
     from workbench.vision.runner import Preprocess
 
@@ -61,7 +64,8 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
             f"{name_or_path!r} is a {config.model_type!r} model; the binding analysis supports ViT encoders of type "
             f"{', '.join(VIT_ADAPTER.families)}"
         )
-    model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype="float32", **hub)
+    with quiet_loading():
+        model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype="float32", **hub)
     mean, std = Preprocess().mean, Preprocess().std
     try:
         from transformers import AutoImageProcessor

@@ -24,7 +24,7 @@ from workbench.analyses.retrieval.haystack import (
 from workbench.analyses.retrieval.rouge import rouge1_recall
 from workbench.analyses.retrieval.scoring import decode_argmax, retrieval_hits, score_table
 from workbench.capture import Capture
-from workbench.runners.hf import Generation, InputError
+from workbench.runners.hf import Generation, InputError, cache_of, with_cache
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
@@ -86,12 +86,12 @@ def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: in
     new: list[int] = []
     with torch.no_grad():
         with model.seam(None, interventions):
-            past = model.hf(input_ids=ids[:, :-1], use_cache=True).past_key_values
+            past = cache_of(model.hf(input_ids=ids[:, :-1], use_cache=True))
         with model.seam(spec, interventions) as session:
             step = ids[:, -1:]
             while True:
-                out = model.hf(input_ids=step, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model.hf(input_ids=step, use_cache=True, **with_cache(model.hf, past))
+                past = cache_of(out)
                 token = int(out.logits[0, -1].argmax())
                 new.append(token)
                 if token == eos or len(new) == max_new_tokens or "\n" in model.tokenizer.decode([token]):
