@@ -258,7 +258,6 @@ def fold(
 
 @lofit_app.command("compare")
 @friendly
-@uses_store
 def compare(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),

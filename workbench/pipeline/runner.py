@@ -61,6 +61,7 @@ def run_pipeline(
     from workbench.exec import LocalExecutor
 
     store = store or default_store()
+    store.check()  # a corrupt or locked store fails here, before any model is loaded
     executor = executor or LocalExecutor(store)
     ctx = Context(spec, store, executor, Path(spec.out), echo)
     data_hashes = {name: texts_hash(load_texts(item)) for name, item in spec.data.items()}
