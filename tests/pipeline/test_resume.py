@@ -19,8 +19,17 @@ HERE = Path(__file__).parent
 KILLS = [(2, "before"), (2, "staged"), (3, "after")]
 
 
-def run_driver(tiny_yaml, out, results, target, phase):
+def driver_env(results) -> dict:
+    """A bare environment, but the tree under test: PYTHONPATH passes through (a source checkout run
+    with benchmarks/gpu_env.sh is not the installed package)."""
+    import os
+
     env = {"WORKBENCH_RESULTS": str(results), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return {**env, **{k: os.environ[k] for k in ("PYTHONPATH", "TMPDIR") if k in os.environ}}
+
+
+def run_driver(tiny_yaml, out, results, target, phase):
+    env = driver_env(results)
     command = [sys.executable, str(HERE / "crash_driver.py"), str(tiny_yaml), str(out), str(target), phase]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
@@ -86,8 +95,6 @@ steps:
 def test_killed_step_continues_from_its_finished_units(tiny, tmp_path, monkeypatch):
     """A retrieval step killed after 7 of its 18 NIAH runs: the rerun generates only the other 11 and
     writes exactly what one uninterrupted run writes."""
-    import os
-
     import workbench.analyses.retrieval.niah as niah
 
     pipeline = tmp_path / "units.yaml"
@@ -101,12 +108,7 @@ def test_killed_step_continues_from_its_finished_units(tiny, tmp_path, monkeypat
     assert reference.outputs["retrieval"].summary["num_runs"] == 18
 
     results, out = tmp_path / "store", tmp_path / "out"
-    env = {
-        "WORKBENCH_RESULTS": str(results),
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(Path.home()),
-        **{k: os.environ[k] for k in ("PYTHONPATH", "TMPDIR") if k in os.environ},
-    }
+    env = driver_env(results)
     command = [sys.executable, str(HERE / "unit_crash_driver.py"), str(pipeline), str(out), "7"]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
