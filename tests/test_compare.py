@@ -85,7 +85,9 @@ def test_compare_runs_reads_the_store(two_runs):
 def test_cli_prints_summary_writes_table_and_json(two_runs, tmp_path):
     store, first, second = two_runs
     out = tmp_path / "cmp" / "diff.csv"
-    result = CliRunner().invoke(app, ["compare", first, second, "--out", str(out), "--results", str(store.root)])
+    result = CliRunner().invoke(
+        app, ["compare", first, second, "--out", str(out), "--results", str(store.root)]
+    )
     assert result.exit_code == 0, result.output
     assert "entropy" in result.output and "sink_mass" in result.output and "rank corr" in result.output
     written = pd.read_csv(out)
@@ -102,4 +104,6 @@ def test_cli_unknown_run_is_one_line_exit_2(two_runs):
     store, first, _ = two_runs
     result = CliRunner().invoke(app, ["compare", first, "nosuchrun", "--results", str(store.root)])
     assert result.exit_code == 2
-    assert result.output.startswith("error: no run 'nosuchrun'") and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.output.startswith("error: no run 'nosuchrun'") and len(result.output.strip().splitlines()) == 1
+    )

@@ -48,7 +48,9 @@ def commands(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["runs", "capture", "pipeline run"])
-def test_corrupt_store_is_one_line_exit_2_before_any_model_work(command, tmp_path, corrupt, no_model, monkeypatch):
+def test_corrupt_store_is_one_line_exit_2_before_any_model_work(
+    command, tmp_path, corrupt, no_model, monkeypatch
+):
     monkeypatch.delenv("WORKBENCH_RESULTS", raising=False)
     before = corrupt.joinpath("workbench.duckdb").read_bytes()
     started = time.perf_counter()
@@ -152,8 +154,16 @@ def test_uncached_hub_id_fails_at_once_naming_the_switch(tmp_path, monkeypatch):
     started = time.perf_counter()
     result = runner.invoke(
         app,
-        ["capture", "workbench-tests/no-such-model-here", "--text", str(text), "--out", str(tmp_path / "t.parquet"),
-         "--results", str(tmp_path / "results")],
+        [
+            "capture",
+            "workbench-tests/no-such-model-here",
+            "--text",
+            str(text),
+            "--out",
+            str(tmp_path / "t.parquet"),
+            "--results",
+            str(tmp_path / "results"),
+        ],
     )
     elapsed = time.perf_counter() - started
     assert result.exit_code == 2, result.output

@@ -32,7 +32,11 @@ def render() -> None:
     st.caption(
         f"head table `{result.a['table']}`: {result.a['model']} ({result.a['kind']}) vs "
         f"{result.b['model']} ({result.b['kind']})"
-        + (f"; heads only in A: {result.only_in_a}, only in B: {result.only_in_b}" if result.only_in_a or result.only_in_b else "")
+        + (
+            f"; heads only in A: {result.only_in_a}, only in B: {result.only_in_b}"
+            if result.only_in_a or result.only_in_b
+            else ""
+        )
     )
     st.subheader("Per statistic")
     st.dataframe(result.summary, hide_index=True, width="stretch", key="compare_summary")

@@ -71,9 +71,7 @@ def _plain(value):
 
 
 def statistics_of(table: pd.DataFrame) -> list[str]:
-    return [
-        c for c in table.columns if c not in NOT_STATISTICS and pd.api.types.is_numeric_dtype(table[c])
-    ]
+    return [c for c in table.columns if c not in NOT_STATISTICS and pd.api.types.is_numeric_dtype(table[c])]
 
 
 def compare_head_tables(a: pd.DataFrame, b: pd.DataFrame, *, top_k: int = TOP_K) -> Comparison:
@@ -117,7 +115,9 @@ def compare_head_tables(a: pd.DataFrame, b: pd.DataFrame, *, top_k: int = TOP_K)
             {
                 "statistic": statistic,
                 "heads": int(len(both)),
-                "max_abs_difference": float((both.iloc[:, 1] - both.iloc[:, 0]).abs().max()) if len(both) else math.nan,
+                "max_abs_difference": float((both.iloc[:, 1] - both.iloc[:, 0]).abs().max())
+                if len(both)
+                else math.nan,
                 "rank_correlation": _spearman(both.iloc[:, 0], both.iloc[:, 1]),
                 "top_overlap": len(top_a & top_b),
                 "top_k": k,
@@ -144,7 +144,9 @@ def _spearman(x: pd.Series, y: pd.Series) -> float:
     return float(rx.corr(ry))
 
 
-def compare_runs(store, run_a: str, run_b: str, *, table: str | None = None, top_k: int = TOP_K) -> Comparison:
+def compare_runs(
+    store, run_a: str, run_b: str, *, table: str | None = None, top_k: int = TOP_K
+) -> Comparison:
     """Compare the head tables of two store runs (ids or unique prefixes). ``table``: the head table's name
     (default ``heads``, else the one name both runs have)."""
     records = [store.run(run_a), store.run(run_b)]
@@ -166,7 +168,11 @@ def compare_runs(store, run_a: str, run_b: str, *, table: str | None = None, top
         if table not in have:
             raise CompareError(f"run {record['run_id']} has no head table {table!r}; it has {sorted(have)}")
     result = compare_head_tables(
-        store.head_table(records[0]["run_id"], table), store.head_table(records[1]["run_id"], table), top_k=top_k
+        store.head_table(records[0]["run_id"], table),
+        store.head_table(records[1]["run_id"], table),
+        top_k=top_k,
     )
-    result.a, result.b = ({"run_id": r["run_id"], "kind": r["kind"], "model": r["model"], "table": table} for r in records)
+    result.a, result.b = (
+        {"run_id": r["run_id"], "kind": r["kind"], "model": r["model"], "table": table} for r in records
+    )
     return result

@@ -17,7 +17,9 @@ def compare(
     run_a: str = typer.Argument(..., help="run id (or a unique prefix) from `workbench runs`"),
     run_b: str = typer.Argument(..., help="the run to compare it with"),
     out: Path | None = typer.Option(
-        None, "--out", help="write the per-head table: .parquet or .csv (columns <statistic>_a/_b/_difference)"
+        None,
+        "--out",
+        help="write the per-head table: .parquet or .csv (columns <statistic>_a/_b/_difference)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print everything as one JSON object"),
     table: str | None = typer.Option(None, "--table", help="which head table (default: heads)"),
@@ -48,7 +50,9 @@ def compare(
     typer.echo(f"B {b['run_id']}  {b['kind']:12s} {b['model']}   (head table {a['table']!r})")
     if result.only_in_a or result.only_in_b:
         typer.echo(f"heads only in A: {result.only_in_a}, only in B: {result.only_in_b} (left out)")
-    typer.echo(f"{'statistic':22s} {'heads':>5s} {'max |B-A|':>11s} {'rank corr':>9s} {'top-' + str(result.top_k):>7s}")
+    typer.echo(
+        f"{'statistic':22s} {'heads':>5s} {'max |B-A|':>11s} {'rank corr':>9s} {'top-' + str(result.top_k):>7s}"
+    )
     for row in result.summary.itertuples():
         typer.echo(
             f"{row.statistic:22s} {row.heads:5d} {row.max_abs_difference:11.4g} {row.rank_correlation:9.3f} "

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, write_json, uses_store
+from workbench.cli.common import friendly, uses_store, write_json
 from workbench.seam.spec import SpecError
 
 lofit_app = typer.Typer(

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, read_text, write_json, uses_store
+from workbench.cli.common import friendly, parse_ints, read_text, uses_store, write_json
 from workbench.cli.groups import eval_app, heads_app
 from workbench.seam.spec import SpecError
 

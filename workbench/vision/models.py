@@ -19,10 +19,9 @@ def load_dinov2(device, dtype):
     from transformers import Dinov2Model
 
     import workbench.seam.attention  # noqa: F401
+    from workbench.models.registry import quiet_loading
     from workbench.vision.convert import ensure_dinov2
     from workbench.vision.runner import Preprocess
-
-    from workbench.models.registry import quiet_loading
 
     folder = ensure_dinov2()
     with quiet_loading():
@@ -43,7 +42,13 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
     from transformers import AutoConfig, AutoModel
 
     import workbench.seam.attention  # noqa: F401
-    from workbench.models.registry import ONLINE_HINT, OfflineModelError, UnknownModelError, hub_kwargs, quiet_loading
+    from workbench.models.registry import (
+        ONLINE_HINT,
+        OfflineModelError,
+        UnknownModelError,
+        hub_kwargs,
+        quiet_loading,
+    )
     from workbench.vision.adapter import VIT_ADAPTER
     from workbench.vision.runner import Preprocess
 
@@ -65,7 +70,9 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
             f"{', '.join(VIT_ADAPTER.families)}"
         )
     with quiet_loading():
-        model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype="float32", **hub)
+        model = AutoModel.from_pretrained(
+            name_or_path, attn_implementation="workbench", dtype="float32", **hub
+        )
     mean, std = Preprocess().mean, Preprocess().std
     try:
         from transformers import AutoImageProcessor
