@@ -57,3 +57,43 @@ class UnitLog:
         """Forget the units (the job's result is recorded elsewhere now)."""
         self.path.unlink(missing_ok=True)
         self._done.clear()
+
+
+class TrainingCheckpoint:
+    """The state of a training loop after its last finished optimiser step, in one safetensors file
+    (tensors, plus the loop's JSON state in the file's metadata; no pickle), replaced atomically after
+    each step. ``load`` gives ``(state, tensors)`` or None; a damaged file counts as none."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TrainingCheckpoint({str(self.path)!r})"
+
+    def load(self):
+        from safetensors import safe_open
+
+        if not self.path.exists():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                state = json.loads(handle.metadata()["state"])
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except Exception:  # cut short by a kill before the rename cannot happen, but a damaged copy can
+            return None
+        return state, tensors
+
+    def save(self, state: dict, tensors: dict) -> None:
+        from safetensors.torch import save_file
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"state": json.dumps(state)},
+        )
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
