@@ -191,3 +191,17 @@ def test_models_lists_dinov2_without_importing_vision_code():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_damaged_store_is_reported_without_importing_torch(corrupt):
+    """The one-line error costs no torch/transformers import (seconds on a loaded machine)."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from workbench.cli import app; "
+        f"result = CliRunner().invoke(app, ['runs', '--results', {str(corrupt)!r}]); "
+        "assert result.exit_code == 2, result.output; "
+        "assert 'not a readable DuckDB database' in result.output; "
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "assert not heavy, heavy; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import inspect
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,24 +16,26 @@ from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the c
 from workbench.seam.spec import SpecError
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean bad input. Imported when a command fails, not when the CLI starts: the
-    modules that define them import torch and transformers, and ``workbench --help`` must stay fast."""
-    from workbench.models.convert import MissingWeightsError
-    from workbench.models.registry import UnknownModelError
-    from workbench.runners.hf import InputError
-    from workbench.seam.attention import CaptureError
-    from workbench.store.store import StoreError
+# the errors that mean bad input, by (module, name); see user_errors
+USER_ERRORS = (
+    ("workbench.models.convert", "MissingWeightsError"),
+    ("workbench.models.registry", "UnknownModelError"),
+    ("workbench.runners.hf", "InputError"),
+    ("workbench.seam.attention", "CaptureError"),
+    ("workbench.store.store", "StoreError"),
+)
 
-    return (
-        SpecError,
-        InputError,
-        UnknownModelError,
-        CaptureError,
-        StoreError,
-        MissingWeightsError,
-        FileNotFoundError,
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input. Looked up among the modules already imported, never imported
+    here: an error of a module nobody imported cannot have been raised, and importing them (torch,
+    transformers) would add seconds to a one-line error such as a damaged store's."""
+    found = tuple(
+        getattr(sys.modules[module], name)
+        for module, name in USER_ERRORS
+        if module in sys.modules and hasattr(sys.modules[module], name)
     )
+    return (SpecError, *found, FileNotFoundError)
 
 
 def friendly(function):
