@@ -15,7 +15,6 @@ import typer
 from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
 from workbench.seam.spec import SpecError
 
-
 # the errors that mean bad input, by (module, name); see user_errors
 USER_ERRORS = (
     ("workbench.models.convert", "MissingWeightsError"),
