@@ -26,6 +26,7 @@ PAGES = [
     ("rhythm.py", "Rhythm", ":material/show_chart:"),
     ("interventions.py", "Interventions", ":material/tune:"),
     ("binding.py", "Binding", ":material/category:"),
+    ("compare.py", "Compare", ":material/compare_arrows:"),
 ]
 
 st.set_page_config(page_title="Attention workbench", page_icon=":material/visibility:", layout="wide")

@@ -31,3 +31,9 @@ def results_dir() -> Path:
         return Path(os.environ["WORKBENCH_RESULTS"]).expanduser()
     root = project_root()
     return root / "results" if root is not None else Path("results")
+
+
+def hub_online() -> bool:
+    """``$WORKBENCH_ONLINE=1`` (or ``workbench --online``) lets Hugging Face ids download from the hub.
+    Default: offline, local files only (the HF cache or a local folder), so no run waits on the network."""
+    return os.environ.get("WORKBENCH_ONLINE", "").strip().lower() not in ("", "0", "false", "no")

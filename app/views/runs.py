@@ -26,7 +26,8 @@ def _selected_rows(event) -> list[int]:
 
 def render() -> None:
     st.title("Runs")
-    table = data.runs()
+    internal = st.toggle("show internal runs (sweep and Ray job shards)", value=False, key="runs_internal")
+    table = data.runs(internal=internal)
     if table.empty:
         st.info(
             f"The store at `{data.store_root()}` has no runs yet. Run `make demo` (or `workbench demo`) "

@@ -44,16 +44,15 @@ def _store(root: str) -> Store:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _runs(root: str, stamp: tuple[int, int]) -> pd.DataFrame:
-    table = _store(root).runs()
+def _runs(root: str, stamp: tuple[int, int], internal: bool) -> pd.DataFrame:
+    table = _store(root).runs(internal=internal)
     for column in ("spec", "params"):
         table[column] = table[column].fillna("{}")
     return table
 
 
 def _looks_like_duckdb(path: Path) -> bool:
-    """DuckDB files carry ``DUCK`` at byte 8; checked first because opening a damaged file retries for a
-    minute (the store treats open errors as a lock held by a writer)."""
+    """DuckDB files carry ``DUCK`` at byte 8: a cheap first check before the store opens the file."""
     try:
         with open(path, "rb") as handle:
             return handle.read(12)[8:12] == b"DUCK"
@@ -61,8 +60,9 @@ def _looks_like_duckdb(path: Path) -> bool:
         return False
 
 
-def runs(root: str | None = None) -> pd.DataFrame:
-    """Every run in the index (newest first); empty when the store does not exist yet."""
+def runs(root: str | None = None, internal: bool = False) -> pd.DataFrame:
+    """Every run in the index (newest first); empty when the store does not exist yet. Internal runs
+    (a sweep's shards) only with ``internal=True``."""
     root = root or store_root()
     index = Path(root) / "workbench.duckdb"
     if index.exists() and not _looks_like_duckdb(index):
@@ -70,7 +70,7 @@ def runs(root: str | None = None) -> pd.DataFrame:
             f"the store index {index} is not a DuckDB file; move it away and re-run `make demo`"
         )
     try:
-        return _runs(root, _stamp(index))
+        return _runs(root, _stamp(index), internal)
     except Exception as error:  # a damaged index is a message, not a traceback
         raise Unavailable(
             f"the store index {Path(root) / 'workbench.duckdb'} cannot be read ({error}); "

@@ -17,7 +17,7 @@ from workbench_app.ui import show_token
 from workbench.store import Store
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"  # not from conftest: conftest names clash
-PAGES = ("runs", "head_grids", "explorer", "sinks", "retrieval", "rhythm", "interventions", "binding")
+PAGES = ("runs", "head_grids", "explorer", "sinks", "retrieval", "rhythm", "interventions", "binding", "compare")
 
 
 def open_page(name: str, query: dict | None = None, timeout: float = 120) -> AppTest:
@@ -418,3 +418,41 @@ def test_every_figure_and_table_has_a_download_button(store, page):
     labels = [b.proto.label for b in buttons]
     assert labels.count("Download figure (HTML)") == len(at.get("plotly_chart"))
     assert labels.count("Download table (CSV)") == len(at.dataframe)
+
+
+def test_compare_page_shows_the_libraries_comparison(broken_store):
+    from workbench.analyses.compare import compare_runs
+
+    root, ids = broken_store
+    store = Store(root)
+    other = store.head_table(ids["demo"])
+    other["sink_mass"] = other["sink_mass"][::-1].to_numpy()  # a second "model": same heads, other values
+    other["entropy"] = other["entropy"] + 0.25
+    second = store.put_run("capture", "tiny-gqa-b", "other", head_tables={"heads": other})
+    at = open_page("compare")
+    assert_clean(at)
+    widget(at, "selectbox", "compare_a").set_value(ids["demo"]).run()
+    widget(at, "selectbox", "compare_b").set_value(second).run()
+    widget(at, "selectbox", "compare_statistic").set_value("sink_mass").run()
+    assert_clean(at)
+    expected = compare_runs(store, ids["demo"], second)
+    summary = at.dataframe[0].value
+    pd.testing.assert_frame_equal(
+        summary.reset_index(drop=True), expected.summary, check_dtype=False, check_exact=False
+    )
+    entropy = summary.set_index("statistic").loc["entropy"]
+    assert entropy["max_abs_difference"] == pytest.approx(0.25) and entropy["rank_correlation"] == pytest.approx(1.0)
+    rows = expected.heads[expected.heads["statistic"] == "sink_mass"]
+    grid = rows.pivot_table(index="layer", columns="head", values="difference").sort_index()
+    np.testing.assert_allclose(values(charts(at)[0]["data"][0]["z"]), grid.to_numpy(), rtol=1e-6)
+
+
+def test_runs_page_hides_shard_runs_unless_asked(broken_store):
+    root, _ = broken_store
+    shard = Store(root).put_run("shard", "tiny-gqa", "s", arrays={"result": pd.DataFrame({"x": [1]})})
+    at = open_page("runs")
+    assert_clean(at)
+    assert shard not in set(at.dataframe[0].value["run_id"])
+    at.toggle(key="runs_internal").set_value(True).run()
+    assert_clean(at)
+    assert shard in set(at.dataframe[0].value["run_id"])

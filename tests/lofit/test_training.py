@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -151,3 +152,43 @@ def test_random_heads_and_bad_heads(tiny_model):
         lofit.train_offsets(
             tiny_model, [(5, 0)], [Completion("a", " b")], lofit.TrainConfig.defaults("clutrr", 2, steps=1)
         )
+
+
+def test_interrupted_training_continues_from_its_checkpoint(tiny, tmp_path, monkeypatch):
+    """Training killed after 3 of 6 steps continues from the saved step (no step redone) and ends with
+    the same scales and log as an uninterrupted run."""
+    import torch
+
+    from workbench.analyses import lofit
+    from workbench.analyses.lofit import train as train_module
+    from workbench.checkpoint import TrainingCheckpoint
+
+    items = lofit.load_task("truthfulqa", lofit.sample_path("truthfulqa"), limit=4)
+    config = lofit.TrainConfig.defaults("truthfulqa", 1, steps=6, epochs=3, batch_size=3)
+    reference_table, reference_scales, reference_log = lofit.select_heads(tiny, items, config, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    real_task_loss = train_module.task_loss
+
+    def dying_task_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Killed
+        return real_task_loss(*args, **kwargs)
+
+    checkpoint = TrainingCheckpoint(tmp_path / "work" / "lofit.safetensors")
+    monkeypatch.setattr(train_module, "task_loss", dying_task_loss)
+    with pytest.raises(Killed):
+        lofit.select_heads(tiny, items, config, progress=False, checkpoint=checkpoint)
+    state, _ = checkpoint.load()
+    assert state["step"] == 3
+
+    calls["n"] = -100  # no more deaths; count the steps the rerun trains
+    table, scales, log = lofit.select_heads(tiny, items, config, progress=False, checkpoint=checkpoint)
+    assert calls["n"] == -100 + 3  # only the 3 unfinished steps ran
+    torch.testing.assert_close(scales, reference_scales, rtol=0, atol=0)
+    assert log["loss"] == reference_log["loss"] and log["metric"] == reference_log["metric"]
+    pd.testing.assert_frame_equal(table, reference_table)

@@ -1,6 +1,7 @@
 """The analysis steps (sinks, retrieval, rhythm) and the NIAH validation metric, on tiny-gqa."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench.exec import LocalExecutor
@@ -109,3 +110,48 @@ steps:
     heads = result.outputs["binding"].table("heads")
     assert len(heads) == 6 * 3 and heads["binding_auroc"].between(0, 1).all()  # 6 blocks x 3 heads
     assert result.outputs["top"].summary["count"] == 2
+
+
+def test_interrupted_lofit_step_continues_its_training(tiny, store, tmp_path, write_yaml, monkeypatch):
+    pytest.importorskip("workbench.analyses.lofit")
+    from workbench.analyses.lofit import train as train_module
+
+    text = """\
+pipeline: lofit
+model: tiny-gqa
+steps:
+  - {id: lofit, step: lofit, task: truthfulqa, limit: 4, epochs: 4}
+"""
+    executor = LocalExecutor(store, progress=False)
+    executor.adopt(tiny)
+    reference = run_pipeline(load_pipeline(write_yaml(text), out=tmp_path / "reference"), store=store,
+                             executor=executor, echo=lambda m: None)  # fmt: skip
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    real = train_module.task_loss
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls.get("die_at"):
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "task_loss", counting)
+    other = type(store)(tmp_path / "other-store")
+    executor = LocalExecutor(other, progress=False)
+    executor.adopt(tiny)
+    spec = load_pipeline(write_yaml(text), out=tmp_path / "out")
+    calls["die_at"] = 3
+    with pytest.raises(Killed):
+        run_pipeline(spec, store=other, executor=executor, echo=lambda m: None)
+    assert len(list((tmp_path / "out" / ".work").glob("lofit-*.safetensors"))) == 1
+    calls.update(n=0, die_at=None)
+    messages = []
+    result = run_pipeline(spec, store=other, executor=executor, echo=messages.append)
+    assert calls["n"] == 2  # steps 3 and 4 only
+    assert any("continuing from its saved training state" in m for m in messages), messages
+    assert not list((tmp_path / "out" / ".work").iterdir())
+    pd.testing.assert_frame_equal(result.outputs["lofit"].table("heads"), reference.outputs["lofit"].table("heads"))

@@ -84,3 +84,21 @@ def test_changing_a_rule_reruns_only_that_step_and_later(tiny, store, tmp_path, 
     assert len(shards) == len(set(shards["run_id"]))
     baseline_shards = [s for s in shards.itertuples() if json.loads(s.spec)["label"] == "baseline"]
     assert len(baseline_shards) == 2
+
+
+def test_report_shows_step_summaries_as_tables_not_raw_json():
+    from workbench.pipeline.report import render_report
+
+    summary = {
+        "prompts": 6,
+        "conditions": {"baseline": {"success": 1.0}, "selected": {"success": 0.5, "delta_success": -0.5}},
+        "top": [[3, 2, 0.91234], [1, 0, 0.5]],
+        "selected_minus_control_delta_success": -0.3333333,
+    }
+    page = render_report("t", "", [{"id": "masking", "kind": "validate", "run_id": "r", "summary": summary, "figures": []}])
+    section = page.split("<h2 id='masking'>", 1)[1]
+    readable = section.split("<details>", 1)[0]
+    assert "<table class='summary'>" in readable and "{" not in readable  # no JSON before the collapsed copy
+    assert "<th style='text-align:left'>selected</th><td>0.5</td><td>-0.5</td>" in readable
+    assert "(3, 2, 0.9123); (1, 0, 0.5)" in readable and "-0.3333" in readable
+    assert "<summary>summary as JSON</summary>" in section

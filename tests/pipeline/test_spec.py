@@ -121,3 +121,16 @@ def test_shipped_sweeps_are_valid():
         spec = load_sweep(path)
         assert spec.jobs and spec.prompts
         assert spec.jobs[0].label == "baseline" and not spec.jobs[0].interventions
+
+
+def test_a_sweep_file_given_to_pipeline_run_names_pipeline_sweep(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    sweep = Path(__file__).resolve().parents[2] / "pipelines" / "sweep-masking.yaml"
+    result = CliRunner().invoke(app, ["pipeline", "run", str(sweep), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "workbench pipeline sweep" in lines[0] and "sweep file" in lines[0], result.output
+    assert not (tmp_path / "results").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 
@@ -11,6 +12,20 @@ app = typer.Typer(
     add_completion=False,
     help="Attention workbench: statistics, head tables, interventions.",
 )
+
+
+
+@app.callback()
+def _global_options(
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="let Hugging Face ids download from the hub (default: local files only; same as WORKBENCH_ONLINE=1)",
+    ),
+) -> None:
+    if online:
+        os.environ["WORKBENCH_ONLINE"] = "1"  # paths.hub_online() reads it: the switch has one home
+
 
 # modules that add commands to ``app``, one per analysis; a module not present yet is skipped
 COMMAND_MODULES = [
@@ -22,6 +37,7 @@ COMMAND_MODULES = [
     "workbench.cli.binding",
     "workbench.cli.dashboard",
     "workbench.cli.pipeline",
+    "workbench.cli.compare",
 ]
 
 for _name in COMMAND_MODULES:

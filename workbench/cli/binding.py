@@ -11,12 +11,13 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints
+from workbench.cli.common import friendly, parse_ints, uses_store
 from workbench.seam.spec import SpecError
 
 
 @app.command()
 @friendly
+@uses_store
 def binding(
     model: str = typer.Argument(..., help="dinov2-s14, a tiny-vit-* name, a .safetensors checkpoint, a HF ViT folder or id"),
     out: Path = typer.Option(..., "--out", help="folder for probes.parquet, heads.parquet, ablation.parquet, summary.json"),

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import os
+import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
 from workbench.seam.spec import SpecError
 
+# the errors that mean bad input, by (module, name); see user_errors
+USER_ERRORS = (
+    ("workbench.models.convert", "MissingWeightsError"),
+    ("workbench.models.registry", "UnknownModelError"),
+    ("workbench.runners.hf", "InputError"),
+    ("workbench.seam.attention", "CaptureError"),
+    ("workbench.store.store", "StoreError"),
+)
+
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean bad input. Imported when a command fails, not when the CLI starts: the
-    modules that define them import torch and transformers, and ``workbench --help`` must stay fast."""
-    from workbench.models.convert import MissingWeightsError
-    from workbench.models.registry import UnknownModelError
-    from workbench.runners.hf import InputError
-    from workbench.seam.attention import CaptureError
-    from workbench.store.store import StoreError
-
-    return (
-        SpecError,
-        InputError,
-        UnknownModelError,
-        CaptureError,
-        StoreError,
-        MissingWeightsError,
-        FileNotFoundError,
+    """The errors that mean bad input. Looked up among the modules already imported, never imported
+    here: an error of a module nobody imported cannot have been raised, and importing them (torch,
+    transformers) would add seconds to a one-line error such as a damaged store's."""
+    found = tuple(
+        getattr(sys.modules[module], name)
+        for module, name in USER_ERRORS
+        if module in sys.modules and hasattr(sys.modules[module], name)
     )
+    return (SpecError, *found, FileNotFoundError)
 
 
 def friendly(function):
@@ -44,6 +50,53 @@ def friendly(function):
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None
 
+    return wrapper
+
+
+RESULTS_HELP = "the store's folder (default $WORKBENCH_RESULTS, else ./results)"
+
+
+@contextlib.contextmanager
+def results_folder(results: Path | None):
+    """Point ``paths.results_dir()`` (the one place the store's default lives) at ``results`` for the
+    command's duration; subprocesses and Ray workers it starts inherit it."""
+    if results is None:
+        yield
+        return
+    before = os.environ.get("WORKBENCH_RESULTS")
+    os.environ["WORKBENCH_RESULTS"] = str(results.expanduser())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WORKBENCH_RESULTS", None)
+        else:
+            os.environ["WORKBENCH_RESULTS"] = before
+
+
+def uses_store(function):
+    """For a command that reads or writes the store: adds ``--results DIR`` and opens and checks the store
+    before the command runs, so a corrupt or locked store is one error line (exit 2 through ``friendly``)
+    before any model is loaded. Put it under ``@friendly``."""
+    signature = inspect.signature(function)
+    option = inspect.Parameter(
+        "results",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, "--results", help=RESULTS_HELP),
+        annotation=Optional[Path],  # noqa: UP045  (a real type: Typer reads it, not a string)
+    )
+
+    @functools.wraps(function)
+    def wrapper(*args, results: Path | None = None, **kwargs):
+        from workbench.store import default_store
+
+        with results_folder(results):
+            default_store().check()
+            return function(*args, **kwargs)
+
+    parameters = [p for p in signature.parameters.values() if p.name != "results"]
+    wrapper.__signature__ = signature.replace(parameters=[*parameters, option])
+    wrapper.__annotations__ = {**function.__annotations__, "results": Optional[Path]}  # noqa: UP045
     return wrapper
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, read_text
+from workbench.cli.common import friendly, parse_ints, read_text, uses_store
 
 
 @app.command()
@@ -37,6 +37,7 @@ def setup() -> None:
 
 @app.command()
 @friendly
+@uses_store
 def capture(
     model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
     text: Path = typer.Option(
@@ -146,15 +147,18 @@ def env(as_json: bool = typer.Option(False, "--json", help="one JSON object (pas
 
 
 @app.command()
+@friendly
+@uses_store
 def runs(
     model: str | None = typer.Option(None, "--model"),
     kind: str | None = typer.Option(None, "--kind"),
     as_json: bool = typer.Option(False, "--json"),
+    everything: bool = typer.Option(False, "--all", help="also the internal shard runs of sweeps and Ray jobs"),
 ) -> None:
     """List the runs recorded in the store."""
     from workbench.store import default_store
 
-    table = default_store().runs(model=model, kind=kind)
+    table = default_store().runs(model=model, kind=kind, internal=everything)
     if as_json:
         typer.echo(table.to_json(orient="records", date_format="iso"))
         return
@@ -167,6 +171,7 @@ def runs(
 
 @app.command()
 @friendly
+@uses_store
 def demo(
     model: str | None = typer.Option(None, "--model", help="another model (default: the pipeline's, smollm2-135m)"),
     out: Path = typer.Option(Path("results/demo"), "--out"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, write_json
+from workbench.cli.common import friendly, uses_store, write_json
 from workbench.seam.spec import SpecError
 
 lofit_app = typer.Typer(
@@ -64,6 +64,7 @@ def _record(kind: str, model: str, data_path: Path, params: dict, summary: dict,
 
 @lofit_app.command("select")
 @friendly
+@uses_store
 def select(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
@@ -110,6 +111,7 @@ def select(
 
 @lofit_app.command("train")
 @friendly
+@uses_store
 def train(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
@@ -196,6 +198,7 @@ def train(
 
 @lofit_app.command("eval")
 @friendly
+@uses_store
 def evaluate_command(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly
+from workbench.cli.common import friendly, uses_store
 
 pipeline_app = typer.Typer(
     no_args_is_help=True,
@@ -39,6 +39,7 @@ def _close(executor) -> None:
 
 @pipeline_app.command("run")
 @friendly
+@uses_store
 def run_command(
     file: Path = typer.Argument(..., help="pipeline YAML file (see pipelines/)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default: the file's outputs.dir)"),
@@ -92,6 +93,7 @@ def steps_command() -> None:
 
 @pipeline_app.command("sweep")
 @friendly
+@uses_store
 def sweep_command(
     file: Path = typer.Argument(..., help="sweep YAML file (models x conditions x prompts)"),
     out: Path | None = typer.Option(None, "--out", help="output folder (default: the file's outputs.dir)"),

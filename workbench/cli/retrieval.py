@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, write_json
+from workbench.cli.common import friendly, parse_ints, uses_store, write_json
 from workbench.cli.groups import eval_app, heads_app, validate_app
 from workbench.seam.spec import SpecError
 
@@ -60,6 +60,7 @@ def _store():
 
 @heads_app.command("retrieval")
 @friendly
+@uses_store
 def heads_retrieval(
     model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
     out: Path = typer.Option(..., "--out", help="HEADS.json to write (heads sorted by retrieval score)"),
@@ -114,6 +115,7 @@ def _mask_from_options(loaded, mask_heads_file, top, mask_random, seed, exclude_
 
 @eval_app.command("niah")
 @friendly
+@uses_store
 def eval_niah(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     out: Path = typer.Option(..., "--out", help="RESULT.json: success_rate, mean_rouge_recall, runs"),
@@ -168,6 +170,7 @@ def eval_niah(
 
 @validate_app.command("retrieval")
 @friendly
+@uses_store
 def validate_retrieval(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     heads: Path | None = typer.Option(None, "--heads", help="HEADS.json from `heads retrieval` (else detect first)"),
@@ -232,6 +235,7 @@ def validate_retrieval(
 
 @heads_app.command("streaming")
 @friendly
+@uses_store
 def heads_streaming(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     out: Path = typer.Option(..., "--out", help="HEADS.json (score = gate or long-range mass; query heads)"),
@@ -295,6 +299,7 @@ def heads_streaming(
 
 @app.command("influence")
 @friendly
+@uses_store
 def influence(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     heads: Path = typer.Option(..., "--heads", help="HEADS.json of retrieval scores"),

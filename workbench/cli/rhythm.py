@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints
+from workbench.cli.common import friendly, parse_ints, uses_store
 
 
 @app.command()
 @friendly
+@uses_store
 def rhythm(
     model: Annotated[str, typer.Argument(help="model name (see `workbench models`), HF id or local path")],
     out: Annotated[

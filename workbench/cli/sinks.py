@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, read_text, write_json
+from workbench.cli.common import friendly, parse_ints, read_text, uses_store, write_json
 from workbench.cli.groups import eval_app, heads_app
 from workbench.seam.spec import SpecError
 
@@ -30,6 +30,7 @@ def _check_out(out: Path) -> None:
 
 @heads_app.command("sinks")
 @friendly
+@uses_store
 def heads_sinks(
     model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
     text: Path = typer.Option(..., "--text", help="UTF-8 text; cut into windows, no BOS or template added"),
@@ -78,6 +79,7 @@ def _record(kind: str, model: str, data: dict, params: dict) -> str:
 
 @calibrate_app.command("act")
 @friendly
+@uses_store
 def calibrate_act(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     task: str = typer.Option("sentiment", "--task", help=TASK_HELP),
@@ -113,6 +115,7 @@ def calibrate_act(
 
 @calibrate_app.command("zerotuning")
 @friendly
+@uses_store
 def calibrate_zerotuning(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     task: str = typer.Option("sentiment", "--task", help=TASK_HELP),
@@ -160,6 +163,7 @@ def read_interventions(path: Path):
 
 @eval_app.command("task")
 @friendly
+@uses_store
 def eval_task(
     model: str = typer.Argument(..., help="model name, HF id or local path"),
     task: str = typer.Option("sentiment", "--task", help=TASK_HELP),

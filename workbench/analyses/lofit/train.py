@@ -172,11 +172,15 @@ def optimise(
     val_examples: list[Example] | None = None,
     progress: bool = True,
     desc: str = "lofit",
+    checkpoint=None,
 ) -> dict:
     """Train ``parameter`` (the only trainable tensor) on the task loss (+ L1). Returns a log.
 
     With ``val_examples`` the validation loss is measured before training and after every epoch, and
     ``parameter`` ends at the value with the lowest validation loss (selection on the validation set).
+    ``checkpoint`` (a ``workbench.checkpoint.TrainingCheckpoint`` for this exact job) keeps the loop's state
+    after every step (parameter, AdamW moments, schedule, data order, log), so an interrupted run continues
+    after its last finished step and ends where an uninterrupted one would.
     """
     model.hf.requires_grad_(False)
     batches_per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -190,7 +194,27 @@ def optimise(
     order = random.Random(config.seed)
     log = {"loss": [], "metric": [], "val": [], "steps": total}
     best = None
-    if val_examples:
+    step, resume_at = 0, 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # continue after the last finished step of an interrupted run
+        state, tensors = saved
+        step, resume_at, log = state["step"], state["position"], state["log"]
+        order.setstate(_rng_state(state["epoch_rng"]))
+        with torch.no_grad():
+            parameter.copy_(tensors["parameter"].to(parameter.device))
+        if "exp_avg" in tensors:
+            optimizer.state[parameter] = {
+                "step": tensors["adam_step"],
+                "exp_avg": tensors["exp_avg"].to(parameter.device),
+                "exp_avg_sq": tensors["exp_avg_sq"].to(parameter.device),
+            }
+        schedule.last_epoch = step  # the schedule where it stood, without stepping it before the optimiser
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * max(0.0, 1 - step / total)
+        schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+        if "best" in tensors:
+            best = (state["best_loss"], state["best_step"], tensors["best"].to(parameter.device))
+    elif val_examples:
         best = (
             validation_loss(model, val_examples, make_interventions(), config),
             0,
@@ -201,12 +225,12 @@ def optimise(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=desc, unit="step")
-    step = 0
+        bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     while step < total:
+        epoch_rng = order.getstate()
         indices = list(range(len(examples)))
         order.shuffle(indices)
-        for start in range(0, len(indices), config.batch_size):
+        for start in range(resume_at, len(indices), config.batch_size):
             if step >= total:
                 break
             chunk = [examples[i] for i in indices[start : start + config.batch_size]]
@@ -232,6 +256,9 @@ def optimise(
                 log["val"].append({"step": step, "loss": value})
                 if value < best[0]:
                     best = (value, step, parameter.detach().clone())
+            if checkpoint is not None:
+                _save(checkpoint, step, start + config.batch_size, epoch_rng, log, parameter, optimizer, best)
+        resume_at = 0
     if bar is not None:
         bar.close()
     if best is not None:
@@ -239,6 +266,32 @@ def optimise(
             parameter.copy_(best[2])
         log["selected_step"] = best[1]
     return log
+
+
+def _save(checkpoint, step, position, epoch_rng, log, parameter, optimizer, best) -> None:
+    state = {"step": step, "position": position, "epoch_rng": _rng_json(epoch_rng), "log": log}
+    tensors = {"parameter": parameter.detach()}
+    moments = optimizer.state.get(parameter, {})
+    if "exp_avg" in moments:
+        tensors.update(
+            adam_step=torch.as_tensor(moments["step"]).detach().clone(),
+            exp_avg=moments["exp_avg"],
+            exp_avg_sq=moments["exp_avg_sq"],
+        )
+    if best is not None:
+        state.update(best_loss=best[0], best_step=best[1])
+        tensors["best"] = best[2]
+    checkpoint.save(state, tensors)
+
+
+def _rng_json(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state(saved: list) -> tuple:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -251,6 +304,7 @@ def select_heads(
     config: TrainConfig,
     *,
     progress: bool = True,
+    checkpoint=None,
 ) -> tuple[pd.DataFrame, torch.Tensor, dict]:
     """Step 1: learn a scale A per head (z <- (1 + A) z) with task loss + L1; rank heads by ||A||_2.
 
@@ -268,7 +322,9 @@ def select_heads(
             for head in range(shape.num_heads)
         ]
 
-    log = optimise(model, examples, scales, interventions, config, progress=progress, desc="lofit select")
+    log = optimise(
+        model, examples, scales, interventions, config, progress=progress, desc="lofit select", checkpoint=checkpoint
+    )
     norms = scales.detach().norm(dim=-1).cpu()
     rows = [
         {"layer": layer, "head": head, "kv_head": shape.kv_head(head), "score": float(norms[layer, head])}

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from workbench.runners.hf import cache_of, with_cache
+
 # SmolLM2-135M's config (HuggingFaceTB/SmolLM2-135M-Instruct), weights random
 SMOLLM2_SHAPE = dict(
     vocab_size=49152,
@@ -60,12 +62,12 @@ def run_seam(model, adapter, shape, ids, steps):
     top = []
     with torch.no_grad():
         with instrument(model, None, (), adapter=adapter):
-            past = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+            past = cache_of(model(input_ids=ids[:, :-1], use_cache=True))
         with instrument(model, ARGMAX_SPEC, (), adapter=adapter) as session:
             step = ids[:, -1:]
             for _ in range(steps):
-                out = model(input_ids=step, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model(input_ids=step, use_cache=True, **with_cache(model, past))
+                past = cache_of(out)
                 step = out.logits[:, -1:].argmax(-1)
     capture = Capture.from_records(shape, session.records)
     top = capture.row["argmax"][0]  # (layer, head, step)
@@ -75,11 +77,11 @@ def run_seam(model, adapter, shape, ids, steps):
 def run_eager(model, ids, steps):
     tops = []
     with torch.no_grad():
-        past = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        past = cache_of(model(input_ids=ids[:, :-1], use_cache=True))
         step = ids[:, -1:]
         for _ in range(steps):
-            out = model(input_ids=step, past_key_values=past, use_cache=True, output_attentions=True)
-            past = out.past_key_values
+            out = model(input_ids=step, use_cache=True, **with_cache(model, past), output_attentions=True)
+            past = cache_of(out)
             step = out.logits[:, -1:].argmax(-1)
             tops.append(torch.stack([a[0, :, -1].argmax(-1) for a in out.attentions]))  # (layer, head)
     return torch.stack(tops, -1).cpu()
@@ -87,11 +89,11 @@ def run_eager(model, ids, steps):
 
 def run_sdpa(model, ids, steps):
     with torch.no_grad():
-        past = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        past = cache_of(model(input_ids=ids[:, :-1], use_cache=True))
         step = ids[:, -1:]
         for _ in range(steps):
-            out = model(input_ids=step, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=step, use_cache=True, **with_cache(model, past))
+            past = cache_of(out)
             step = out.logits[:, -1:].argmax(-1)
 
 

@@ -24,7 +24,7 @@ from workbench.analyses.retrieval.haystack import (
 from workbench.analyses.retrieval.rouge import rouge1_recall
 from workbench.analyses.retrieval.scoring import decode_argmax, retrieval_hits, score_table
 from workbench.capture import Capture
-from workbench.runners.hf import Generation, InputError
+from workbench.runners.hf import Generation, InputError, cache_of, with_cache
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
@@ -86,12 +86,12 @@ def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: in
     new: list[int] = []
     with torch.no_grad():
         with model.seam(None, interventions):
-            past = model.hf(input_ids=ids[:, :-1], use_cache=True).past_key_values
+            past = cache_of(model.hf(input_ids=ids[:, :-1], use_cache=True))
         with model.seam(spec, interventions) as session:
             step = ids[:, -1:]
             while True:
-                out = model.hf(input_ids=step, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model.hf(input_ids=step, use_cache=True, **with_cache(model.hf, past))
+                past = cache_of(out)
                 token = int(out.logits[0, -1].argmax())
                 new.append(token)
                 if token == eos or len(new) == max_new_tokens or "\n" in model.tokenizer.decode([token]):
@@ -118,12 +118,22 @@ def run_prompts(
     max_new_tokens: int = 50,
     progress: bool = True,
     description: str = "niah",
+    units=None,
 ) -> NiahResult:
-    """Generate an answer for each prompt; score success, and the heads when ``detect``."""
+    """Generate an answer for each prompt; score success, and the heads when ``detect``.
+
+    ``units`` (a ``workbench.checkpoint.UnitLog`` for this exact job) keeps each finished run, so a rerun
+    after an interruption reads those back and generates only the rest."""
     from tqdm.auto import tqdm
 
     rows, scores = [], []
-    for prompt in tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False):
+    for index, prompt in enumerate(tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False)):
+        unit = _unit_key(description, index, prompt, detect)
+        done = units.get(unit) if units is not None else None
+        if done is not None:
+            rows.append(done["row"])
+            scores.append(None if done["score"] is None else np.asarray(done["score"], dtype=done["dtype"]))
+            continue
         started = time.perf_counter()
         # the same paper-style loop with and without detection: under generate() the first answer token
         # would come from the prefill, which a decode-scope mask (the repo's) leaves untouched
@@ -153,7 +163,21 @@ def run_prompts(
                 "seconds": seconds,
             }
         )
+        if units is not None:
+            units.add(unit, {
+                "row": {k: (v.item() if hasattr(v, "item") else v) for k, v in rows[-1].items()},
+                "score": None if run_score is None else run_score.tolist(),
+                "dtype": None if run_score is None else str(run_score.dtype),
+            })
     return NiahResult(pd.DataFrame(rows), scores)
+
+
+def _unit_key(description: str, index: int, prompt: NiahPrompt, detect: bool) -> str:
+    """One NIAH run: its place in the job and a digest of its exact prompt tokens."""
+    import hashlib
+
+    ids = torch.as_tensor(prompt.ids).reshape(-1).to(torch.int64).cpu().numpy().tobytes()
+    return f"{description}/{index}/{int(detect)}/{hashlib.sha256(ids).hexdigest()[:12]}"
 
 
 def run_conditions(model, prompts: Sequence[NiahPrompt], conditions, *, max_new_tokens: int = 50,
@@ -187,12 +211,13 @@ def run_niah(
     max_new_tokens: int = 50,
     split: str = "detect",
     progress: bool = True,
+    units=None,
 ) -> NiahResult:
     haystack, needles = resolve_inputs(haystack, needles, split)
     builder = PromptBuilder(model, haystack, chat=chat)
     prompts = grid_prompts(builder, needles, lengths, depths)
     return run_prompts(model, prompts, interventions=interventions, detect=detect, max_new_tokens=max_new_tokens,
-                       progress=progress)
+                       progress=progress, units=units)
 
 
 def detect_retrieval_heads(
@@ -207,15 +232,17 @@ def detect_retrieval_heads(
     max_new_tokens: int = 50,
     progress: bool = True,
     return_runs: bool = False,
+    units=None,
 ):
     """Retrieval score per head (Wu et al. 2024 §1): mean over successful runs of the per-run hit rate.
 
     Returns the head table (``layer, head, kv_head, score, active_runs, retrieval_head``), sorted by score,
-    with the grid in ``attrs["params"]``; with ``return_runs`` also the per-run table.
+    with the grid in ``attrs["params"]``; with ``return_runs`` also the per-run table. ``units``: see
+    ``run_prompts`` (resuming an interrupted detection).
     """
     haystack, needles = resolve_inputs(haystack, needles, "detect")
     result = run_niah(model, haystack, needles, lengths, depths, detect=True, chat=chat,
-                      max_new_tokens=max_new_tokens, progress=progress)
+                      max_new_tokens=max_new_tokens, progress=progress, units=units)
     good = [s for s, ok in zip(result.scores, result.runs["success"], strict=True) if ok]
     params = {
         "haystack": haystack.source,

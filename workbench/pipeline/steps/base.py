@@ -42,6 +42,26 @@ class Context:
     out: Path
     echo: Callable[[str], None] = print
     run_ids: dict[str, str] = field(default_factory=dict)  # step id -> store run id, filled as steps finish
+    step_key: str | None = None  # the running step's content key (its options, model, data and inputs)
+
+    def work_file(self, config: dict, suffix: str) -> Path:
+        """Where the running step keeps its partial work: ``.work/<id>-<key><suffix>`` in the output
+        folder. Named by the step's key, so a changed option starts afresh; the runner removes the step's
+        work files once the step is recorded."""
+        return self.out / ".work" / f"{config['id']}-{self.step_key}{suffix}"
+
+    def units(self, config: dict):
+        """The running step's log of finished units (``workbench.checkpoint.UnitLog``): a rerun after a
+        kill continues inside the step."""
+        from workbench.checkpoint import UnitLog
+
+        return UnitLog(self.work_file(config, ".jsonl"))
+
+    def training_checkpoint(self, config: dict):
+        """The running step's training state (``workbench.checkpoint.TrainingCheckpoint``)."""
+        from workbench.checkpoint import TrainingCheckpoint
+
+        return TrainingCheckpoint(self.work_file(config, ".safetensors"))
 
     def texts(self, name: str) -> list[str]:
         from workbench.pipeline.data import load_texts

@@ -57,7 +57,9 @@ class LofitStep(Step):
         items = lofit.load_task(task, path, limit=config.get("limit"))
         overrides = {k: config.get(k) for k in ("steps", "epochs", "seed")}
         train = lofit.TrainConfig.defaults(task, 1, **overrides)
-        table, _, log = lofit.select_heads(ctx.model(), items, train, progress=True)
+        table, _, log = lofit.select_heads(
+            ctx.model(), items, train, progress=True, checkpoint=ctx.training_checkpoint(config)
+        )
         table.attrs.pop("params", None)
         summary = {
             "task": task,

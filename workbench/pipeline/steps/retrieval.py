@@ -76,6 +76,7 @@ class RetrievalStep(Step):
             threshold=float(config.get("threshold", 0.1)),
             max_new_tokens=int(config.get("max_new_tokens", 50)),
             return_runs=True,
+            units=ctx.units(config),  # each NIAH run is kept as it finishes: a rerun continues
         )
         table["retrieval_head"] = table["retrieval_head"].astype(int)
         summary = {
