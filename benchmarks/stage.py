@@ -62,10 +62,10 @@ def tree_bytes() -> int:
 
 def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
     sys.path.insert(0, str(ROOT))
+    import gguf
+
     from workbench.models.convert import smollm2_gguf
     from workbench.vision.convert import dinov2_dir
-
-    import gguf
 
     members = [("smollm2.gguf", smollm2_gguf())]
     dinov2 = dinov2_dir()
