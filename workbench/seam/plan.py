@@ -44,6 +44,25 @@ class LayerPlan:
         )
 
     @property
+    def only_output_edits(self) -> bool:
+        """True when the layer's attention is ordinary and only its per-head output is edited (LoFiT)."""
+        return (
+            bool(self.output_edits)
+            and self.capture_heads is None
+            and not self.uniform_heads
+            and not self.logit_biases
+            and not self.prob_edits
+        )
+
+    def apply_output_edits(self, output: torch.Tensor) -> torch.Tensor:
+        """output (batch, q, head, dim) with every output edit applied to its head's slice."""
+        pieces = list(output.unbind(2))
+        for head, edits in self.output_edits.items():
+            for edit in edits:
+                pieces[head] = edit.apply(pieces[head])
+        return torch.stack(pieces, dim=2)
+
+    @property
     def needs_all_queries(self) -> bool:
         return any(e.needs_all_queries for edits in self.prob_edits.values() for e in edits)
 
