@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_BLOCK = re.compile(r"(<!-- table:([a-z0-9_.-]+) -->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+_BLOCK = re.compile(r"^(<!-- table:([a-z0-9_.-]+) -->\n)(.*?)^(<!-- /table -->)", re.DOTALL | re.MULTILINE)
+_OPEN = re.compile(r"^<!-- table:", re.MULTILINE)  # a marker is a line of its own; prose may quote one
+_CLOSE = re.compile(r"^<!-- /table -->", re.MULTILINE)
 
 
 class MarkerError(ValueError):
@@ -21,8 +23,8 @@ def table_names(text: str) -> list[str]:
 
 def fill_tables(text: str, render: Callable[[str], str]) -> str:
     """``text`` with every marked block replaced by ``render(name)`` (which ends with a newline)."""
-    opened = text.count("<!-- table:")
-    if opened != len(table_names(text)) or opened != text.count("<!-- /table -->"):
+    opened = len(_OPEN.findall(text))
+    if opened != len(table_names(text)) or opened != len(_CLOSE.findall(text)):
         raise MarkerError("unbalanced table markers: every <!-- table:NAME --> needs its <!-- /table -->")
 
     def replace(match: re.Match) -> str:
