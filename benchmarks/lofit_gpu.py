@@ -55,6 +55,7 @@ def parse(argv=None):
     p.add_argument("--eval-batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=6, help="parallel (fold, seed) jobs on the GPU")
     p.add_argument("--budget-s", type=float, default=480, help="no condition starts that would end after this")
+    p.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on the GPU (slower)")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny-gqa, 6 questions, 1 step")
     p.add_argument("--merge", action="store_true", help="only rebuild results.json from units/")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -154,7 +155,10 @@ def run_worker(args, job: dict) -> None:
         write_json(unit_path, {"job": job, "units": units})
 
     if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 as on the CPU runs
+        # fp32 weights and activations; matmuls on TF32 tensor cores unless --no-tf32 (about 3x the
+        # throughput on an H100 for this run, which is compute-bound: see the estimate in 7-lofit.md)
+        torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
+        torch.backends.cudnn.allow_tf32 = not args.no_tf32
     model = wb.load_model(args.model, device=args.device, dtype=torch.float32)
     if task == "truthfulqa":
         split = truthfulqa_folds(args.data, args.limit)[fold]
@@ -263,7 +267,7 @@ def protocol(args) -> dict:
         "tasks": args.tasks, "model": args.model, "ks": args.ks, "seeds": args.seeds,
         "conditions": ["base", *args.conditions.split(",")], "epochs": args.epochs, "steps": args.steps,
         "limit": args.limit, "clutrr_train_limit": args.clutrr_train_limit, "split_seed": SPLIT_SEED,
-        "val_share": VAL_SHARE, "smoke": args.smoke,
+        "val_share": VAL_SHARE, "smoke": args.smoke, "tf32": not args.no_tf32,
         "command": "python3 benchmarks/lofit_gpu.py " + " ".join(sys.argv[1:]),
     }
 
