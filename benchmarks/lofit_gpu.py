@@ -12,6 +12,15 @@ on K random heads and on all heads under the same parameter budget, each trained
 the epoch with the lowest validation loss; then MC1/MC2 per test question. The base model is scored
 once per fold. CLUTRR (optional): train.json / val.json / test.json, one "fold".
 
+Time (estimate, not measured on a GPU): ``--estimate`` counts the work. TruthfulQA at the defaults is
+13,440 optimiser steps (7 trainings x 5 epochs x 62-66 steps, x 2 folds x 3 seeds) over 9.1M padded
+tokens, about 3.8 PFLOP (forward + activation gradients, 106M non-embedding parameters). On the shared
+CPU one step-1 step took about 87 s (3 steps in 262 s at load average 9), i.e. about 3.4 GFLOP/s; an
+H100 at an effective 20-60 TFLOP/s on TF32 (small 576-wide matmuls) needs 1.1-3.3 min of compute, and
+per-step launch overhead (about 30 ms, 13,440 steps spread over 6 processes) about the same again:
+3-7 minutes in all. ``--budget-s`` (default 480) stops a job from starting a condition that would end
+later, so a slow card leaves whole seeds (the jobs run seed-major) and drops the last conditions.
+
 The (fold, seed) jobs run as parallel worker processes on the one GPU (a 135M model leaves it mostly
 idle). Every worker writes ``units/<job>.json`` after every condition and the main process merges them
 into ``results.json`` every few seconds, so a run cut by a timeout still leaves every finished
@@ -57,6 +66,7 @@ def parse(argv=None):
     p.add_argument("--budget-s", type=float, default=480, help="no condition starts that would end after this")
     p.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on the GPU (slower)")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny-gqa, 6 questions, 1 step")
+    p.add_argument("--estimate", action="store_true", help="only count steps and padded tokens")
     p.add_argument("--merge", action="store_true", help="only rebuild results.json from units/")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -222,6 +232,36 @@ def run_worker(args, job: dict) -> None:
     say("done")
 
 
+def estimate(args, model) -> dict:
+    """Optimiser steps and padded training tokens of a full run (the tokenizer only, no forward)."""
+    from workbench.analyses.lofit import TrainConfig
+    from workbench.analyses.lofit.train import make_examples
+
+    trainings = 1 + len(args.ks.split(",")) * len(args.conditions.split(","))
+    seeds = len(args.seeds.split(","))
+    steps = tokens = 0
+    for task in args.tasks.split(","):
+        splits = truthfulqa_folds(args.data, args.limit) if task == "truthfulqa" else [
+            clutrr_split(args.data, args.limit, args.clutrr_train_limit)
+        ]
+        config = TrainConfig.defaults(task, 2)
+        for split in splits:
+            examples = make_examples(model, [item for _, item in split["train"]], config)
+            order = list(range(len(examples)))
+            random.Random(0).shuffle(order)
+            per_epoch = 0
+            for start in range(0, len(order), config.batch_size):
+                chunk = [examples[i] for i in order[start : start + config.batch_size]]
+                rows = 2 if chunk[0].rejected is not None else 1
+                per_epoch += rows * len(chunk) * max(len(e.prompt) + len(e.target) for e in chunk)
+            epochs = args.epochs if args.steps is None else 1
+            batches = -(-len(examples) // config.batch_size)
+            steps += trainings * seeds * epochs * (min(batches, args.steps) if args.steps else batches)
+            tokens += trainings * seeds * epochs * per_epoch
+    return {"optimiser_steps": steps, "padded_training_tokens": tokens,
+            "pflop_forward_and_activation_gradients": round(4 * 106e6 * tokens / 1e15, 2)}
+
+
 # --- the main process -----------------------------------------------------------------------------
 
 
@@ -291,7 +331,10 @@ def main(argv=None) -> int:
         return 0
     import workbench as wb
 
-    wb.load_model(args.model, device="cpu")  # converts the GGUF once, before the workers race for it
+    model = wb.load_model(args.model, device="cpu")  # converts the GGUF once, before the workers race
+    if args.estimate:
+        print(json.dumps(estimate(args, model), indent=2))
+        return 0
     for stale in (args.out / "units").glob("*.json"):
         stale.unlink()
     merge(args, started, expected)
