@@ -16,10 +16,11 @@ Time (estimate, not measured on a GPU): ``--estimate`` counts the work. Truthful
 13,440 optimiser steps (7 trainings x 5 epochs x 62-66 steps, x 2 folds x 3 seeds) over 9.1M padded
 tokens, about 3.8 PFLOP (forward + activation gradients, 106M non-embedding parameters). On the shared
 CPU one step-1 step took about 87 s (3 steps in 262 s at load average 9), i.e. about 3.4 GFLOP/s; an
-H100 at an effective 20-60 TFLOP/s on TF32 (small 576-wide matmuls) needs 1.1-3.3 min of compute, and
+H100 at an effective 20-60 TFLOP/s on TF32 (small 576-wide matmuls) needs 1.1-3.2 min of compute, and
 per-step launch overhead (about 30 ms, 13,440 steps spread over 6 processes) about the same again:
 3-7 minutes in all. ``--budget-s`` (default 480) stops a job from starting a condition that would end
-later, so a slow card leaves whole seeds (the jobs run seed-major) and drops the last conditions.
+later; each job trains LoFiT and random heads first and the all-heads control last, so a slow card
+loses all-heads rows first.
 
 The (fold, seed) jobs run as parallel worker processes on the one GPU (a 135M model leaves it mostly
 idle). Every worker writes ``units/<job>.json`` after every condition and the main process merges them

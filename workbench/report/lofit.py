@@ -114,13 +114,16 @@ def findings(data: Path) -> list[dict]:
                     if not common:
                         continue
                     diffs = [lofit[i] - random[i] for i in common]
+                    task_units = [u for u in units if u["task"] == task]
+                    model = task_units[0].get("model", "?")
+                    folds = len({u["fold"] for u in task_units})
                     low, high = bootstrap_ci(diffs)
                     verdict = "reproduced" if low > 0 else "not reproduced" if high <= 0 else "inconclusive"
                     out.append(
                         {
                             "finding": f"LoFiT-selected heads beat random heads at equal K = {k} ({task} {metric})",
                             "paper": "Yin, Ye, Durrett 2024, LoFiT",
-                            "metric": f"{metric}(LoFiT) - {metric}(random), SmolLM2-135M, {seeds} seeds, 2 folds",
+                            "metric": f"{metric}(LoFiT) - {metric}(random), {model}, {seeds} seeds, {folds} fold(s)",
                             "value": round(sum(diffs) / len(diffs), 4),
                             "ci": [round(low, 4), round(high, 4)],
                             "n": len(diffs),
