@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import lofit, retrieval, sinks
+from workbench.report import binding, lofit, retrieval, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -61,6 +61,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "retrieval-gpu-detect4k": lambda: retrieval.detect4k_table(data),
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
+        "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
     }

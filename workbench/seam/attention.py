@@ -83,7 +83,7 @@ AttentionInterface.register(IMPLEMENTATION, workbench_attention)
 AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
-SDPA_OUTPUT_EDITS = "sdpa+output-edits"  # the backend name of the branch above
+SDPA_OUTPUT_EDITS = "sdpa+output-edits"  # backend name of output-only edits (Session.attend)
 
 
 class Session:

@@ -1,0 +1,51 @@
+"""Binding tables from ``data/binding/<model>/`` (the ``workbench binding`` output folders)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ORDER = ("supervised-s0", "supervised-s1", "mae-s0", "mae-s1", "dino-s0", "dino-s1")
+ROWS = (
+    "quadratic", "lowrank", "diagonal", "linear", "pointwise-class", "cosine",
+    "random-init:quadratic", "random-init:cosine", "pixels:quadratic", "pixels:cosine",
+)
+
+
+def model_folders(data: Path) -> list[Path]:
+    folders = [p for p in (data / "binding").glob("tiny-vit-*") if (p / "probes.parquet").exists()]
+    rank = {f"tiny-vit-{name}": i for i, name in enumerate(ORDER)}
+    return sorted(folders, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+def _cell(table, layer: int, probe: str, prefix: str) -> str:
+    rows = table[(table.layer == layer) & (table.probe == probe)]
+    if not len(rows):
+        return "-"
+    row = rows.iloc[0]
+    return f"{row[prefix + 'accuracy']:.3f} / {row[prefix + 'auroc']:.3f}"
+
+
+def tiny_vit_table(data: Path) -> str:
+    """§3.1: each model at its best layer (validation same-class accuracy of the quadratic probe)."""
+    import pandas as pd
+
+    folders = model_folders(data)
+    if not folders:
+        return "No committed tiny-ViT binding outputs yet.\n"
+    tables = {p.name: pd.read_parquet(p / "probes.parquet") for p in folders}
+    best = {p.name: json.loads((p / "summary.json").read_text())["best_layer"] for p in folders}
+    names = [p.name for p in folders]
+    lines = ["| index | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines.append("| best layer | " + " | ".join(str(best[n]) for n in names) + " |")
+    lines.append(
+        "| quadratic main acc / AUROC | "
+        + " | ".join(_cell(tables[n], best[n], "quadratic", "") for n in names)
+        + " |"
+    )
+    for probe in ROWS:
+        cells = [
+            _cell(tables[n], -1 if probe.startswith("pixels:") else best[n], probe, "same_class_") for n in names
+        ]
+        lines.append(f"| {probe} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
