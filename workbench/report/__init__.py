@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, lofit, retrieval, sinks
+from workbench.report import binding, influence, lofit, retrieval, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -62,6 +62,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
+        "influence": lambda: influence.table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
     }
