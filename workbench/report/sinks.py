@@ -58,7 +58,7 @@ def findings(data: Path) -> list[dict]:
     low, high = bootstrap_ci(per_window)
     return [
         {
-            "finding": "A first-token attention sink appears in most heads of a trained LM (Sink_1 well above 0)",
+            "finding": "A first-token attention sink appears in most heads of a trained LM (Sink_1 > 0.5)",
             "paper": "Gu et al. 2025, When Attention Sink Emerges",
             "metric": "Sink_1^0.3: fraction of heads with first-token column mean > 0.3, SmolLM2-135M, essays",
             "value": round(report["sink_1"], 4),
