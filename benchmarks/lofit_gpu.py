@@ -64,7 +64,9 @@ def parse(argv=None):
     p.add_argument("--clutrr-train-limit", type=int, default=None, help="subsample CLUTRR's train.json")
     p.add_argument("--eval-batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=6, help="parallel (fold, seed) jobs on the GPU")
-    p.add_argument("--budget-s", type=float, default=480, help="no condition starts that would end after this")
+    p.add_argument(
+        "--budget-s", type=float, default=480, help="no condition starts that would end after this"
+    )
     p.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on the GPU (slower)")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny-gqa, 6 questions, 1 step")
     p.add_argument("--estimate", action="store_true", help="only count steps and padded tokens")
@@ -128,9 +130,15 @@ def _evaluate(model, task, test, interventions, eval_batch) -> dict:
     ids = [i for i, _ in test]
     items = [item for _, item in test]
     if task == "truthfulqa":
-        result = truthfulqa_mc(model, items, interventions, batch_size=eval_batch, batched=True, per_question=True)
+        result = truthfulqa_mc(
+            model, items, interventions, batch_size=eval_batch, batched=True, per_question=True
+        )
         rows = result.pop("questions")
-        result["items"] = {"id": ids, "mc1": [r["mc1"] for r in rows], "mc2": [round(r["mc2"], 6) for r in rows]}
+        result["items"] = {
+            "id": ids,
+            "mc1": [r["mc1"] for r in rows],
+            "mc2": [round(r["mc2"], 6) for r in rows],
+        }
     else:
         result = completion_accuracy(model, items, interventions, batch_size=eval_batch, per_item=True)
         rows = result.pop("items")
@@ -139,9 +147,9 @@ def _evaluate(model, task, test, interventions, eval_batch) -> dict:
 
 
 def run_worker(args, job: dict) -> None:
-    import workbench as wb
     from safetensors.torch import save_file
 
+    import workbench as wb
     from workbench.analyses.lofit import (
         TrainConfig,
         random_heads,
@@ -183,16 +191,34 @@ def run_worker(args, job: dict) -> None:
     if job["base"]:
         t0 = time.time()
         result = _evaluate(model, task, split["test"], [], args.eval_batch)
-        record({**base_unit, "seed": None, "condition": "base", "k": 0, "params": 0,
-                "seconds": round(time.time() - t0, 2), **result})
+        record(
+            {
+                **base_unit,
+                "seed": None,
+                "condition": "base",
+                "k": 0,
+                "params": 0,
+                "seconds": round(time.time() - t0, 2),
+                **result,
+            }
+        )
         say(f"base: { {k: v for k, v in result.items() if k != 'items'} }")
 
     overrides = {"epochs": args.epochs, "steps": args.steps, "seed": seed}
     t0 = time.time()
-    table, _, select_log = select_heads(model, train, TrainConfig.defaults(task, 1, **overrides), progress=False)
+    table, _, select_log = select_heads(
+        model, train, TrainConfig.defaults(task, 1, **overrides), progress=False
+    )
     heads_path = args.out / "heads" / f"{name}.json"
-    write_json(heads_path, {"job": job, "steps": select_log["steps"], "seconds": round(time.time() - t0, 2),
-                            "heads": table[["layer", "head", "score"]].to_dict("records")})
+    write_json(
+        heads_path,
+        {
+            "job": job,
+            "steps": select_log["steps"],
+            "seconds": round(time.time() - t0, 2),
+            "heads": table[["layer", "head", "score"]].to_dict("records"),
+        },
+    )
     say(f"step 1: {select_log['steps']} steps in {time.time() - t0:.1f}s")
 
     config = TrainConfig.defaults(task, 2, **overrides)
@@ -212,8 +238,14 @@ def run_worker(args, job: dict) -> None:
             )
             folder.mkdir(parents=True, exist_ok=True)
             save_file({"coordinates": coordinates.contiguous()}, str(folder / "coordinates.safetensors"))
-            write_json(folder / "coordinates.json", {"budget": k * head_dim, "projection_seed": 1000 + seed,
-                                                     "map": "workbench.analyses.lofit.budget_projection"})
+            write_json(
+                folder / "coordinates.json",
+                {
+                    "budget": k * head_dim,
+                    "projection_seed": 1000 + seed,
+                    "map": "workbench.analyses.lofit.budget_projection",
+                },
+            )
             heads = "all"
         else:
             chosen = top_heads(table, k) if condition == "lofit" else random_heads(model, k, 1000 + seed)
@@ -222,14 +254,28 @@ def run_worker(args, job: dict) -> None:
             heads = [list(h) for h in artifact.heads]
         train_seconds = time.time() - t0
         result = _evaluate(model, task, split["test"], artifact.interventions(), args.eval_batch)
-        record({**base_unit, "seed": seed, "condition": condition, "k": k, "params": k * head_dim,
-                "heads": heads, "steps": log["steps"], "selected_step": log.get("selected_step"),
-                "val": log["val"], "train_seconds": round(train_seconds, 2),
-                "seconds": round(time.time() - t0, 2), **result})
+        record(
+            {
+                **base_unit,
+                "seed": seed,
+                "condition": condition,
+                "k": k,
+                "params": k * head_dim,
+                "heads": heads,
+                "steps": log["steps"],
+                "selected_step": log.get("selected_step"),
+                "val": log["val"],
+                "train_seconds": round(train_seconds, 2),
+                "seconds": round(time.time() - t0, 2),
+                **result,
+            }
+        )
         longest = max(longest, time.time() - t0)
-        say(f"{condition} K={k}: {log['steps']} steps, best val step {log.get('selected_step')}, "
+        say(
+            f"{condition} K={k}: {log['steps']} steps, best val step {log.get('selected_step')}, "
             f"{ {m: round(v, 4) for m, v in result.items() if m in ('mc1', 'mc2', 'accuracy')} } "
-            f"({time.time() - t0:.1f}s)")
+            f"({time.time() - t0:.1f}s)"
+        )
     say("done")
 
 
@@ -242,9 +288,11 @@ def estimate(args, model) -> dict:
     seeds = len(args.seeds.split(","))
     steps = tokens = 0
     for task in args.tasks.split(","):
-        splits = truthfulqa_folds(args.data, args.limit) if task == "truthfulqa" else [
-            clutrr_split(args.data, args.limit, args.clutrr_train_limit)
-        ]
+        splits = (
+            truthfulqa_folds(args.data, args.limit)
+            if task == "truthfulqa"
+            else [clutrr_split(args.data, args.limit, args.clutrr_train_limit)]
+        )
         config = TrainConfig.defaults(task, 2)
         for split in splits:
             examples = make_examples(model, [item for _, item in split["train"]], config)
@@ -259,8 +307,11 @@ def estimate(args, model) -> dict:
             batches = -(-len(examples) // config.batch_size)
             steps += trainings * seeds * epochs * (min(batches, args.steps) if args.steps else batches)
             tokens += trainings * seeds * epochs * per_epoch
-    return {"optimiser_steps": steps, "padded_training_tokens": tokens,
-            "pflop_forward_and_activation_gradients": round(4 * 106e6 * tokens / 1e15, 2)}
+    return {
+        "optimiser_steps": steps,
+        "padded_training_tokens": tokens,
+        "pflop_forward_and_activation_gradients": round(4 * 106e6 * tokens / 1e15, 2),
+    }
 
 
 # --- the main process -----------------------------------------------------------------------------
@@ -277,8 +328,16 @@ def plan_jobs(args, started: float) -> tuple[list[dict], int]:
         folds = (0, 1) if task == "truthfulqa" else (0,)
         for seed in seeds:
             for fold in folds:
-                jobs.append({"task": task, "fold": fold, "seed": seed, "ks": ks, "base": seed == seeds[0],
-                             "deadline": started + args.budget_s})
+                jobs.append(
+                    {
+                        "task": task,
+                        "fold": fold,
+                        "seed": seed,
+                        "ks": ks,
+                        "base": seed == seeds[0],
+                        "deadline": started + args.budget_s,
+                    }
+                )
     expected = sum(len(job["ks"]) * len(conditions) + job["base"] for job in jobs)
     return jobs, expected
 
@@ -305,10 +364,19 @@ def merge(args, started: float | None = None, expected: int | None = None) -> di
 
 def protocol(args) -> dict:
     return {
-        "tasks": args.tasks, "model": args.model, "ks": args.ks, "seeds": args.seeds,
-        "conditions": ["base", *args.conditions.split(",")], "epochs": args.epochs, "steps": args.steps,
-        "limit": args.limit, "clutrr_train_limit": args.clutrr_train_limit, "split_seed": SPLIT_SEED,
-        "val_share": VAL_SHARE, "smoke": args.smoke, "tf32": not args.no_tf32,
+        "tasks": args.tasks,
+        "model": args.model,
+        "ks": args.ks,
+        "seeds": args.seeds,
+        "conditions": ["base", *args.conditions.split(",")],
+        "epochs": args.epochs,
+        "steps": args.steps,
+        "limit": args.limit,
+        "clutrr_train_limit": args.clutrr_train_limit,
+        "split_seed": SPLIT_SEED,
+        "val_share": VAL_SHARE,
+        "smoke": args.smoke,
+        "tf32": not args.no_tf32,
         "command": "python3 benchmarks/lofit_gpu.py " + " ".join(sys.argv[1:]),
     }
 
@@ -339,7 +407,9 @@ def main(argv=None) -> int:
     for stale in (args.out / "units").glob("*.json"):
         stale.unlink()
     merge(args, started, expected)
-    print(f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True)
+    print(
+        f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True
+    )
     pending, running = list(jobs), []
     forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -356,9 +426,11 @@ def main(argv=None) -> int:
                     print(f"worker {entry[0]} exited with {entry[1].returncode}", flush=True)
         merge(args, started, expected)
     result = merge(args, started, expected)
-    print(f"done in {time.time() - started:.0f}s: {len(result['units'])} of {expected} units in "
-          f"{args.out}/results.json",
-          flush=True)
+    print(
+        f"done in {time.time() - started:.0f}s: {len(result['units'])} of {expected} units in "
+        f"{args.out}/results.json",
+        flush=True,
+    )
     return 0
 
 

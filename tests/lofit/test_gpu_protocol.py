@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 QUESTIONS = [
     MCQuestion("Can pigs fly?", "No.", ("No.", "Not on their own."), ("Yes.", "Only at night.")),
-    MCQuestion("Is the sky green?", "No, it is blue.", ("No, it is blue.",), ("Yes.", "Always.", "It is red.")),
+    MCQuestion(
+        "Is the sky green?", "No, it is blue.", ("No, it is blue.",), ("Yes.", "Always.", "It is red.")
+    ),
 ]
 
 
@@ -41,8 +43,14 @@ def test_batched_scoring_equals_the_shared_prompt_scoring(tiny_model):
 def test_output_edits_take_the_sdpa_branch_and_match_the_pytorch_path(tiny_model):
     """The same offsets through the SDPA branch and through the PyTorch path (forced by a capture)."""
     ids = tiny_model.encode("the sdpa branch for head offsets " * 2)
-    edits = [HeadOutputAffine(0, 1, scale=torch.full((16,), 0.3)[: tiny_model.shape.head_dim],
-                              offset=torch.linspace(-1, 1, tiny_model.shape.head_dim))]
+    edits = [
+        HeadOutputAffine(
+            0,
+            1,
+            scale=torch.full((16,), 0.3)[: tiny_model.shape.head_dim],
+            offset=torch.linspace(-1, 1, tiny_model.shape.head_dim),
+        )
+    ]
     with torch.no_grad():
         base = tiny_model.logits(ids)
         with wb.instrument(tiny_model.hf, None, edits) as session:
@@ -61,7 +69,9 @@ def test_shared_budget_trains_budget_coordinates_for_every_head(tiny_model):
     config = lofit.TrainConfig.defaults("clutrr", 2, steps=6, batch_size=2, lr=0.3)
     artifact, log, coordinates = lofit.train_shared_budget(tiny_model, 5, items, config, progress=False)
     assert coordinates.shape == (5,)
-    assert artifact.heads == [(l, h) for l in range(shape.num_layers) for h in range(shape.num_heads)]
+    assert artifact.heads == [
+        (layer, head) for layer in range(shape.num_layers) for head in range(shape.num_heads)
+    ]
     projection = lofit.budget_projection(len(artifact.heads) * shape.head_dim, 5, 0)
     assert torch.allclose(artifact.offsets.flatten(), projection @ coordinates, atol=1e-6)
     assert torch.linalg.matrix_rank(artifact.offsets.flatten()[:, None]) == 1  # spanned, not free
@@ -88,8 +98,18 @@ def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
         pytest.skip("the shared TruthfulQA data is not on this machine")
     out = tmp_path / "lofit" / "smoke"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "lofit_gpu.py"), "--smoke", "--data", str(DATA), "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "lofit_gpu.py"),
+            "--smoke",
+            "--data",
+            str(DATA),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((out / "results.json").read_text())

@@ -49,7 +49,11 @@ def test_a_hand_edited_number_is_caught(tmp_path):
     doc = copy / "4-retrieval.md"
     text = doc.read_text()
     assert "| top-10 retrieval heads | 0.000 / **0.578**" in text
-    doc.write_text(text.replace("| top-10 retrieval heads | 0.000 / **0.578**", "| top-10 retrieval heads | 0.000 / **0.600**"))
+    doc.write_text(
+        text.replace(
+            "| top-10 retrieval heads | 0.000 / **0.578**", "| top-10 retrieval heads | 0.000 / **0.600**"
+        )
+    )
     assert report.stale(copy) == [doc]
     report.write(copy)
     assert doc.read_text() == text
@@ -85,8 +89,15 @@ def test_bootstrap_and_paired_test_behave():
 
 
 def _unit(condition, k, seed, fold, ids, mc1, mc2):
-    return {"task": "truthfulqa", "condition": condition, "k": k, "seed": seed, "fold": fold,
-            "params": 64 * k, "items": {"id": ids, "mc1": mc1, "mc2": mc2}}
+    return {
+        "task": "truthfulqa",
+        "condition": condition,
+        "k": k,
+        "seed": seed,
+        "fold": fold,
+        "params": 64 * k,
+        "items": {"id": ids, "mc1": mc1, "mc2": mc2},
+    }
 
 
 def test_lofit_table_and_findings_from_a_results_file(tmp_path):

@@ -7,8 +7,16 @@ from pathlib import Path
 
 ORDER = ("supervised-s0", "supervised-s1", "mae-s0", "mae-s1", "dino-s0", "dino-s1")
 ROWS = (
-    "quadratic", "lowrank", "diagonal", "linear", "pointwise-class", "cosine",
-    "random-init:quadratic", "random-init:cosine", "pixels:quadratic", "pixels:cosine",
+    "quadratic",
+    "lowrank",
+    "diagonal",
+    "linear",
+    "pointwise-class",
+    "cosine",
+    "random-init:quadratic",
+    "random-init:cosine",
+    "pixels:quadratic",
+    "pixels:cosine",
 )
 
 
@@ -45,7 +53,8 @@ def tiny_vit_table(data: Path) -> str:
     )
     for probe in ROWS:
         cells = [
-            _cell(tables[n], -1 if probe.startswith("pixels:") else best[n], probe, "same_class_") for n in names
+            _cell(tables[n], -1 if probe.startswith("pixels:") else best[n], probe, "same_class_")
+            for n in names
         ]
         lines.append(f"| {probe} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -86,7 +86,9 @@ def table(data: Path, task: str = "truthfulqa") -> str:
                 first = per_metric[metrics[0]][0]
                 if not first:
                     continue
-                params = next(u["params"] for u in units if u["condition"] == condition and u.get("k", 0) == k)
+                params = next(
+                    u["params"] for u in units if u["condition"] == condition and u.get("k", 0) == k
+                )
                 seeds = per_metric[metrics[0]][1]
                 cells = [LABELS[condition], str(k), str(params), str(seeds) if condition != "base" else "-"]
                 cells.append(str(len(first)))

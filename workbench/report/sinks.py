@@ -44,9 +44,14 @@ def per_layer_table(data: Path) -> str:
     values = report["sink_1_per_layer"]
     layers = range(len(values))
     return (
-        "| layer | " + " | ".join(str(layer) for layer in layers) + " |\n"
-        + "|---" * (len(values) + 1) + "|\n"
-        + "| Sink_1 | " + " | ".join(f"{100 * v:.0f}" for v in values) + " |\n"
+        "| layer | "
+        + " | ".join(str(layer) for layer in layers)
+        + " |\n"
+        + "|---" * (len(values) + 1)
+        + "|\n"
+        + "| Sink_1 | "
+        + " | ".join(f"{100 * v:.0f}" for v in values)
+        + " |\n"
     )
 
 

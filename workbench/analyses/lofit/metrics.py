@@ -108,7 +108,9 @@ def score_sequences(
     scores = [0.0] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        logp, _ = sequence_logprobs(model, make_batch([encoded[i] for i in chunk], pad_id(model)), interventions)
+        logp, _ = sequence_logprobs(
+            model, make_batch([encoded[i] for i in chunk], pad_id(model)), interventions
+        )
         for index, value in zip(chunk, logp.tolist(), strict=True):
             scores[index] = value
     return scores

@@ -397,11 +397,23 @@ def train_shared_budget(
         return [HeadOutputAffine(layer, head, offset=values[i]) for i, (layer, head) in enumerate(heads)]
 
     log = optimise(
-        model, examples, coordinates, interventions, config, val_examples=val_examples, progress=progress,
+        model,
+        examples,
+        coordinates,
+        interventions,
+        config,
+        val_examples=val_examples,
+        progress=progress,
         desc="lofit all-heads",
     )
-    params = {**asdict(config), "items": len(items), "examples": len(examples), "budget": budget,
-              "projection_seed": projection_seed, "selected_step": log.get("selected_step")}
+    params = {
+        **asdict(config),
+        "items": len(items),
+        "examples": len(examples),
+        "budget": budget,
+        "projection_seed": projection_seed,
+        "selected_step": log.get("selected_step"),
+    }
     with torch.no_grad():
         values = offsets().detach().cpu().clone()
     artifact = LofitArtifact(
