@@ -62,6 +62,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
+        "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
         "influence": lambda: influence.table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),

@@ -58,3 +58,24 @@ def tiny_vit_table(data: Path) -> str:
         ]
         lines.append(f"| {probe} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def tiny_vit_heads(data: Path) -> str:
+    """§3.4: each model's top-3 heads by binding AUROC, and the mean over its heads."""
+    import pandas as pd
+
+    folders = model_folders(data)
+    if not folders:
+        return "No committed tiny-ViT binding outputs yet.\n"
+    lines, means = [], []
+    for folder in folders:
+        heads = pd.read_parquet(folder / "heads.parquet")
+        label = folder.name.removeprefix("tiny-vit-").replace("-s", " s")
+        top = heads.sort_values("binding_auroc", ascending=False).head(3)
+        cells = [
+            f"L{row.layer}H{row.head} {row.binding_auroc:.3f} (same-class {row.same_class_auroc:.3f})"
+            for row in top.itertuples(index=False)
+        ]
+        lines.append(f"* {label}: " + "; ".join(cells))
+        means.append(f"{label} {heads.binding_auroc.mean():.3f}")
+    return "\n".join(lines) + "\n\nMean binding AUROC over each model's heads: " + ", ".join(means) + ".\n"
