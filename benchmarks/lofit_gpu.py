@@ -404,8 +404,9 @@ def main(argv=None) -> int:
     if args.estimate:
         print(json.dumps(estimate(args, model), indent=2))
         return 0
-    for stale in (args.out / "units").glob("*.json"):
+    for stale in (args.out / "units").glob("*.json"):  # a fresh run: nothing of an earlier one survives
         stale.unlink()
+    (args.out / "results.json").unlink(missing_ok=True)
     merge(args, started, expected)
     print(
         f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True
