@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, influence, lofit, retrieval, sinks
+from workbench.report import binding, influence, kernels, lofit, retrieval, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -64,6 +64,8 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
         "influence": lambda: influence.table(data),
+        "kernels-capture": lambda: kernels.capture_table(data),
+        "kernels-model": lambda: kernels.model_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
     }
