@@ -116,3 +116,22 @@ def test_lofit_table_and_findings_from_a_results_file(tmp_path):
     found = {e["metric"].split("(")[0]: e for e in lofit_report.findings(tmp_path)}
     assert found["mc2"]["value"] == pytest.approx(0.2) and found["mc2"]["verdict"] == "reproduced"
     assert found["mc1"]["n"] == 40
+
+
+def test_rendered_tables_carry_the_raw_numbers():
+    """Spot checks against the raw files, read here independently of the renderers."""
+    import pandas as pd
+
+    data = ROOT / "data"
+    binding_doc = (ROOT / "8-binding.md").read_text()
+    for folder in sorted((data / "binding").glob("tiny-vit-*")):
+        best = json.loads((folder / "summary.json").read_text())["best_layer"]
+        probes = pd.read_parquet(folder / "probes.parquet")
+        row = probes[(probes.layer == best) & (probes.probe == "quadratic")].iloc[0]
+        assert f"{row.same_class_accuracy:.3f} / {row.same_class_auroc:.3f}" in binding_doc
+    scores = pd.read_parquet(data / "influence" / "SCORES.parquet")
+    retrieval_doc = (ROOT / "4-retrieval.md").read_text()
+    for row in scores.itertuples():
+        assert f"| {row.doc} | {row.domain} | {row.tokens} | {row.loss_base:.3f} |" in retrieval_doc
+    sinks = json.loads((data / "sinks" / "SINKS.json").read_text())
+    assert f"**{100 * sinks['sink_1']:.1f}**" in (ROOT / "5-sinks-calibration.md").read_text()
