@@ -63,6 +63,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
+        "binding-tiny-vit-layers": lambda: binding.tiny_vit_layers(data),
         "influence": lambda: influence.table(data),
         "kernels-capture": lambda: kernels.capture_table(data),
         "kernels-model": lambda: kernels.model_table(data),

@@ -79,3 +79,26 @@ def tiny_vit_heads(data: Path) -> str:
         lines.append(f"* {label}: " + "; ".join(cells))
         means.append(f"{label} {heads.binding_auroc.mean():.3f}")
     return "\n".join(lines) + "\n\nMean binding AUROC over each model's heads: " + ", ".join(means) + ".\n"
+
+
+def tiny_vit_layers(data: Path) -> str:
+    """The quadratic probe at every layer: test same-class accuracy / AUROC and the validation number
+    that picks the layer."""
+    import pandas as pd
+
+    folders = model_folders(data)
+    if not folders:
+        return "No committed tiny-ViT binding outputs yet.\n"
+    tables = {p: pd.read_parquet(p / "probes.parquet") for p in folders}
+    layers = sorted({int(x) for t in tables.values() for x in t.layer if x >= 0})
+    lines = [
+        "| model | metric | " + " | ".join(str(layer) for layer in layers) + " |",
+        "|---" * (len(layers) + 2) + "|",
+    ]
+    for folder, table in tables.items():
+        label = folder.name.removeprefix("tiny-vit-").replace("-s", " s")
+        quadratic = table[table.probe == "quadratic"].set_index("layer")
+        for metric in ("same_class_accuracy", "same_class_auroc", "val_same_class_accuracy"):
+            cells = [f"{quadratic.loc[layer, metric]:.3f}" for layer in layers]
+            lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
