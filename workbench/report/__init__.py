@@ -64,6 +64,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
         "binding-tiny-vit-layers": lambda: binding.tiny_vit_layers(data),
+        "binding-tiny-vit-ablation": lambda: binding.tiny_vit_ablation(data),
         "influence": lambda: influence.table(data),
         "kernels-capture": lambda: kernels.capture_table(data),
         "kernels-model": lambda: kernels.model_table(data),

@@ -102,3 +102,30 @@ def tiny_vit_layers(data: Path) -> str:
             cells = [f"{quadratic.loc[layer, metric]:.3f}" for layer in layers]
             lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def tiny_vit_ablation(data: Path) -> str:
+    """§3.3: subspace ablation at the best layer, read by the clean probe of the last layer."""
+    import pandas as pd
+
+    folders = model_folders(data)
+    if not folders:
+        return "No committed tiny-ViT binding outputs yet.\n"
+    lines = [
+        "| model | ablated layer | read at layer | rank | basis | main AUROC | same-class AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for folder in folders:
+        label = folder.name.removeprefix("tiny-vit-").replace("-s", " s")
+        table = pd.read_parquet(folder / "ablation.parquet")
+        read = table[table.layer == table.layer.max()]
+        ordered = pd.concat(
+            [read[read.basis != "none"].sort_values(["rank", "basis"]), read[read.basis == "none"]]
+        )
+        for row in ordered.itertuples(index=False):
+            basis = "none (clean)" if row.basis == "none" else row.basis
+            lines.append(
+                f"| {label} | {row.ablated_layer} | {row.layer} | {row.rank} | {basis} "
+                f"| {row.auroc:.3f} | {row.same_class_auroc:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
