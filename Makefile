@@ -10,7 +10,7 @@ LOCK_FLAGS := --all-extras --strip-extras --no-emit-find-links --no-emit-index-u
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py requirements.lock requirements-extra.txt 2>/dev/null | sha1sum | cut -c1-12)
 LATEST := .venv-latest
 
-.PHONY: install setup demo test test-fast test-latest lock lint app lab clean
+.PHONY: install setup demo test test-fast test-latest lock lint docs app lab clean
 
 $(STAMP): pyproject.toml setup.py requirements.lock requirements-extra.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ test-latest:
 
 lint: install
 	$(VENV)/bin/ruff check workbench kernels tests app benchmarks
+
+# Rewrite docs/results/findings.json and every generated table from docs/results/data/ (raw files).
+docs: install
+	$(PY) -m workbench.report docs
 
 app: setup
 	$(VENV)/bin/workbench app

@@ -234,6 +234,7 @@ def sinks_report(
         "model": model.name, "method": "sinks", "params": params,
         "sink_1": float(rates[0]), "sink_k": [float(v) for v in rates],
         "sink_1_per_layer": [float(v) for v in (first > eps).double().mean(dim=(0, 2))],
+        "sink_1_per_window": [float(v) for v in (first > eps).double().mean(dim=(1, 2))],  # for intervals
         "heads": heads_json(heads, model.name, "sinks", params),
         "hidden_sinks": hidden, "massive_dims": massive,
     }

@@ -83,6 +83,9 @@ AttentionInterface.register(IMPLEMENTATION, workbench_attention)
 AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
 
 
+SDPA_OUTPUT_EDITS = "sdpa+output-edits"  # backend name of output-only edits (Session.attend)
+
+
 class Session:
     """One instrumented run: the plan per layer, and the records each forward call leaves."""
 
@@ -106,6 +109,12 @@ class Session:
         plan = make_plan(self.spec, self.interventions, layer, phase, query.shape[1])
         if plan.is_plain:
             return plain_attention(query, key, value, mask, scaling, causal)
+        if plan.only_output_edits and plan.head_gates(query.shape[1], query.device) is None:
+            # e.g. LoFiT's scales and offsets: SDPA (differentiable, fused) and then the edits; scalar
+            # gates alone stay below, where the Triton kernels fold them in
+            output = plan.apply_output_edits(plain_attention(query, key, value, mask, scaling, causal))
+            self.backends.setdefault(layer, set()).add(SDPA_OUTPUT_EDITS)
+            return output.to(query.dtype)
         backend = torch_path.BACKEND
         if self.use_kernels == "always" or (self.use_kernels and query.is_cuda):
             reason = cuda_path.unsupported(query, mask, plan)

@@ -8,6 +8,7 @@ import torch
 
 from workbench.seam.interventions import (
     HeadGate,
+    HeadOutputAffine,
     Intervention,
     LogitBias,
     OutputEdit,
@@ -42,6 +43,56 @@ class LayerPlan:
             and not self.prob_edits
             and not self.output_edits
         )
+
+    @property
+    def only_output_edits(self) -> bool:
+        """True when the layer's attention is ordinary and only its per-head output is edited (LoFiT)."""
+        return (
+            bool(self.output_edits)
+            and self.capture_heads is None
+            and not self.uniform_heads
+            and not self.logit_biases
+            and not self.prob_edits
+        )
+
+    def apply_output_edits(self, output: torch.Tensor) -> torch.Tensor:
+        """output (batch, q, head, dim) with every output edit applied to its head's slice."""
+        edits = self.output_edits
+        if all(len(e) == 1 and type(e[0]) is HeadOutputAffine for e in edits.values()):
+            return self._apply_affine(output)
+        pieces = list(output.unbind(2))
+        for head, edits in self.output_edits.items():
+            for edit in edits:
+                pieces[head] = edit.apply(pieces[head])
+        return torch.stack(pieces, dim=2)
+
+    def _apply_affine(self, output: torch.Tensor) -> torch.Tensor:
+        """One affine edit per head as two whole-layer ops: z * (1 + scale) + offset, with scale and
+        offset 0 for unedited heads (the same arithmetic per element as ``HeadOutputAffine.apply``,
+        in a handful of kernels instead of a few per head: LoFiT's step 1 edits every head)."""
+        num_heads, dim = output.shape[2], output.shape[3]
+        zeros = output.new_zeros(dim)
+
+        def stacked(name: str) -> torch.Tensor | None:
+            values = [
+                getattr(self.output_edits[h][0], name) if h in self.output_edits else None
+                for h in range(num_heads)
+            ]
+            if all(v is None for v in values):
+                return None
+            return torch.stack(
+                [
+                    zeros if v is None else torch.as_tensor(v, dtype=output.dtype, device=output.device)
+                    for v in values
+                ]
+            )
+
+        scale, offset = stacked("scale"), stacked("offset")
+        if scale is not None:
+            output = output * (1 + scale)
+        if offset is not None:
+            output = output + offset
+        return output
 
     @property
     def needs_all_queries(self) -> bool:

@@ -225,10 +225,6 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
             )
     output = torch.cat(outputs, dim=2).transpose(1, 2)  # (batch, q, head, dim)
     if plan.output_edits:
-        pieces = list(output.unbind(2))
-        for head, edits in plan.output_edits.items():
-            for edit in edits:
-                pieces[head] = edit.apply(pieces[head])
-        output = torch.stack(pieces, dim=2)
+        output = plan.apply_output_edits(output)
     record = accumulator.finish() if accumulator is not None else None
     return output.to(query.dtype).contiguous(), record

@@ -14,13 +14,21 @@ from workbench.analyses.lofit.artifact import LofitArtifact, load_scales, save_s
 from workbench.analyses.lofit.data import Completion, MCQuestion, load_task, parse_part, sample_path
 from workbench.analyses.lofit.fold import export_folded, folded, folded_biases
 from workbench.analyses.lofit.metrics import completion_accuracy, evaluate, mc_metrics, truthfulqa_mc
-from workbench.analyses.lofit.train import TrainConfig, random_heads, select_heads, train_offsets
+from workbench.analyses.lofit.train import (
+    TrainConfig,
+    budget_projection,
+    random_heads,
+    select_heads,
+    train_offsets,
+    train_shared_budget,
+)
 
 __all__ = [
     "Completion",
     "LofitArtifact",
     "MCQuestion",
     "TrainConfig",
+    "budget_projection",
     "completion_accuracy",
     "evaluate",
     "export_folded",
@@ -36,5 +44,6 @@ __all__ = [
     "select_heads",
     "top_heads",
     "train_offsets",
+    "train_shared_budget",
     "truthfulqa_mc",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from workbench.analyses.lofit.data import Completion, MCQuestion
-from workbench.analyses.lofit.losses import encode_pair, make_batch, pad_id, target_logits
+from workbench.analyses.lofit.losses import encode_pair, make_batch, pad_id, sequence_logprobs, target_logits
 from workbench.runners.hf import Model, cache_of, with_cache
 from workbench.seam.interventions import Intervention
 
@@ -91,6 +91,31 @@ def score_options(
     return scores
 
 
+@torch.no_grad()
+def score_sequences(
+    model: Model,
+    pairs: Sequence[tuple[str, str]],
+    interventions: Sequence[Intervention] = (),
+    *,
+    batch_size: int = 64,
+    max_prompt: int = 128,
+    max_target: int = 128,
+) -> list[float]:
+    """``score_options`` for accelerators: whole (prompt, answer) sequences in length-sorted batches
+    (one forward per ``batch_size`` options instead of two per question)."""
+    encoded = [encode_pair(model, p, a, max_prompt=max_prompt, max_target=max_target) for p, a in pairs]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+    scores = [0.0] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        logp, _ = sequence_logprobs(
+            model, make_batch([encoded[i] for i in chunk], pad_id(model)), interventions
+        )
+        for index, value in zip(chunk, logp.tolist(), strict=True):
+            scores[index] = value
+    return scores
+
+
 def mc_metrics(
     best: float, true_scores: Sequence[float], false_scores: Sequence[float]
 ) -> tuple[float, float]:
@@ -107,11 +132,16 @@ def truthfulqa_mc(
     questions: Sequence[MCQuestion],
     interventions: Sequence[Intervention] = (),
     *,
-    batch_size: int = 16,  # unused: options are batched per question
+    batch_size: int = 16,  # used when ``batched``
     progress: bool = False,
     per_question: bool = False,
+    batched: bool = False,
 ) -> dict:
-    """{"mc1", "mc2", "n"} (and "questions": per-question rows when ``per_question``)."""
+    """{"mc1", "mc2", "n"} (and "questions": per-question rows when ``per_question``).
+
+    ``batched`` scores all options in batches of ``batch_size`` whole sequences (GPU); the default
+    shares each question's prompt cache (CPU).
+    """
     index: dict[tuple[str, str], int] = {}  # each distinct (prompt, option) is scored once
 
     def slot(prompt: str, option: str) -> int:
@@ -125,7 +155,10 @@ def truthfulqa_mc(
         )
         for q in questions
     ]
-    scores = score_options(model, list(index), interventions, progress=progress)
+    if batched:
+        scores = score_sequences(model, list(index), interventions, batch_size=batch_size)
+    else:
+        scores = score_options(model, list(index), interventions, progress=progress)
     rows = []
     for question, (best, true_slots, false_slots) in zip(questions, layout, strict=True):
         mc1, mc2 = mc_metrics(scores[best], [scores[i] for i in true_slots], [scores[i] for i in false_slots])

@@ -409,3 +409,80 @@ def train_offsets(
         scores=list(scores) if scores is not None else None,
     )
     return artifact, log
+
+
+def budget_projection(num_coordinates: int, budget: int, seed: int, device=None) -> torch.Tensor:
+    """A fixed Gaussian map (num_coordinates, budget) with entries N(0, 1/budget).
+
+    With w ~ N(0, s^2) each mapped coordinate starts at N(0, s^2), LoFiT's init scale, and an Adam
+    step of size lr on every w coordinate moves a mapped coordinate by about lr, as in LoFiT.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(num_coordinates, budget, generator=generator) / math.sqrt(budget)
+    return matrix.to(device) if device is not None else matrix
+
+
+def train_shared_budget(
+    model: Model,
+    budget: int,
+    items: Sequence,
+    config: TrainConfig,
+    *,
+    val_items: Sequence | None = None,
+    projection_seed: int = 0,
+    progress: bool = True,
+) -> tuple[LofitArtifact, dict, torch.Tensor]:
+    """The all-heads control at LoFiT's parameter count: every head gets an offset, and all offsets
+    together are ``P w`` with ``budget`` trained coordinates w and a fixed random P (``budget_projection``).
+
+    Returns (artifact with an offset on every head, training log, the trained w).
+    """
+    shape = model.shape
+    heads = [(layer, head) for layer in range(shape.num_layers) for head in range(shape.num_heads)]
+    examples = make_examples(model, items, config)
+    val_examples = make_examples(model, val_items, config) if val_items else None
+    projection = budget_projection(len(heads) * shape.head_dim, budget, projection_seed, model.device)
+    init = torch.randn(budget, generator=_generator(config.seed))
+    coordinates = torch.nn.Parameter((init * config.init_std).to(model.device))
+
+    def offsets():
+        return (projection @ coordinates).view(len(heads), shape.head_dim)
+
+    def interventions():
+        values = offsets()
+        return [HeadOutputAffine(layer, head, offset=values[i]) for i, (layer, head) in enumerate(heads)]
+
+    log = optimise(
+        model,
+        examples,
+        coordinates,
+        interventions,
+        config,
+        val_examples=val_examples,
+        progress=progress,
+        desc="lofit all-heads",
+    )
+    params = {
+        **asdict(config),
+        "items": len(items),
+        "examples": len(examples),
+        "budget": budget,
+        "projection_seed": projection_seed,
+        "selected_step": log.get("selected_step"),
+    }
+    with torch.no_grad():
+        values = offsets().detach().cpu().clone()
+    artifact = LofitArtifact(
+        model=model.name,
+        task=config.task,
+        heads=heads,
+        offsets=values,
+        shape={
+            "num_layers": shape.num_layers,
+            "num_heads": shape.num_heads,
+            "num_kv_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim,
+        },
+        params=params,
+    )
+    return artifact, log, coordinates.detach().cpu().clone()

@@ -1,0 +1,129 @@
+"""What benchmarks/lofit_gpu.py adds: the all-heads budget control, batched MC scoring, the SDPA
+branch for output-only edits, the fold split, and the driver end to end (--smoke, tiny-gqa)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.analyses import lofit
+from workbench.analyses.lofit.data import Completion, MCQuestion
+from workbench.analyses.lofit.metrics import score_options, score_sequences
+from workbench.seam.interventions import HeadOutputAffine
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+QUESTIONS = [
+    MCQuestion("Can pigs fly?", "No.", ("No.", "Not on their own."), ("Yes.", "Only at night.")),
+    MCQuestion(
+        "Is the sky green?", "No, it is blue.", ("No, it is blue.",), ("Yes.", "Always.", "It is red.")
+    ),
+]
+
+
+def test_batched_scoring_equals_the_shared_prompt_scoring(tiny_model):
+    pairs = [(q.prompt, " " + a) for q in QUESTIONS for a in (*q.correct_answers, *q.incorrect_answers)]
+    offsets = [HeadOutputAffine(1, 2, offset=torch.full((tiny_model.shape.head_dim,), 0.5))]
+    for interventions in ([], offsets):
+        shared = score_options(tiny_model, pairs, interventions)
+        batched = score_sequences(tiny_model, pairs, interventions, batch_size=3)
+        assert len(set(shared)) > 1
+        for a, b in zip(shared, batched, strict=True):
+            assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4)
+    assert lofit.truthfulqa_mc(tiny_model, QUESTIONS, batched=True) == pytest.approx(
+        lofit.truthfulqa_mc(tiny_model, QUESTIONS)
+    )
+
+
+def test_output_edits_take_the_sdpa_branch_and_match_the_pytorch_path(tiny_model):
+    """The same offsets through the SDPA branch and through the PyTorch path (forced by a capture)."""
+    ids = tiny_model.encode("the sdpa branch for head offsets " * 2)
+    edits = [
+        HeadOutputAffine(
+            0,
+            1,
+            scale=torch.full((16,), 0.3)[: tiny_model.shape.head_dim],
+            offset=torch.linspace(-1, 1, tiny_model.shape.head_dim),
+        )
+    ]
+    with torch.no_grad():
+        base = tiny_model.logits(ids)
+        with wb.instrument(tiny_model.hf, None, edits) as session:
+            fast = tiny_model.hf(input_ids=ids, use_cache=False).logits
+        assert session.backends[0] == {"sdpa+output-edits"}
+        with wb.instrument(tiny_model.hf, wb.CaptureSpec(layers=(0,)), edits) as session:
+            slow = tiny_model.hf(input_ids=ids, use_cache=False).logits
+        assert session.backends[0] == {"pytorch"}
+    assert (fast - base).abs().max() > 1e-2
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_shared_budget_trains_budget_coordinates_for_every_head(tiny_model):
+    shape = tiny_model.shape
+    items = [Completion("The code word is", " zebra")] * 4
+    config = lofit.TrainConfig.defaults("clutrr", 2, steps=6, batch_size=2, lr=0.3)
+    artifact, log, coordinates = lofit.train_shared_budget(tiny_model, 5, items, config, progress=False)
+    assert coordinates.shape == (5,)
+    assert artifact.heads == [
+        (layer, head) for layer in range(shape.num_layers) for head in range(shape.num_heads)
+    ]
+    projection = lofit.budget_projection(len(artifact.heads) * shape.head_dim, 5, 0)
+    assert torch.allclose(artifact.offsets.flatten(), projection @ coordinates, atol=1e-6)
+    assert torch.linalg.matrix_rank(artifact.offsets.flatten()[:, None]) == 1  # spanned, not free
+    assert log["loss"][-1] < log["loss"][0]
+    assert artifact.params["budget"] == 5
+
+
+def test_folds_partition_the_questions():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import lofit_gpu
+
+    if not (DATA / "truthfulqa" / "train.csv").exists():
+        pytest.skip("the shared TruthfulQA data is not on this machine")
+    folds = lofit_gpu.truthfulqa_folds(DATA)
+    ids = [{i for i, _ in fold[name]} for fold in folds for name in ("train", "val", "test")]
+    train0, val0, test0, train1, val1, test1 = ids
+    assert len(test0 | test1) == 408 and not test0 & test1
+    assert train0 | val0 == test1 and not train0 & val0 and len(val0) == round(0.2 * len(test1))
+    assert train1 | val1 == test0
+
+
+def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
+    if not (DATA / "truthfulqa" / "train.csv").exists():
+        pytest.skip("the shared TruthfulQA data is not on this machine")
+    out = tmp_path / "lofit" / "smoke"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "lofit_gpu.py"),
+            "--smoke",
+            "--data",
+            str(DATA),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["finished"] and result["units_expected"] == len(result["units"]) == 8
+    conditions = sorted((u["fold"], u["condition"]) for u in result["units"])
+    assert conditions == sorted((f, c) for f in (0, 1) for c in ("base", "lofit", "random", "all"))
+    for unit in result["units"]:
+        assert len(unit["items"]["id"]) == len(unit["items"]["mc2"]) == unit["n"] == 6
+    artifact = lofit.LofitArtifact.load(out / "offsets" / "truthfulqa-fold0-seed0-lofit-k2")
+    assert len(artifact.heads) == 2
+    assert (out / "offsets" / "truthfulqa-fold1-seed0-all-k2" / "coordinates.safetensors").is_file()
+
+    from workbench.report import lofit as lofit_report
+
+    table = lofit_report.table(tmp_path, "truthfulqa")
+    assert "| LoFiT heads | 2 | " in table and "| all heads, same budget | 2 |" in table
+    assert {e["n"] for e in lofit_report.findings(tmp_path)} == {12}

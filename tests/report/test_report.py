@@ -1,0 +1,137 @@
+"""The results docs are generated from committed raw files, and cannot drift from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from workbench import report
+from workbench.report import lofit as lofit_report
+from workbench.report.markers import MarkerError, fill_tables
+from workbench.report.stats import bootstrap_ci, paired_test
+
+ROOT = Path(__file__).resolve().parents[2] / "docs" / "results"
+REPO = ROOT.parents[1]
+
+
+def test_committed_docs_match_what_their_data_renders():
+    stale = report.stale(ROOT)
+    assert not stale, f"run `python -m workbench.report docs`; stale: {[str(p) for p in stale]}"
+
+
+def test_every_finding_has_the_fields_and_a_committed_source():
+    entries = json.loads((ROOT / "findings.json").read_text())
+    assert entries, "findings.json is empty"
+    for entry in entries:
+        assert set(report.FIELDS) <= set(entry), entry
+        assert entry["verdict"] in report.VERDICTS
+        low, high = entry["ci"]
+        assert low <= entry["value"] <= high, entry
+        assert entry["n"] >= 1
+        source = REPO / entry["source"]
+        assert source.is_file(), f"{entry['finding']}: source {entry['source']} is not committed"
+        assert source.resolve().is_relative_to((ROOT / "data").resolve())
+
+
+def test_readme_opens_with_the_findings_table():
+    text = (ROOT / "README.md").read_text()
+    assert text.index("<!-- table:findings -->") < text.index("## Raw files")
+    for entry in json.loads((ROOT / "findings.json").read_text()):
+        assert entry["finding"] in text
+
+
+def test_a_hand_edited_number_is_caught(tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT, copy)
+    doc = copy / "4-retrieval.md"
+    text = doc.read_text()
+    assert "| top-10 retrieval heads | 0.000 / **0.578**" in text
+    doc.write_text(
+        text.replace(
+            "| top-10 retrieval heads | 0.000 / **0.578**", "| top-10 retrieval heads | 0.000 / **0.600**"
+        )
+    )
+    assert report.stale(copy) == [doc]
+    report.write(copy)
+    assert doc.read_text() == text
+
+
+def test_a_finding_whose_data_changes_is_caught(tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT, copy)
+    masks = copy / "data/retrieval/gpu-2026-12-02/masks-uniform.json"
+    data = json.loads(masks.read_text())
+    for run in data["runs"]:
+        if run["condition"] == "top-10":
+            run["success"] = True
+    masks.write_text(json.dumps(data))
+    assert copy / "findings.json" in report.stale(copy)
+
+
+def test_markers_replace_only_the_marked_block():
+    text = "prose 1\n<!-- table:a -->\nold\n<!-- /table -->\nprose `<!-- table:NAME -->` 2\n"
+    assert fill_tables(text, lambda name: f"new {name}") == (
+        "prose 1\n<!-- table:a -->\nnew a\n<!-- /table -->\nprose `<!-- table:NAME -->` 2\n"
+    )
+    with pytest.raises(MarkerError, match="unbalanced"):
+        fill_tables("<!-- table:a -->\nno end\n", lambda name: "")
+
+
+def test_bootstrap_and_paired_test_behave():
+    low, high = bootstrap_ci([0.0] * 50 + [1.0] * 50)
+    assert 0.38 < low < 0.5 < high < 0.62
+    assert bootstrap_ci([0.3] * 10) == pytest.approx((0.3, 0.3))
+    assert paired_test([1.0] * 40, [0.0] * 40) < 0.001
+    assert paired_test([1.0, 0.0] * 20, [0.0, 1.0] * 20) == 1.0
+
+
+def _unit(condition, k, seed, fold, ids, mc1, mc2):
+    return {
+        "task": "truthfulqa",
+        "condition": condition,
+        "k": k,
+        "seed": seed,
+        "fold": fold,
+        "params": 64 * k,
+        "items": {"id": ids, "mc1": mc1, "mc2": mc2},
+    }
+
+
+def test_lofit_table_and_findings_from_a_results_file(tmp_path):
+    run = tmp_path / "lofit" / "gpu-test"
+    run.mkdir(parents=True)
+    ids = list(range(40))
+    units = [_unit("base", 0, None, 0, ids, [0.0] * 40, [0.3] * 40)]
+    for seed in (0, 1):
+        units.append(_unit("lofit", 8, seed, 0, ids, [1.0] * 30 + [0.0] * 10, [0.6] * 40))
+        units.append(_unit("random", 8, seed, 0, ids, [0.0] * 40, [0.4] * 40))
+    (run / "results.json").write_text(json.dumps({"device": "test", "finished": True, "units": units}))
+    table = lofit_report.table(tmp_path, "truthfulqa")
+    assert "| LoFiT heads | 8 | 512 | 2 | 40 | 0.750 [" in table
+    assert "| random heads | 8 | 512 | 2 | 40 | 0.000 [0.000, 0.000] | 0.400 [0.400, 0.400] |" in table
+    assert "+0.200 (p = 0.000)" in table  # MC2, paired against random heads
+    found = {e["metric"].split("(")[0]: e for e in lofit_report.findings(tmp_path)}
+    assert found["mc2"]["value"] == pytest.approx(0.2) and found["mc2"]["verdict"] == "reproduced"
+    assert found["mc1"]["n"] == 40
+
+
+def test_rendered_tables_carry_the_raw_numbers():
+    """Spot checks against the raw files, read here independently of the renderers."""
+    import pandas as pd
+
+    data = ROOT / "data"
+    binding_doc = (ROOT / "8-binding.md").read_text()
+    for folder in sorted((data / "binding").glob("tiny-vit-*")):
+        best = json.loads((folder / "summary.json").read_text())["best_layer"]
+        probes = pd.read_parquet(folder / "probes.parquet")
+        row = probes[(probes.layer == best) & (probes.probe == "quadratic")].iloc[0]
+        assert f"{row.same_class_accuracy:.3f} / {row.same_class_auroc:.3f}" in binding_doc
+    scores = pd.read_parquet(data / "influence" / "SCORES.parquet")
+    retrieval_doc = (ROOT / "4-retrieval.md").read_text()
+    for row in scores.itertuples():
+        assert f"| {row.doc} | {row.domain} | {row.tokens} | {row.loss_base:.3f} |" in retrieval_doc
+    sinks = json.loads((data / "sinks" / "SINKS.json").read_text())
+    assert f"**{100 * sinks['sink_1']:.1f}**" in (ROOT / "5-sinks-calibration.md").read_text()
