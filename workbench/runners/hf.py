@@ -40,6 +40,7 @@ class Model:
         self.tokenizer = tokenizer
         self.adapter = adapter_for(hf_model)
         self.shape = self.adapter.shape(hf_model)
+        self.backends: set[str] = set()  # attention backends the seam ran for this model (see ``backend``)
 
     def __repr__(self) -> str:
         s = self.shape
@@ -51,6 +52,15 @@ class Model:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def backend(self) -> str | None:
+        """The attention backend(s) used so far ("triton", "pytorch", "sdpa", joined by '+'), for the store."""
+        return "+".join(sorted(self.backends)) or None
 
     @property
     def has_chat_template(self) -> bool:
@@ -98,7 +108,10 @@ class Model:
         """Instrument this model for one block (the HF and nnsight runners; the TransformerLens runner
         instruments its weight-sharing module copy with the same ``instrument``)."""
         with instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
-            yield session
+            try:
+                yield session
+            finally:
+                self.backends |= session.ran()
 
     def run(
         self,
@@ -189,9 +202,16 @@ class Model:
         return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
 
-def load_model(name_or_path: str = "smollm2-135m", *, device: str = "cpu", dtype=None) -> Model:
-    """Load a registered model (``workbench models``), a local checkpoint folder or a HF id."""
+def load_model(name_or_path: str = "smollm2-135m", *, device="cpu", dtype=None) -> Model:
+    """Load a registered model (``workbench models``), a local checkpoint folder or a HF id.
+
+    ``device``/``dtype``: torch objects or names ("auto", "cuda:1", "bfloat16"; see ``workbench.devices``);
+    dtype None keeps the loader's default (float32 for the embedded models)."""
+    from workbench.devices import resolve_device, resolve_dtype
     from workbench.models.registry import resolve
 
+    device = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, device)
     name, hf_model, tokenizer = resolve(name_or_path, device=device, dtype=dtype)
     return Model(name, hf_model, tokenizer)

@@ -26,15 +26,17 @@ def _load_dinov2(device, dtype):
     return model.to(device).eval(), Preprocess(image_size=224)
 
 
-def load_checkpoint(path: Path, device: str = "cpu"):
+def load_checkpoint(path: Path, device="cpu", dtype=None):
     from workbench.vision.runner import Preprocess
     from workbench.vision.tiny_vit import load_tiny_vit
 
     model = load_tiny_vit(path)
+    if dtype is not None:
+        model = model.to(dtype)
     return model.to(device), Preprocess(image_size=int(model.config.image_size))
 
 
-def load_pretrained(name_or_path: str, device: str = "cpu"):
+def load_pretrained(name_or_path: str, device="cpu", dtype=None):
     """Any HF ViT-family encoder (model_type dinov2 or vit); normalisation from its image processor if present."""
     from transformers import AutoConfig, AutoModel
 
@@ -54,7 +56,7 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
             f"{name_or_path!r} is a {config.model_type!r} model; the binding analysis supports ViT encoders of type "
             f"{', '.join(VIT_ADAPTER.families)}"
         )
-    model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype="float32")
+    model = AutoModel.from_pretrained(name_or_path, attn_implementation="workbench", dtype=dtype or "float32")
     mean, std = Preprocess().mean, Preprocess().std
     try:
         from transformers import AutoImageProcessor
@@ -84,7 +86,7 @@ def _register_checkpoints() -> None:
                 path.stem,
                 f"tiny ViT (6 blocks, d=192, 3 heads, 64 px / patch 8) trained here on procedural scenes ({path.name})",
                 "vision",
-                lambda device, dtype, path=path: load_checkpoint(path, device),
+                lambda device, dtype, path=path: load_checkpoint(path, device, dtype),
             )
         )
 
