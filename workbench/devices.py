@@ -18,6 +18,7 @@ DEFAULT_DTYPE = "auto"
 DEVICES_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 DTYPES = ("float32", "bfloat16", "float16")
 DTYPES_HELP = "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16"
+ENV_DEVICE, ENV_DTYPE = "WORKBENCH_DEVICE", "WORKBENCH_DTYPE"  # how `workbench app` tells the dashboard
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
@@ -29,7 +30,7 @@ def resolve_device(name: str | None = DEFAULT_DEVICE):
     """``torch.device`` for ``name`` (see the module docstring); DeviceError if it is not available."""
     import torch
 
-    name = (name or DEFAULT_DEVICE).strip().lower() if isinstance(name, str) else str(name)
+    name = (name or DEFAULT_DEVICE).strip().lower() if name is None or isinstance(name, str) else str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -50,7 +51,10 @@ def resolve_dtype(name: str | None, device) -> object:
     """``torch.dtype`` for ``name`` on ``device`` (a ``torch.device`` from ``resolve_device``)."""
     import torch
 
-    name = (name or DEFAULT_DTYPE).strip().lower() if isinstance(name, str) else str(name).replace("torch.", "")
+    if name is None or isinstance(name, str):
+        name = (name or DEFAULT_DTYPE).strip().lower()
+    else:  # a torch.dtype
+        name = str(name).replace("torch.", "")
     if name == "auto":
         if getattr(device, "type", str(device)) == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -86,6 +90,14 @@ def resolve_runtime(device: str | None = DEFAULT_DEVICE, dtype: str | None = DEF
     """Both at once; call it before reading models or writing anything."""
     resolved = resolve_device(device)
     return Runtime(resolved, resolve_dtype(dtype, resolved))
+
+
+def runtime_from_environment() -> Runtime:
+    """The dashboard's (device, dtype): ``$WORKBENCH_DEVICE``/``$WORKBENCH_DTYPE`` (set by ``workbench app
+    --device/--dtype``), else auto."""
+    import os
+
+    return resolve_runtime(os.environ.get(ENV_DEVICE) or DEFAULT_DEVICE, os.environ.get(ENV_DTYPE) or DEFAULT_DTYPE)
 
 
 def dtype_name(dtype) -> str | None:

@@ -86,7 +86,7 @@ def capture(
         raise FileNotFoundError("--window must be at least 2 tokens")
     ids = loaded.encode(content, window=window)
     typer.echo(f"{loaded}: {ids.shape[-1]} tokens", err=True)
-    _, result = loaded.run(ids, spec, progress=True)
+    _, result = loaded.run(ids, spec, progress=True, all_logits=False)  # the table needs no logits
     table = result.head_table()
     run_id = save_capture(
         default_store(), result, model=loaded.name, input_ids=ids, params={"window": window},

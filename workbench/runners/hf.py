@@ -14,6 +14,7 @@ import torch
 
 from workbench.adapters import adapter_for
 from workbench.capture import Capture
+from workbench.devices import DEFAULT_DEVICE
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec, SpecError
@@ -120,8 +121,12 @@ class Model:
         interventions: Sequence[Intervention] = (),
         attention_mask=None,
         progress: bool = False,
+        all_logits: bool = True,
     ):
-        """One forward pass. Returns (logits, capture or None)."""
+        """One forward pass. Returns (logits, capture or None).
+
+        ``all_logits=False`` projects only the last position onto the vocabulary (logits (batch, 1, vocab)):
+        a long-context capture then needs no (T, vocab) buffer (128k tokens x 128k vocab = 34 GB in bf16)."""
         ids = self._ids(inputs).to(self.device)
         with torch.no_grad(), self.seam(spec, interventions) as session:
             if progress:
@@ -129,6 +134,8 @@ class Model:
 
                 session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
             kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
+            if not all_logits:
+                kwargs["logits_to_keep"] = 1
             logits = self.hf(input_ids=ids, use_cache=False, **kwargs).logits
             session.check_fired()
         capture = None
@@ -202,11 +209,12 @@ class Model:
         return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
 
-def load_model(name_or_path: str = "smollm2-135m", *, device="cpu", dtype=None) -> Model:
+def load_model(name_or_path: str = "smollm2-135m", *, device=DEFAULT_DEVICE, dtype=None) -> Model:
     """Load a registered model (``workbench models``), a local checkpoint folder or a HF id.
 
     ``device``/``dtype``: torch objects or names ("auto", "cuda:1", "bfloat16"; see ``workbench.devices``);
-    dtype None keeps the loader's default (float32 for the embedded models)."""
+    the default device is auto (CUDA when available); dtype None keeps the loader's default (float32 for the
+    embedded models), "auto" gives bfloat16 on CUDA."""
     from workbench.devices import resolve_device, resolve_dtype
     from workbench.models.registry import resolve
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from workbench.capture import Capture
+from workbench.devices import DEFAULT_DEVICE
 from workbench.models.registry import UnknownModelError
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
@@ -176,7 +177,7 @@ class VisionModel:
         return VisionModel(f"{self.name}@random-init-s{seed}", model, self.preprocess, self.adapter)
 
 
-def load_vision_model(name_or_path: str, device="cpu", dtype=None) -> VisionModel:
+def load_vision_model(name_or_path: str, device=DEFAULT_DEVICE, dtype=None) -> VisionModel:
     """A registered vision model, a tiny-ViT ``.safetensors`` checkpoint, a local HF folder or a HF id.
 
     ``device``/``dtype``: torch objects or names, as for ``workbench.load_model`` (``workbench.devices``)."""
