@@ -202,7 +202,8 @@ def test_pipeline_runs_on_the_requested_dtype_and_records_it(tmp_path, monkeypat
     result = invoke(["pipeline", "run", str(path), "--out", str(tmp_path / "out")], tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     listed = json.loads(invoke(["runs", "--json"], tmp_path, monkeypatch).output)
-    assert {(r["kind"], r["device"], r["dtype"]) for r in listed} == {("pipeline-step", "cpu", "bfloat16"), ("pipeline", "cpu", "bfloat16")}
+    assert {r["kind"] for r in listed} >= {"pipeline-step", "pipeline"}
+    assert {(r["device"], r["dtype"]) for r in listed} == {("cpu", "bfloat16")}, listed
     step = next(r for r in listed if r["kind"] == "pipeline-step")
     assert step["backend"] == "pytorch"
 
