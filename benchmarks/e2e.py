@@ -59,7 +59,7 @@ COMMANDS = [
                                              "--depths", "30,70", "--max-new-tokens", "24"],
             ["VALIDATE.json"], "causal_table", needs=["heads retrieval"]),
     Command("heads streaming", lambda o: ["heads", "streaming", MODEL, "--out", o / "STREAMING.json", "--method", "gate",
-                                          "--length", "256", "--steps", "8", "--samples", "2"],
+                                          "--length", "384", "--steps", "8", "--samples", "2"],
             ["STREAMING.json"], "heads_scores"),
     Command("influence", lambda o: ["influence", MODEL, "--heads", o.parent / "heads-retrieval" / "HEADS.json", "--docs", SAMPLE,
                                     "--out", o / "SCORES.parquet", "--top", "5", "--max-tokens", "256"],
