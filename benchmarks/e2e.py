@@ -99,6 +99,10 @@ COMMANDS = [
 ]
 
 
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (python 3.10 works too)
+
+
 def slug(name: str) -> str:
     return name.replace(" ", "-")
 
@@ -316,9 +320,14 @@ def save_reference(rows: list[dict], out: Path, target: Path, device: str) -> No
             if source.exists():
                 (destination / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, destination / relative)
-    data = {"device": device, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": f"{os.cpu_count()} CPU cores (shared)", "commands": rows}
-    (target / "e2e_cpu.json").write_text(json.dumps(data, indent=1))
+    index = target / "e2e_cpu.json"
+    earlier = json.loads(index.read_text())["commands"] if index.exists() else []
+    names = {r["command"] for r in rows}  # a partial run (--only) keeps the other commands' rows
+    merged = [r for r in earlier if r["command"] not in names] + rows
+    order = [c.name for c in COMMANDS]
+    merged.sort(key=lambda r: order.index(r["command"]) if r["command"] in order else len(order))
+    data = {"device": device, "date": now(), "machine": f"{os.cpu_count()} CPU cores (shared, loaded)", "commands": merged}
+    index.write_text(json.dumps(data, indent=1))
 
 
 # --- long context (CUDA): workbench capture vs plain SDPA inference -----------------------------------------
@@ -523,7 +532,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    report = {"gpu": gpu_name(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    report = {"gpu": gpu_name(), "date": now(),
               "device": args.device, "dtype": args.dtype, "dinov2": stage_dinov2(env)}
     started = time.perf_counter()
     report["commands"] = run_commands(args, env)
