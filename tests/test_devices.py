@@ -3,6 +3,7 @@ that is not there is one line, exit 2, nothing written."""
 
 import inspect
 import json
+import sys
 
 import duckdb
 import pandas as pd
@@ -222,3 +223,26 @@ def test_local_executor_uses_the_requested_device_and_dtype():
             LocalExecutor(device="cuda")
     with pytest.raises(DeviceError):
         JobSpec(task="logprob", model="tiny-gqa", dtype="half").validate()
+
+
+def test_the_e2e_driver_covers_every_required_command(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e.py"
+    spec = importlib.util.spec_from_file_location("e2e_driver", path)
+    e2e = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "e2e_driver", e2e)  # dataclasses look their module up
+    spec.loader.exec_module(e2e)
+    names = {c.name for c in e2e.COMMANDS}
+    required = {"capture", "heads retrieval", "eval niah", "validate retrieval", "heads streaming", "influence",
+                "heads sinks", "calibrate act", "calibrate zerotuning", "eval task", "rhythm", "lofit select",
+                "lofit train", "lofit eval", "binding", "pipeline run"}
+    assert required <= names
+    commands = leaf_commands()
+    for command in e2e.COMMANDS:
+        assert command.compare in e2e.COMPARE, command.name
+        assert set(command.needs) <= names
+        args = [str(a) for a in command.args(Path("/tmp/x") / e2e.slug(command.name))]
+        path_words = " ".join(args[:2]) if " ".join(args[:2]) in commands else args[0]
+        assert path_words == command.name  # the entry runs the command it is named after
