@@ -23,6 +23,12 @@ def chain(tmp_path):
         "steps:\n  - {id: capture, step: capture, data: corpus}\n  - {id: far, step: select, rule: {of: capture, by: mean_distance, top_k: 2}}\n"
         "  - {id: check, step: validate, heads: far, data: corpus}\n"
     )
+    options = tmp_path / "options.jsonl"  # options share their first byte: scored in options mode
+    options.write_text("".join(json.dumps({"id": i, "prompt": f"Is {i} even?", "options": [" yes, it is", " no, it is not"],
+                                           "answer": i % 2}) + "\n" for i in range(6)))
+    labels = tmp_path / "labels.jsonl"  # distinct first tokens: label mode
+    labels.write_text("".join(json.dumps({"id": i, "prompt": f"Is {i} even? Answer A or B:", "options": ["A", "B"],
+                                          "answer": i % 2}) + "\n" for i in range(6)))
     o = tmp_path
     return [
         ("capture", ["capture", "tiny-gqa", "--text", text, "--out", o / "c.parquet", "--window", "96"], o / "c.parquet"),
@@ -36,11 +42,11 @@ def chain(tmp_path):
                              "--sink", "4", "--recent", "16"], o / "st.json"),
         ("influence", ["influence", "tiny-gqa", "--heads", o / "h.json", "--docs", text, "--out", o / "i.parquet", "--top", "2",
                        "--max-tokens", "64"], o / "i.parquet"),
-        ("calibrate act", ["calibrate", "act", "tiny-gqa", "--out", o / "act.json", "--limit", "4", "--budget", "1", "--candidates", "layer",
+        ("calibrate act", ["calibrate", "act", "tiny-gqa", "--task", options, "--out", o / "act.json", "--limit", "4", "--budget", "1", "--candidates", "layer",
                            "--layers", "0,1", "--batch-size", "3"], o / "act.json"),
-        ("calibrate zerotuning", ["calibrate", "zerotuning", "tiny-gqa", "--out", o / "zt.json", "--limit", "4", "--budget", "1",
+        ("calibrate zerotuning", ["calibrate", "zerotuning", "tiny-gqa", "--task", labels, "--out", o / "zt.json", "--limit", "4", "--budget", "1",
                                   "--candidates", "layer", "--batch-size", "3"], o / "zt.json"),
-        ("eval task", ["eval", "task", "tiny-gqa", "--limit", "4", "--bootstrap", "20", "--out", o / "e.json", "--intervention", o / "zt.json",
+        ("eval task", ["eval", "task", "tiny-gqa", "--task", options, "--limit", "4", "--bootstrap", "20", "--out", o / "e.json", "--intervention", o / "zt.json",
                        "--batch-size", "3"], o / "e.json"),
         ("rhythm", ["rhythm", "tiny-gqa", "--out", o / "r", "--limit", "1", "--max-new-tokens", "6", "--shuffles", "5"], o / "r" / "summary.json"),
         ("lofit select", ["lofit", "select", "tiny-gqa", "--task", "clutrr", "--out", o / "ls", "--limit", "2", "--steps", "1", "--batch-size", "2"],
