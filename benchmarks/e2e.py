@@ -337,25 +337,35 @@ def save_reference(rows: list[dict], out: Path, target: Path, device: str) -> No
 LLAMA_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                 intermediate_size=8192, vocab_size=128256, max_position_embeddings=131072, tie_word_embeddings=True)
 
-PEAK_WRAPPER = (
-    "import atexit, json, os, runpy, sys, torch\n"
+PEAK_WRAPPER = (  # `python -m workbench.cli` in a process that also reports the forward's time and peak memory
+    "import atexit, json, os, runpy, sys, time, torch\n"
+    "import workbench.runners.hf as hf\n"
+    "stats = {}\n"
+    "sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)\n"
+    "plain_run = hf.Model.run\n"
+    "def timed_run(self, *args, **kwargs):\n"
+    "    sync(); started = time.perf_counter()\n"
+    "    result = plain_run(self, *args, **kwargs)\n"
+    "    sync(); stats['capture_s'] = round(time.perf_counter() - started, 3)\n"
+    "    return result\n"
+    "hf.Model.run = timed_run\n"
     "def report():\n"
-    "    json.dump({'peak_bytes': torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None},"
-    " open(os.environ['E2E_STATS'], 'w'))\n"
+    "    stats['peak_bytes'] = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None\n"
+    "    json.dump(stats, open(os.environ['E2E_STATS'], 'w'))\n"
     "atexit.register(report)\n"
     "sys.argv = ['workbench'] + sys.argv[1:]\n"
     "runpy.run_module('workbench.cli', run_name='__main__')\n"
 )
 
 
-def make_llama(folder: Path, tokenizer_from: Path) -> None:
+def make_llama(folder: Path, tokenizer_from: Path, shape: dict | None = None) -> None:
     """A random-weight Llama-3.2-1B-shaped checkpoint (bf16) with SmolLM2's tokenizer (its ids fit the vocab)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if (folder / "config.json").exists():
         return
-    config = LlamaConfig(**LLAMA_1B, rope_theta=500000.0, torch_dtype="bfloat16")
+    config = LlamaConfig(**(shape or LLAMA_1B), rope_theta=500000.0)
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -376,18 +386,27 @@ def sdpa_baseline(model_dir: str, tokens: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)  # CPU: a smoke test only
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.bfloat16).cuda().eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", dtype=dtype).to(device).eval()
     load = time.perf_counter() - started
-    ids = torch.randint(0, min(model.config.vocab_size, 49152), (1, tokens), generator=torch.Generator().manual_seed(0)).cuda()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    ids = torch.randint(0, min(model.config.vocab_size, 49152), (1, tokens), generator=torch.Generator().manual_seed(0)).to(device)
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with torch.no_grad():
         model(input_ids=ids, use_cache=False, logits_to_keep=1)
-    torch.cuda.synchronize()
+    sync()
     return {"load_s": round(load, 2), "forward_s": round(time.perf_counter() - started, 3),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+
+
+def large_lengths(largest: int) -> list[int]:
+    """32k and 128k by default (--long-tokens 8192,131072); a smaller largest gives largest/4 and largest."""
+    return [largest // 4, largest]
 
 
 def run_long_context(args, env: dict) -> list[dict]:
@@ -401,13 +420,14 @@ def run_long_context(args, env: dict) -> list[dict]:
     llama = Path(args.llama_dir)
     try:
         started = time.perf_counter()
-        make_llama(llama, smollm2)
+        make_llama(llama, smollm2, json.loads(args.llama_shape) if args.llama_shape else None)
         print(json.dumps({"made": str(llama), "s": round(time.perf_counter() - started, 1)}), flush=True)
     except Exception as error:
         rows.append({"model": "llama-1b-random", "status": f"could not build: {error}"})
-    cases = [("smollm2-135m", MODEL, str(smollm2), 8192)]
+    small, large = (int(n) for n in args.long_tokens.split(","))
+    cases = [("smollm2-135m", MODEL, str(smollm2), small)]
     if (llama / "config.json").exists():
-        cases += [("llama-3.2-1b-shape-random", str(llama), str(llama), n) for n in (32768, 131072)]
+        cases += [("llama-3.2-1b-shape-random", str(llama), str(llama), n) for n in large_lengths(large)]
     for label, name, folder, tokens in cases:
         text = out / f"text-{tokens}.txt"
         if not text.exists():
@@ -427,8 +447,10 @@ def run_long_context(args, env: dict) -> list[dict]:
         row = {"model": label, "tokens": tokens, "mode": "workbench capture", "status": status,
                "wall_s": round(time.perf_counter() - started, 2)}
         if stats.exists():
-            peak = json.loads(stats.read_text()).get("peak_bytes")
+            measured = json.loads(stats.read_text())
+            peak = measured.get("peak_bytes")
             row["peak_gib"] = round(peak / 2**30, 2) if peak else None
+            row["capture_s"] = measured.get("capture_s")  # Model.run: the forward and the statistics to the CPU
         log = (out / f"log-{label}-{tokens}.txt").read_text(errors="replace")
         row["backend"] = next((line.split("attention backend:")[-1].strip() for line in log.splitlines() if "attention backend:" in line), None)
         if status != "ok":
@@ -528,6 +550,8 @@ def main(argv=None) -> int:
     parser.add_argument("--long-context", action="store_true", help="also the long-context captures (CUDA)")
     parser.add_argument("--llama-dir", default="/tmp/wb-e2e/llama-1b-random", help="where the random Llama-1B goes")
     parser.add_argument("--long-timeout", type=int, default=300)
+    parser.add_argument("--long-tokens", default="8192,131072", help="SmolLM2's length, the largest Llama length")
+    parser.add_argument("--llama-shape", default=None, help="JSON LlamaConfig overrides (smoke tests on a CPU)")
     parser.add_argument("--notebook", action="store_true", help="also run notebook 01")
     parser.add_argument("--notebook-timeout", type=int, default=300)
     parser.add_argument("--pytest-gpu", action="store_true", help="also run `pytest -m gpu`")
