@@ -48,7 +48,7 @@ def chain(tmp_path):
                                   "--candidates", "layer", "--batch-size", "3"], o / "zt.json"),
         ("eval task", ["eval", "task", "tiny-gqa", "--task", options, "--limit", "4", "--bootstrap", "20", "--out", o / "e.json", "--intervention", o / "zt.json",
                        "--batch-size", "3"], o / "e.json"),
-        ("rhythm", ["rhythm", "tiny-gqa", "--out", o / "r", "--limit", "1", "--max-new-tokens", "6", "--shuffles", "5"], o / "r" / "summary.json"),
+        ("rhythm", ["rhythm", "tiny-gqa", "--out", o / "r", "--limit", "2", "--max-new-tokens", "24", "--instruction", "", "--shuffles", "5"], o / "r" / "summary.json"),
         ("lofit select", ["lofit", "select", "tiny-gqa", "--task", "clutrr", "--out", o / "ls", "--limit", "2", "--steps", "1", "--batch-size", "2"],
          o / "ls" / "HEADS.json"),
         ("lofit train", ["lofit", "train", "tiny-gqa", "--task", "clutrr", "--out", o / "lt", "--heads", o / "ls" / "HEADS.json", "--k", "2",
