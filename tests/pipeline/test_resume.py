@@ -3,6 +3,7 @@ write's file rename and its index transaction, right after a write), restarted e
 with every step and shard recorded exactly once and the same files as one uninterrupted run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ KILLS = [(2, "before"), (2, "staged"), (3, "after")]
 
 def run_driver(tiny_yaml, out, results, target, phase):
     env = {"WORKBENCH_RESULTS": str(results), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    if os.environ.get("PYTHONPATH"):  # a source tree on the path (benchmarks/gpu_env.sh): the driver runs the same code
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     command = [sys.executable, str(HERE / "crash_driver.py"), str(tiny_yaml), str(out), str(target), phase]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
