@@ -67,9 +67,8 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     _, capture = model.run(ids, spec, job.intervention_objects())
     table = capture.head_table()
     if job.params.get("save_captures"):
-        from workbench.store.captures import save_capture
-
         from workbench.devices import run_record
+        from workbench.store.captures import save_capture
 
         save_capture(store, capture, model=model.name, input_ids=ids, kind="capture", runtime=run_record(model))
     table.insert(0, "tokens", int(ids.shape[-1]))
