@@ -480,6 +480,8 @@ def run_notebook(args, env: dict) -> dict:
     env = {**env, "WORKBENCH_RESULTS": str(folder / "results")}
     started = time.perf_counter()
     try:
+        if env.get("E2E_NOTEBOOK_PLAIN"):  # force the fallback (to test it where nbclient exists)
+            raise ImportError("E2E_NOTEBOOK_PLAIN")
         import nbclient  # noqa: F401
         import nbformat  # noqa: F401
 
