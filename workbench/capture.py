@@ -109,7 +109,7 @@ class Capture:
             names=["batch", "layer", "head", axis],
         )
         frame = pd.DataFrame(
-            {name: value.detach().cpu().numpy().reshape(-1) for name, value in source.items()}, index=index
+            {name: _numpy(value).reshape(-1) for name, value in source.items()}, index=index
         ).reset_index()
         frame.insert(3, "kv_head", frame["head"].map(self.shape.kv_head))
         if kind == "row" and self.tokens is not None and len(self.tokens) == len(self.positions):
@@ -316,3 +316,9 @@ def _ranges(numbers: list[int]) -> str:
         else:
             spans.append([n, n])
     return "layers " + ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
+
+
+def _numpy(value: torch.Tensor):
+    """A statistic as numpy on the CPU; half precision (which numpy lacks) widened to float32."""
+    value = value.detach().cpu()
+    return (value.float() if value.dtype in (torch.bfloat16, torch.float16) else value).numpy()

@@ -61,10 +61,12 @@ def heads_section(run_id: str) -> None:
 
 @st.cache_resource(show_spinner="loading the vision model ...", max_entries=2)
 def vision_model(name: str):
+    from workbench.devices import runtime_from_environment
     from workbench.vision.runner import load_vision_model
 
     try:
-        return load_vision_model(name)
+        where = runtime_from_environment()  # `workbench app --device/--dtype`, else auto
+        return load_vision_model(name, device=where.device, dtype=where.dtype)
     except Exception as error:
         raise data.Unavailable(f"cannot load vision model {name!r}: {error}") from None
 

@@ -48,7 +48,7 @@ def render() -> None:
     if rows and rows[0] < len(shown) and st.session_state.get("runs_last_row") != shown["run_id"][rows[0]]:
         st.session_state["runs_last_row"] = st.session_state["runs_run"] = shown["run_id"][rows[0]]
     ui.table(name="runs_table_1", frame=
-        shown[["run_id", "kind", "model", "created", "input_hash"]],
+        shown[["run_id", "kind", "model", *[c for c in ("device", "dtype", "backend") if c in shown], "created", "input_hash"]],
         hide_index=True,
         width="stretch",
         key="runs_table",

@@ -14,10 +14,12 @@ from workbench_app.data import Unavailable
 
 @st.cache_resource(show_spinner="loading the model ...", max_entries=2)
 def model(name: str):
+    from workbench.devices import runtime_from_environment
     from workbench.runners.hf import load_model
 
     try:
-        return load_model(name, device="cuda" if torch.cuda.is_available() else "cpu")
+        where = runtime_from_environment()  # `workbench app --device/--dtype`, else auto
+        return load_model(name, device=where.device, dtype=where.dtype)
     except Exception as error:
         raise Unavailable(f"cannot load model {name!r}: {error}") from None
 

@@ -3,6 +3,7 @@ write's file rename and its index transaction, right after a write), restarted e
 with every step and shard recorded exactly once and the same files as one uninterrupted run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,7 +23,6 @@ KILLS = [(2, "before"), (2, "staged"), (3, "after")]
 def driver_env(results) -> dict:
     """A bare environment, but the tree under test: PYTHONPATH passes through (a source checkout run
     with benchmarks/gpu_env.sh is not the installed package)."""
-    import os
 
     env = {"WORKBENCH_RESULTS": str(results), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     return {**env, **{k: os.environ[k] for k in ("PYTHONPATH", "TMPDIR") if k in os.environ}}

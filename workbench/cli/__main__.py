@@ -1,4 +1,5 @@
-"""``python -m workbench.cli ...`` = ``workbench ...`` (for source trees that are not installed, e.g. the GPU runs)."""
+"""``python -m workbench.cli ...``: the CLI without an installed ``workbench`` script (GPU machines that
+run from a checkout, ``source benchmarks/gpu_env.sh``)."""
 
 from workbench.cli import app
 

@@ -11,7 +11,17 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, uses_store
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    parse_ints,
+    record,
+    runtime,
+    uses_store,
+)
 from workbench.seam.spec import SpecError
 
 
@@ -29,6 +39,8 @@ def binding(
     probes: str = typer.Option("linear,diagonal,quadratic,lowrank", "--probes", help="pair probes to train"),
     ranks: str = typer.Option("4,16,64", "--ranks", help="binding-subspace ranks to ablate ('' = skip)"),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="random-init network and raw-pixel baselines"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Probe a ViT for object binding on procedural scenes; write the tables and record the run."""
     from workbench.analyses.heads import write_heads_json
@@ -36,6 +48,7 @@ def binding(
     from workbench.vision.binding import BindingConfig, run_binding
     from workbench.vision.runner import load_vision_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     if scenes < 8:
         raise SpecError(f"--scenes must be at least 8 (got {scenes}): probes need train, validation and test scenes")
     if epochs < 1:
@@ -47,7 +60,7 @@ def binding(
     if unknown or not kinds:
         raise SpecError(f"unknown probe(s) {unknown or probes!r}; choose from {', '.join(PROBES)}")
     wanted = parse_ints(layers)
-    loaded = load_vision_model(model)
+    loaded = load_vision_model(model, device=where.device, dtype=where.dtype)
     top = loaded.shape.num_layers
     bad = [layer for layer in wanted or () if not 0 <= layer <= top]
     if bad:
@@ -89,6 +102,7 @@ def binding(
         head_tables={"heads": result.heads} if len(result.heads) else None,
         arrays={"probes": result.probes, "ablation": result.ablation},
         summary={k: v for k, v in result.summary.items() if k != "config"},
+        runtime=record(loaded),
     )
     best = result.summary.get("best_layer")
     if best is not None:

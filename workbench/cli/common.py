@@ -8,15 +8,22 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
+from workbench.devices import DEFAULT_DEVICE, DEFAULT_DTYPE, DEVICES_HELP, DTYPES_HELP
 from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
 from workbench.seam.spec import SpecError
 
+# every command that loads a model takes these two (``device: Device = DEFAULT_DEVICE``)
+Device = Annotated[str, typer.Option("--device", help=f"where the model runs: {DEVICES_HELP}")]
+Dtype = Annotated[str, typer.Option("--dtype", help=f"weights and activations: {DTYPES_HELP}")]
+__all__ = ["DEFAULT_DEVICE", "DEFAULT_DTYPE", "Device", "Dtype"]
+
 # the errors that mean bad input, by (module, name); see user_errors
 USER_ERRORS = (
+    ("workbench.devices", "DeviceError"),
     ("workbench.models.convert", "MissingWeightsError"),
     ("workbench.models.registry", "UnknownModelError"),
     ("workbench.runners.hf", "InputError"),
@@ -120,3 +127,22 @@ def parse_ints(value: str | None) -> tuple[int, ...] | None:
         raise SpecError(f"expected comma-separated integers, got {value!r}") from None
 
 
+def runtime(device: str, dtype: str):
+    """The resolved (device, dtype): call first in a command, so a missing device fails before any work."""
+    from workbench.devices import resolve_runtime
+
+    return resolve_runtime(device, dtype)
+
+
+def load(model: str, where):
+    """A causal LM on ``where`` (a ``Runtime`` from ``runtime``)."""
+    from workbench.runners.hf import load_model
+
+    return load_model(model, device=where.device, dtype=where.dtype)
+
+
+def record(model) -> dict:
+    """Where ``model`` ran, for ``Store.put_run(runtime=...)``."""
+    from workbench.devices import run_record
+
+    return run_record(model)

@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, read_text, uses_store
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    load,
+    parse_ints,
+    read_text,
+    record,
+    runtime,
+    uses_store,
+)
 
 
 @app.command()
@@ -56,15 +68,17 @@ def capture(
     pooled: int = typer.Option(
         128, "--pooled", help="side of the stored pooled attention map (0 = none; one text only, not a folder)"
     ),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Capture attention statistics over a text; write the per-head table and record the run."""
-    from workbench.runners.hf import load_model
     from workbench.seam.spec import CaptureSpec
     from workbench.store import default_store
     from workbench.store.captures import save_capture
 
     if out.suffix != ".parquet":
         raise FileNotFoundError(f"--out must be a .parquet path, got {out}")
+    where = runtime(device, dtype)
     if spec_json:
         spec = CaptureSpec.from_json(spec_json)
     else:
@@ -75,37 +89,37 @@ def capture(
             pooled_cells=0 if text.is_dir() else pooled,
         )
     if text.is_dir():
-        return capture_folder(model, text, out, window, spec)
+        return capture_folder(model, text, out, window, spec, where)
     content = read_text(text)
-    loaded = load_model(model)
+    loaded = load(model, where)
     spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
     if window is not None and window < 2:
         raise FileNotFoundError("--window must be at least 2 tokens")
     ids = loaded.encode(content, window=window)
     typer.echo(f"{loaded}: {ids.shape[-1]} tokens", err=True)
-    _, result = loaded.run(ids, spec, progress=True)
+    _, result = loaded.run(ids, spec, progress=True, all_logits=False)  # the table needs no logits
     table = result.head_table()
     run_id = save_capture(
-        default_store(), result, model=loaded.name, input_ids=ids, params={"window": window}
+        default_store(), result, model=loaded.name, input_ids=ids, params={"window": window},
+        runtime=record(loaded),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.parquet")
     table.to_parquet(tmp, index=False)
     tmp.replace(out)
-    typer.echo(f"attention backend: {result.backend_summary()}")
+    typer.echo(f"device {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}; attention backend: {result.backend_summary()}")
     typer.echo(f"wrote {out} ({len(table)} heads); run {run_id} in {default_store().root}")
 
 
-def capture_folder(model: str, folder: Path, out: Path, window: int | None, spec) -> None:
+def capture_folder(model: str, folder: Path, out: Path, window: int | None, spec, where) -> None:
     """`capture --text FOLDER`: one capture over every *.txt, in padded batches; writes the mean table to
     OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text."""
-    from workbench.runners.hf import load_model
     from workbench.store import default_store
     from workbench.store.captures import save_capture
     from workbench.texts import read_texts
 
     texts = read_texts(folder)
-    loaded = load_model(model)
+    loaded = load(model, where)
     spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
     if window is not None and window < 2:
         raise FileNotFoundError("--window must be at least 2 tokens")
@@ -117,7 +131,9 @@ def capture_folder(model: str, folder: Path, out: Path, window: int | None, spec
     store = default_store()
     for part in result.split():
         ids = loaded.encode(texts[part.meta["text"]], window=window)
-        save_capture(store, part, model=loaded.name, input_ids=ids, params={"window": window})
+        save_capture(
+            store, part, model=loaded.name, input_ids=ids, params={"window": window}, runtime=record(loaded)
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, table in tables.items():
         tmp = path.with_suffix(".tmp.parquet")
@@ -166,7 +182,13 @@ def runs(
         typer.echo(f"no runs in {default_store().root}")
         return
     for row in table.itertuples():
-        typer.echo(f"{row.run_id}  {row.kind:12s} {row.model:20s} {str(row.created)[:19]}  {row.path}")
+        where = " ".join(f"{_or_dash(value):{width}s}" for value, width in ((row.device, 7), (row.dtype, 8), (row.backend, 14)))
+        typer.echo(f"{row.run_id}  {row.kind:12s} {row.model:20s} {where} {str(row.created)[:19]}  {row.path}")
+
+
+def _or_dash(value) -> str:
+    """A store value for the text listing; a run recorded before the column existed shows '-'."""
+    return "-" if value is None or value != value or value == "" else str(value)
 
 
 @app.command()
@@ -175,6 +197,8 @@ def runs(
 def demo(
     model: str | None = typer.Option(None, "--model", help="another model (default: the pipeline's, smollm2-135m)"),
     out: Path = typer.Option(Path("results/demo"), "--out"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """The main head-analysis job of `make demo`: the pipeline pipelines/demo.yaml (capture, label heads,
     select the sink heads, mask them against random controls, HTML report); prints where the results are."""
@@ -185,10 +209,12 @@ def demo(
     from workbench.pipeline import parse_pipeline, run_pipeline
     from workbench.store import default_store
 
+    runtime(device, dtype)  # a missing device fails here, before anything runs
     source = importlib.resources.files("workbench.data").joinpath("pipelines/demo.yaml").read_text()
     data = yaml.safe_load(source)
     if model:
         data["model"] = model
+    data["device"], data["dtype"] = device, dtype
     spec = parse_pipeline(data, name="demo", out=out, source=source)
     store = default_store()
     result = run_pipeline(spec, store=store, echo=typer.echo)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly
+from workbench.cli.common import DEFAULT_DEVICE, DEFAULT_DTYPE, Device, Dtype, friendly, runtime
 
 
 def app_script() -> Path:
@@ -55,13 +55,17 @@ def serve_app(
         Path | None,
         typer.Option("--results", help="store to read (default $WORKBENCH_RESULTS, else ./results)"),
     ] = None,
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Serve the dashboard (runs, head grids, attention maps, analyses) over the results store."""
     from workbench import paths
+    from workbench.devices import ENV_DEVICE, ENV_DTYPE
 
+    runtime(device, dtype)  # checked here; the dashboard's model runs (exact tiles, comparisons) resolve it again
     script = app_script()
     store = (results or paths.results_dir()).expanduser().resolve()
-    env = {**os.environ, "WORKBENCH_RESULTS": str(store)}
+    env = {**os.environ, "WORKBENCH_RESULTS": str(store), ENV_DEVICE: device, ENV_DTYPE: dtype}
     if not (store / "workbench.duckdb").exists():
         typer.echo(f"note: the store {store} is empty; run `make demo` to fill it", err=True)
     typer.echo(f"dashboard on http://{host}:{port} (store {store}); Ctrl-C stops it", err=True)

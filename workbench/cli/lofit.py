@@ -14,7 +14,18 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, uses_store, write_json
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    load,
+    record,
+    runtime,
+    uses_store,
+    write_json,
+)
 from workbench.seam.spec import SpecError
 
 lofit_app = typer.Typer(
@@ -54,11 +65,12 @@ def _check_out_dir(out: Path) -> None:
         raise SpecError(f"--out {out} exists and is not a folder")
 
 
-def _record(kind: str, model: str, data_path: Path, params: dict, summary: dict, head_tables=None) -> str:
+def _record(kind: str, model, data_path: Path, params: dict, summary: dict, head_tables=None) -> str:
     from workbench.store import default_store
 
     return default_store().put_run(
-        kind, model, _hash(str(data_path), params), params=params, summary=summary, head_tables=head_tables
+        kind, model.name, _hash(str(data_path), params), params=params, summary=summary, head_tables=head_tables,
+        runtime=record(model),
     )
 
 
@@ -80,26 +92,28 @@ def select(
         None, "--l1", help="L1 weight on the scales (truthfulqa 5e-4, clutrr 5e-3)"
     ),
     seed: int = typer.Option(0, "--seed"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Step 1: learn a scale vector per head (task loss + L1) and rank heads by its norm."""
     from workbench.analyses.heads import top_heads, write_heads_json
     from workbench.analyses.lofit import TrainConfig, save_scales, select_heads
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_task(task)
     _check_out_dir(out)
     config = TrainConfig.defaults(
         task, 1, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, l1=l1, seed=seed
     )
     path, items = _items(task, data, part, limit)
-    loaded = load_model(model)
+    loaded = load(model, where)
     table, scales, log = select_heads(loaded, items, config, progress=True)
     save_scales(out / "scales.safetensors", scales)
     write_json(out / "log.json", log)
     write_heads_json(out / "HEADS.json", table, loaded.name)
     run_id = _record(
         "lofit_select",
-        loaded.name,
+        loaded,
         path,
         table.attrs["params"],
         {"top": top_heads(table, 10)},
@@ -144,13 +158,15 @@ def train(
         "--export-folded",
         help="also write a transformers checkpoint with the offsets folded into o_proj bias",
     ),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Step 2: learn an offset vector per chosen head (model frozen); write the LoFiT artifact."""
     from workbench.analyses.heads import read_heads_json, top_heads
     from workbench.analyses.lofit import TrainConfig, random_heads, train_offsets
     from workbench.analyses.lofit import export_folded as export
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_task(task)
     _check_out_dir(out)
     if heads is None and random_seed is None:
@@ -163,7 +179,7 @@ def train(
     table = read_heads_json(heads) if random_seed is None else None
     if table is not None and not 1 <= k <= len(table):
         raise SpecError(f"--k must be between 1 and {len(table)} (the heads in {heads}), got {k}")
-    loaded = load_model(model)
+    loaded = load(model, where)
     if table is not None:
         chosen, scores, source = top_heads(table, k), [float(s) for s in table["score"].head(k)], str(heads)
     else:
@@ -185,7 +201,7 @@ def train(
         typer.echo(f"wrote folded checkpoint {export_folded}")
     run_id = _record(
         "lofit_train",
-        loaded.name,
+        loaded,
         path,
         artifact.params,
         {"heads": artifact.heads, "final_loss": log["loss"][-1]},
@@ -208,11 +224,13 @@ def evaluate_command(
     part: str | None = typer.Option(None, "--part", help=PART_HELP),
     limit: int | None = typer.Option(None, "--limit"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """MC1/MC2 (truthfulqa) or accuracy (clutrr) of the base model or of the model with LoFiT offsets."""
     from workbench.analyses.lofit import LofitArtifact, evaluate
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_task(task)
     target = out if out.suffix == ".json" else out / "eval.json"
     if out.suffix != ".json":
@@ -221,7 +239,7 @@ def evaluate_command(
     if artifact is not None and artifact.task != task:
         raise SpecError(f"{lofit} was trained for task {artifact.task!r}, not {task!r}")
     path, items = _items(task, data, part, limit)
-    loaded = load_model(model)
+    loaded = load(model, where)
     interventions = []
     if artifact is not None:
         artifact.check_model(loaded)
@@ -233,7 +251,7 @@ def evaluate_command(
     write_json(target, result)
     metrics = {key: round(result[key], 4) for key in ("mc1", "mc2", "accuracy") if key in result}
     run_id = _record(
-        "lofit_eval", loaded.name, path, {"lofit": str(lofit), "part": part, "limit": limit}, result
+        "lofit_eval", loaded, path, {"lofit": str(lofit), "part": part, "limit": limit}, result
     )
     typer.echo(f"{metrics} over {result['n']} items; wrote {target}; run {run_id}")
 
@@ -244,14 +262,16 @@ def fold(
     model: str = typer.Argument(..., help=MODEL_HELP),
     lofit: Path = typer.Option(..., "--lofit", help="LoFiT artifact folder"),
     out: Path = typer.Option(..., "--out", help="folder for the transformers checkpoint"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Export MODEL with the offsets folded into o_proj biases (attention_bias=True; loads without the workbench)."""
     from workbench.analyses.lofit import LofitArtifact, export_folded
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out_dir(out)
     artifact = LofitArtifact.load(lofit)
-    loaded = load_model(model)
+    loaded = load(model, where)
     export_folded(loaded, artifact, out)
     typer.echo(f"wrote {out} ({len(artifact.heads)} heads folded into o_proj biases)")
 
@@ -283,6 +303,8 @@ def compare(
     retrieval_heads: Path | None = typer.Option(
         None, "--retrieval-heads", help="HEADS.json of retrieval heads"
     ),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Base vs LoFiT heads vs K random heads (vs K retrieval heads) at equal parameter count, over seeds."""
     from workbench.analyses.lofit import parse_part
@@ -294,8 +316,8 @@ def compare(
         summary_markdown,
     )
     from workbench.cli.common import parse_ints
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_task(task)
     _check_out_dir(out)
     for path in (train, val, test, retrieval_heads):
@@ -317,6 +339,6 @@ def compare(
         max_target=max_target,
         retrieval_heads=str(retrieval_heads) if retrieval_heads else None,
     )
-    loaded = load_model(model)
+    loaded = load(model, where)
     frame = run_comparison(loaded, plan, out, echo=typer.echo)
     typer.echo(summary_markdown(summarise(frame, task), task))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, uses_store
+from workbench.cli.common import Device, Dtype, friendly, uses_store
 
 pipeline_app = typer.Typer(
     no_args_is_help=True,
@@ -22,12 +23,21 @@ ADDRESS_HELP = (
 )
 
 
-def _executor(kind: str, address: str | None, replicas: int | None, gpus: float, store):
+def _executor(kind: str, address: str | None, replicas: int | None, gpus: float, store, device: str | None = None):
+    from workbench.devices import DEFAULT_DEVICE
     from workbench.exec import make_executor
 
     if kind == "ray":
         return make_executor("ray", address, store=store, replicas=replicas, num_gpus_per_replica=gpus)
-    return make_executor(kind, address, store=store)
+    return make_executor(kind, address, store=store, device=device or DEFAULT_DEVICE)
+
+
+def _override(spec, device: str | None, dtype: str | None) -> None:
+    """--device/--dtype win over the file's device:/dtype: keys (checked the same way)."""
+    from workbench.pipeline.spec import check_runtime
+
+    if device is not None or dtype is not None:
+        spec.device, spec.dtype = check_runtime(device or spec.device, dtype or spec.dtype)
 
 
 def _close(executor) -> None:
@@ -49,14 +59,17 @@ def run_command(
         None, "--replicas", help="Ray: model replicas (default: as many as fit)"
     ),
     gpus: float = typer.Option(0, "--gpus-per-replica", help="Ray: GPUs per replica (>1 splits the model)"),
+    device: Device = None,  # None: the file's device: key, else auto
+    dtype: Dtype = None,
 ) -> None:
     """Run a pipeline step by step (finished steps are read back from the store, not re-run)."""
     from workbench.pipeline import load_pipeline, run_pipeline
     from workbench.store import default_store
 
     spec = load_pipeline(file, out=out)  # every check happens here, before anything runs
+    _override(spec, device, dtype)
     store = default_store()
-    runner = _executor(executor, address, replicas, gpus, store)
+    runner = _executor(executor, address, replicas, gpus, store, spec.device)
     try:
         result = run_pipeline(spec, store=store, executor=runner, echo=typer.echo)
     except ConnectionError as error:
@@ -103,14 +116,21 @@ def sweep_command(
         None, "--replicas", help="Ray: model replicas (default: as many as fit)"
     ),
     gpus: float = typer.Option(0, "--gpus-per-replica", help="Ray: GPUs per replica (>1 splits the model)"),
+    device: Device = None,  # None: the file's device: key, else auto
+    dtype: Dtype = None,
 ) -> None:
     """Run a sweep; each shard is recorded once, so an interrupted sweep resumes where it stopped."""
     from workbench.pipeline.sweep import load_sweep, run_sweep
     from workbench.store import default_store
 
     spec = load_sweep(file, out=out)
+    if dtype is not None:
+        from workbench.pipeline.spec import check_runtime
+
+        check_runtime(None, dtype)
+        spec.jobs = [dataclasses.replace(job, dtype=dtype) for job in spec.jobs]
     store = default_store()
-    runner = _executor(executor, address, replicas, gpus, store)
+    runner = _executor(executor, address, replicas, gpus, store, device or spec.device)
     try:
         run_sweep(spec, runner, store, echo=typer.echo)
     except ConnectionError as error:

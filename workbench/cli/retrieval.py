@@ -9,7 +9,19 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, uses_store, write_json
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    load,
+    parse_ints,
+    record,
+    runtime,
+    uses_store,
+    write_json,
+)
 from workbench.cli.groups import eval_app, heads_app, validate_app
 from workbench.seam.spec import SpecError
 
@@ -46,12 +58,6 @@ def _inputs_hash(haystack, needles) -> str:
     return hashlib.sha256((digest + repr([n.to_dict() for n in needles])).encode()).hexdigest()[:16]
 
 
-def _load(model_name: str):
-    from workbench.runners.hf import load_model
-
-    return load_model(model_name)
-
-
 def _store():
     from workbench.store import default_store
 
@@ -70,15 +76,18 @@ def heads_retrieval(
     depths: str = typer.Option("0,50,100", "--depths", help="needle depths in %, comma-separated"),
     threshold: float = typer.Option(0.1, "--threshold", help="a retrieval head scores above this"),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Retrieval score per head (Wu et al. 2024) from NIAH runs; write HEADS.json, record the run."""
     from workbench.analyses.heads import write_heads_json
     from workbench.analyses.retrieval.niah import detect_retrieval_heads, resolve_inputs
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out, ".json")
     grid_lengths, grid_depths = _grid(lengths, depths)
     hay, needle_list = resolve_inputs(haystack, needles, "detect")
-    loaded = _load(model)
+    loaded = load(model, where)
     table, runs = detect_retrieval_heads(loaded, hay, needle_list, grid_lengths, grid_depths, threshold=threshold,
                                          max_new_tokens=max_new_tokens, return_runs=True)
     params = table.attrs["params"]
@@ -86,7 +95,7 @@ def heads_retrieval(
                "successful_runs": params["successful_runs"], "total_runs": params["total_runs"],
                "top": [[int(r.layer), int(r.head), round(float(r.score), 4)] for r in table.head(10).itertuples()]}
     run_id = _store().put_run("retrieval-heads", loaded.name, _inputs_hash(hay, needle_list), params=params,
-                              head_tables={"heads": table}, arrays={"runs": runs}, summary=summary)
+                              head_tables={"heads": table}, arrays={"runs": runs}, summary=summary, runtime=record(loaded))
     write_heads_json(out, table, loaded.name)
     typer.echo(f"{summary['successful_runs']}/{summary['total_runs']} runs succeeded; "
                f"{summary['retrieval_heads']}/{summary['heads']} heads score > {threshold}")
@@ -131,12 +140,15 @@ def eval_niah(
     lengths: str = typer.Option("500,1000", "--lengths"),
     depths: str = typer.Option("0,50,100", "--depths"),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """NIAH success (ROUGE-1 recall > 0.5), optionally with heads masked; write RESULT.json, record the run."""
     from workbench.analyses.retrieval.masking import MASK_MODES
     from workbench.analyses.retrieval.niah import evaluate_niah, niah_summary, resolve_inputs
     from workbench.seam.interventions import SCOPES
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out, ".json")
     grid_lengths, grid_depths = _grid(lengths, depths)
     if mask_mode not in MASK_MODES or mask_scope not in SCOPES:
@@ -153,7 +165,7 @@ def eval_niah(
         if value is not None and value < 1:
             raise SpecError(f"{name} must be at least 1")
     hay, needle_list = resolve_inputs(haystack, needles, "heldout")
-    loaded = _load(model)
+    loaded = load(model, where)
     interventions, mask = _mask_from_options(loaded, mask_heads_file, top, mask_random, seed, exclude_top,
                                              mask_mode, mask_scope, hay)
     runs = evaluate_niah(loaded, hay, needle_list, grid_lengths, grid_depths, interventions=interventions,
@@ -162,7 +174,7 @@ def eval_niah(
     params = {"mask": mask, "lengths": list(grid_lengths), "depths": list(grid_depths), "haystack": hay.source,
               "needles": [n.to_dict() for n in needle_list], "max_new_tokens": max_new_tokens}
     run_id = _store().put_run("niah-eval", loaded.name, _inputs_hash(hay, needle_list), params=params,
-                              arrays={"runs": runs}, summary=summary)
+                              arrays={"runs": runs}, summary=summary, runtime=record(loaded))
     write_json(out, {**summary, "model": loaded.name, "params": params, "runs": runs.to_dict(orient="records")})
     typer.echo(f"success rate {summary['success_rate']:.2f}, mean ROUGE-1 recall {summary['mean_rouge_recall']:.2f} "
                f"over {summary['num_runs']} runs (mask: {mask['kind']}); wrote {out}; run {run_id}")
@@ -187,6 +199,8 @@ def validate_retrieval(
     detect_lengths: str = typer.Option("500,1000", "--detect-lengths", help="detection grid when --heads is absent"),
     detect_depths: str = typer.Option("0,50,100", "--detect-depths"),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """The causal check: NIAH success with no mask, top-K masked, K random masked (several seeds)."""
     from workbench.analyses.heads import read_heads_json, write_heads_json
@@ -194,6 +208,7 @@ def validate_retrieval(
     from workbench.analyses.retrieval.niah import detect_retrieval_heads, resolve_inputs
     from workbench.seam.interventions import SCOPES
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     if out is not None:
         _check_out(out, ".json")
     grid_lengths, grid_depths = _grid(lengths, depths)
@@ -204,7 +219,7 @@ def validate_retrieval(
         raise SpecError(f"--mask-mode must be one of {MASK_MODES} and --mask-scope one of {SCOPES}")
     hay, needle_list = resolve_inputs(haystack, needles, "heldout")
     table = read_heads_json(heads) if heads is not None else None
-    loaded = _load(model)
+    loaded = load(model, where)
     if table is None:
         d_lengths, d_depths = _grid(detect_lengths, detect_depths)
         detect_hay, detect_needles = resolve_inputs(haystack, None, "detect")
@@ -220,7 +235,8 @@ def validate_retrieval(
     params = {**result.attrs["params"], "held_out": held, "detection": table.attrs.get("params", {})}
     run_id = _store().put_run("retrieval-validate", loaded.name, _inputs_hash(hay, needle_list), params=params,
                               arrays={"causal": result, "runs": runs, "summary": summary},
-                              summary={"table": result.to_dict(orient="records"), "drops": summary.to_dict(orient="records")})
+                              summary={"table": result.to_dict(orient="records"), "drops": summary.to_dict(orient="records")},
+                              runtime=record(loaded))
     typer.echo(result.drop(columns=["heads"]).to_string(index=False))
     typer.echo(summary.to_string(index=False))
     if not held["held_out"]:
@@ -250,6 +266,8 @@ def heads_streaming(
     samples: int = typer.Option(4, "--samples", help="passkey samples for the proxy"),
     retrieval: Path | None = typer.Option(None, "--retrieval", help="HEADS.json of retrieval scores, to correlate"),
     seed: int = typer.Option(0, "--seed"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Streaming vs retrieval heads: DuoAttention gates or the pattern proxy, with their correlations."""
     from workbench.analyses.heads import read_heads_json, write_heads_json
@@ -262,6 +280,7 @@ def heads_streaming(
         train_gates,
     )
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out, ".json")
     if method not in ("gate", "proxy"):
         raise SpecError(f"--method must be gate or proxy, got {method!r}")
@@ -269,7 +288,7 @@ def heads_streaming(
         raise SpecError("need --steps >= 1, --length >= 64, --sink >= 0, --recent >= 1")
     hay = read_haystack(haystack)
     retrieval_table = read_heads_json(retrieval) if retrieval is not None else None
-    loaded = _load(model)
+    loaded = load(model, where)
     lrm = long_range_mass(loaded, hay, length=length, samples=samples, sink=sink, recent=recent, seed=seed)
     gates = None
     if method == "gate":
@@ -290,7 +309,7 @@ def heads_streaming(
         arrays["history"] = pd.DataFrame(gates.attrs["history"])
     run_id = _store().put_run(f"streaming-{method}", loaded.name, hashlib.sha256(hay.text.encode()).hexdigest()[:16],
                               params=params, head_tables={"heads": table}, arrays=arrays,
-                              summary={"correlations": params.get("correlations")})
+                              summary={"correlations": params.get("correlations")}, runtime=record(loaded))
     write_heads_json(out, table, loaded.name, params=params)
     if corr is not None:
         typer.echo(corr.to_string(index=False))
@@ -308,22 +327,26 @@ def influence(
     fraction: float = typer.Option(0.05, "--fraction", help="mask the top fraction of heads"),
     top: int | None = typer.Option(None, "--top", help="mask the top K heads instead of a fraction"),
     max_tokens: int = typer.Option(1024, "--max-tokens", help="keep the first N tokens of each document"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """AttentionInfluence: relative loss increase per document with the top retrieval heads made uniform."""
     from workbench.analyses.heads import read_heads_json
     from workbench.analyses.retrieval.influence import attention_influence, read_documents
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out, ".parquet")
     if not 0 < fraction <= 1 or (top is not None and top < 1) or max_tokens < 2:
         raise SpecError("need 0 < --fraction <= 1, --top >= 1 and --max-tokens >= 2")
     table = read_heads_json(heads)
     documents = read_documents(docs)
-    loaded = _load(model)
+    loaded = load(model, where)
     scores = attention_influence(loaded, table, documents, fraction=fraction, top=top, max_tokens=max_tokens)
     params = {**scores.attrs["params"], "heads": scores.attrs["heads"], "docs": str(docs)}
     digest = hashlib.sha256("".join(documents.text).encode()).hexdigest()[:16]
     run_id = _store().put_run("attention-influence", loaded.name, digest, params=params, arrays={"scores": scores},
-                              summary={"documents": len(scores), "mean_influence": float(scores.influence.mean())})
+                              summary={"documents": len(scores), "mean_influence": float(scores.influence.mean())},
+                              runtime=record(loaded))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.parquet")
     scores.to_parquet(tmp, index=False)

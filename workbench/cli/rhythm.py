@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, uses_store
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    load,
+    parse_ints,
+    runtime,
+    uses_store,
+)
 
 
 @app.command()
@@ -59,14 +69,17 @@ def rhythm(
             "--tau-delta", help="|Delta WAAD| floor before dominated anchors (default: the preplan cut)"
         ),
     ] = None,
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Generate answers, capture WAAD/FAI in one extra forward, detect preplan and anchor tokens, and
     export per-token credit weights with the analysis statistics and their baselines."""
     from workbench.analyses.rhythm.credit import RhythmParams
     from workbench.analyses.rhythm.job import rhythm_job
     from workbench.analyses.rhythm.problems import INSTRUCTION, load_problems
-    from workbench.runners.hf import InputError, load_model
+    from workbench.runners.hf import InputError
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     if max_new_tokens < 2:
         raise InputError("--max-new-tokens must be at least 2")
     if limit is not None and limit < 1:
@@ -82,7 +95,7 @@ def rhythm(
     except ValueError as error:
         raise InputError(str(error)) from None
     items = load_problems(problems, limit=limit)
-    loaded = load_model(model)
+    loaded = load(model, where)
     typer.echo(f"{loaded}: {len(items)} problems, up to {max_new_tokens} new tokens each", err=True)
     summary = rhythm_job(
         loaded,

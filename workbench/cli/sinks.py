@@ -9,7 +9,20 @@ from pathlib import Path
 import typer
 
 from workbench.cli import app
-from workbench.cli.common import friendly, parse_ints, read_text, uses_store, write_json
+from workbench.cli.common import (
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    Device,
+    Dtype,
+    friendly,
+    load,
+    parse_ints,
+    read_text,
+    record,
+    runtime,
+    uses_store,
+    write_json,
+)
 from workbench.cli.groups import eval_app, heads_app
 from workbench.seam.spec import SpecError
 
@@ -38,22 +51,25 @@ def heads_sinks(
     window: int = typer.Option(64, "--window", help="tokens per window (a last short window is dropped)"),
     eps: float = typer.Option(0.3, "--eps", help="Sink_k threshold on a key's column mean"),
     max_windows: int | None = typer.Option(None, "--max-windows", help="use at most this many windows"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Sink_k, first-token mass per head, hidden sinks and massive activations over a text."""
     from workbench.analyses.sinks import sinks_report
-    from workbench.runners.hf import load_model
     from workbench.store import default_store
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out)
     if window < 2:
         raise SpecError(f"--window must be at least 2 tokens, got {window}")
     content = read_text(text)
-    loaded = load_model(model)
+    loaded = load(model, where)
     report, tables = sinks_report(loaded, content, window=window, eps=eps, max_windows=max_windows, progress=True)
     run_id = default_store().put_run(
         "sinks", loaded.name, _hash(content), params=report["params"], head_tables={"heads": tables["heads"]},
         arrays={name: table for name, table in tables.items() if name != "heads"},
         summary={"sink_1": report["sink_1"], "sink_k": report["sink_k"], "sink_dims": report["massive_dims"]["sink_dims"]},
+        runtime=record(loaded),
     )
     write_json(out, report)
     hidden = report["hidden_sinks"]
@@ -71,10 +87,11 @@ def _task(task: str, split: str, limit: int | None, chat: bool, length_norm: boo
     return loaded
 
 
-def _record(kind: str, model: str, data: dict, params: dict) -> str:
+def _record(kind: str, model, data: dict, params: dict) -> str:
     from workbench.store import default_store
 
-    return default_store().put_run(kind, model, _hash(data.get("task"), params), params=params, summary=data)
+    return default_store().put_run(kind, model.name, _hash(data.get("task"), params), params=params, summary=data,
+                                   runtime=record(model))
 
 
 @calibrate_app.command("act")
@@ -95,19 +112,21 @@ def calibrate_act(
     chat: bool = typer.Option(False, "--chat/--no-chat", help="wrap prompts in the chat template"),
     length_norm: bool = typer.Option(False, "--length-norm", help="options mode: mean instead of summed log-likelihood"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """ACT: profile head groups one at a time on the calibration split, add them greedily, write CAL.json."""
     from workbench.analyses.calibration import calibrate_act as search
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out)
     if split == "test":
         raise SpecError("calibrate on the calibration split; the test split is for `workbench eval task`")
     loaded_task = _task(task, split, limit, chat, length_norm)
-    loaded = load_model(model)
+    loaded = load(model, where)
     data = search(loaded, loaded_task, kind=candidates, layers=parse_ints(layers), threshold=threshold, beta=beta,
                   budget=budget, select=select, batch_size=batch_size, progress=True)
-    data["run_id"] = _record("calibrate-act", loaded.name, data, data["params"])
+    data["run_id"] = _record("calibrate-act", loaded, data, data["params"])
     write_json(out, data)
     calibration = data["calibration"]
     typer.echo(f"ACT on {len(data['heads'])} heads: calibration accuracy {calibration['baseline']:.3f} -> {calibration['calibrated']:.3f}; wrote {out}")
@@ -129,11 +148,13 @@ def calibrate_zerotuning(
     chat: bool = typer.Option(False, "--chat/--no-chat", help="wrap prompts in the chat template"),
     length_norm: bool = typer.Option(False, "--length-norm", help="options mode: mean instead of summed log-likelihood"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """ZeroTuning: profile head groups at trial gammas, add them greedily, tune the strength, write CAL.json."""
     from workbench.analyses.calibration import calibrate_zerotuning as search
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     _check_out(out)
     if split == "test":
         raise SpecError("calibrate on the calibration split; the test split is for `workbench eval task`")
@@ -142,10 +163,10 @@ def calibrate_zerotuning(
     except ValueError:
         raise SpecError(f"--gammas must be comma-separated numbers, got {gammas!r}") from None
     loaded_task = _task(task, split, limit, chat, length_norm)
-    loaded = load_model(model)
+    loaded = load(model, where)
     data = search(loaded, loaded_task, kind=candidates, layers=parse_ints(layers), gammas=trial, budget=budget,
                   batch_size=batch_size, progress=True)
-    data["run_id"] = _record("calibrate-zerotuning", loaded.name, data, data["params"])
+    data["run_id"] = _record("calibrate-zerotuning", loaded, data, data["params"])
     write_json(out, data)
     calibration = data["calibration"]
     typer.echo(f"ZeroTuning on {len(data['heads'])} heads: calibration accuracy {calibration['baseline']:.3f} -> {calibration['calibrated']:.3f}; wrote {out}")
@@ -175,17 +196,19 @@ def eval_task(
     chat: bool = typer.Option(False, "--chat/--no-chat", help="wrap prompts in the chat template"),
     length_norm: bool = typer.Option(False, "--length-norm", help="options mode: mean instead of summed log-likelihood"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    device: Device = DEFAULT_DEVICE,
+    dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Accuracy with 95% bootstrap CIs, baseline and (with --intervention) calibrated, plus the paired difference."""
     from workbench.analyses.calibration.evaluate import evaluate
-    from workbench.runners.hf import load_model
 
+    where = runtime(device, dtype)  # a missing device fails here, before any work
     if out is not None:
         _check_out(out)
     paths = list(intervention or [])
     loaded_sets = [read_interventions(path) for path in paths]
     loaded_task = _task(task, split, limit, chat, length_norm)
-    loaded = load_model(model)
+    loaded = load(model, where)
     result = evaluate(loaded, loaded_task, loaded_sets[0] if loaded_sets else [], samples=bootstrap, batch_size=batch_size,
                       progress=True)
     result["model"] = loaded.name
@@ -198,7 +221,7 @@ def eval_task(
         comparisons.append({"intervention": str(path), **{k: other[k] for k in ("calibrated", "difference", "flips") if k in other}})
     if len(comparisons) > 1:
         result["comparisons"] = comparisons
-    result["run_id"] = _record("eval-task", loaded.name, result, {"intervention": [str(p) for p in paths] or None, "split": split})
+    result["run_id"] = _record("eval-task", loaded, result, {"intervention": [str(p) for p in paths] or None, "split": split})
     base = result["baseline"]
     typer.echo(f"{loaded_task.name} [{split}, {len(loaded_task)} items] baseline {base['accuracy']:.3f} "
                f"(95% CI {base['ci'][0]:.3f}-{base['ci'][1]:.3f})")

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
+from workbench.devices import DEFAULT_DEVICE
 from workbench.exec.jobs import JobSpec, Shard, ShardResult
 from workbench.store.store import Store, default_store
 
@@ -28,25 +29,30 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def load_job_model(model: str, dtype: str | None = None, device: str = "cpu"):
-    import torch
-
+def load_job_model(model: str, dtype: str | None = None, device=DEFAULT_DEVICE):
+    """``model`` on ``device`` in ``dtype`` (names or torch objects; None = auto, see ``workbench.devices``)."""
+    from workbench.devices import resolve_device, resolve_dtype
     from workbench.runners.hf import load_model
 
-    return load_model(model, device=device, dtype=getattr(torch, dtype) if dtype else None)
+    where = resolve_device(device) if device is None or isinstance(device, str) else device
+    return load_model(model, device=where, dtype=resolve_dtype(dtype, where))
 
 
 class LocalExecutor:
-    """Runs shards one after another in this process; loaded models are kept for the next job."""
+    """Runs shards one after another in this process; loaded models are kept for the next job.
 
-    def __init__(self, store: Store | None = None, device: str = "cpu", progress: bool = True):
+    ``device``: auto, cpu, cuda or cuda:N (``workbench.devices``), checked here, before any job runs."""
+
+    def __init__(self, store: Store | None = None, device: str = DEFAULT_DEVICE, progress: bool = True):
+        from workbench.devices import resolve_device
+
         self.store = store or default_store()
-        self.device = device
+        self.device = resolve_device(device)
         self.progress = progress
         self._models: dict[tuple[str, str | None], object] = {}
 
     def __repr__(self) -> str:
-        return f"LocalExecutor(store={self.store!r}, device={self.device!r})"
+        return f"LocalExecutor(store={self.store!r}, device={str(self.device)!r})"
 
     def model(self, name: str, dtype: str | None = None):
         """The loaded model (loaded once per executor)."""

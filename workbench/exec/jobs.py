@@ -29,7 +29,7 @@ class JobSpec:
     Attributes:
         task: what each prompt computes (``workbench.exec.tasks.TASKS``: ``logprob``, ``capture``, ...).
         model: a registered name (``workbench models``), a local checkpoint folder or a HF id.
-        dtype: torch dtype name for the weights (None = the model's default).
+        dtype: torch dtype name for the weights (None = auto: bfloat16 on CUDA, float32 on CPU).
         capture: a ``CaptureSpec.to_dict()`` for tasks that capture statistics (None = none).
         interventions: ``Intervention.to_dict()`` items applied on every forward.
         params: task parameters (JSON values), e.g. ``{"window": 256}``.
@@ -96,6 +96,10 @@ class JobSpec:
 
         if self.task not in TASKS:
             raise SpecError(f"unknown task {self.task!r}; known tasks: {sorted(TASKS)}")
+        if self.dtype is not None:
+            from workbench.devices import check_names
+
+            check_names(None, self.dtype)
         self.capture_spec()
         self.intervention_objects()
 

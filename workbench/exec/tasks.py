@@ -67,9 +67,10 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     _, capture = model.run(ids, spec, job.intervention_objects())
     table = capture.head_table()
     if job.params.get("save_captures"):
+        from workbench.devices import run_record
         from workbench.store.captures import save_capture
 
-        save_capture(store, capture, model=model.name, input_ids=ids, kind="capture")
+        save_capture(store, capture, model=model.name, input_ids=ids, kind="capture", runtime=run_record(model))
     table.insert(0, "tokens", int(ids.shape[-1]))
     return table
 
@@ -118,6 +119,8 @@ def _log_attempt(store: Store, key: str) -> None:
 
 def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
     """Compute one shard and record it under its content key; a shard already recorded is read back."""
+    from workbench.devices import run_record
+
     key = shard_key(job, shard)
     if store.has(key):
         return ShardResult(key, job, shard.start, store.array(key, "result"), cached=True)
@@ -139,5 +142,6 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
         arrays={"result": frame},
         summary={"job": job.key, "task": job.task, "label": job.label, "rows": len(frame)},
         run_id=key,
+        runtime=run_record(model),  # where it ran; the key stays the job's (any executor computes the same shard)
     )
     return ShardResult(key, job, shard.start, frame)

@@ -37,9 +37,22 @@ class PipelineResult:
         return self.outputs[self.spec.heads].table("heads") if self.spec.heads else None
 
 
-def step_key(spec: PipelineSpec, config: dict, version: int, data_hash: str | None, inputs: list[str]) -> str:
+def step_key(
+    spec: PipelineSpec, config: dict, version: int, data_hash: str | None, inputs: list[str], device_type: str = "cpu"
+) -> str:
+    """The step's store key; a step run on another device type (cuda) gets its own key (CPU keys as before)."""
     body = {k: v for k, v in config.items() if k != "id"}
-    return content_hash("pipeline-step", FORMAT, version, body, spec.model, spec.dtype, data_hash, inputs)
+    parts = ("pipeline-step", FORMAT, version, body, spec.model, spec.dtype, data_hash, inputs)
+    return content_hash(*parts, *(() if device_type == "cpu" else (device_type,)))
+
+
+def _runtime(spec: PipelineSpec, executor) -> dict:
+    """Where the pipeline's steps run: the executor's device (a local one) and the resolved dtype."""
+    from workbench.devices import dtype_name, resolve_device, resolve_dtype
+
+    device = getattr(executor, "device", None)
+    device = device if device is not None and not isinstance(device, str) else resolve_device(spec.device)
+    return {"device": str(device), "dtype": dtype_name(resolve_dtype(spec.dtype, device))}
 
 
 def load_output(store: Store, run_id: str) -> StepOutput:
@@ -64,6 +77,8 @@ def run_pipeline(
     store.check()  # a corrupt or locked store fails here, before any model is loaded
     executor = executor or LocalExecutor(store)
     ctx = Context(spec, store, executor, Path(spec.out), echo)
+    runtime = _runtime(spec, executor)  # a missing device fails here, before any step runs
+    device_type = runtime["device"].split(":")[0]
     data_hashes = {name: texts_hash(load_texts(item)) for name, item in spec.data.items()}
     result = PipelineResult(spec, {}, {}, {})
     total = len(spec.steps)
@@ -73,7 +88,7 @@ def run_pipeline(
         implementation = spec.implementations[step_id]
         inputs = implementation.inputs(config)
         data_hash = data_hashes[config.get("data", "default")] if implementation.wants_data(config) else None
-        key = step_key(spec, config, implementation.version, data_hash, [result.run_ids[i] for i in inputs])
+        key = step_key(spec, config, implementation.version, data_hash, [result.run_ids[i] for i in inputs], device_type)
         input_outputs = {i: result.outputs[i] for i in inputs}
         started = time.perf_counter()
         if store.has(key):
@@ -86,7 +101,7 @@ def run_pipeline(
                 resumed = ", continuing from its saved training state"
             echo(f"[{number}/{total}] {step_id} ({config['step']}){resumed} ...")
             output = implementation.run(ctx, config, input_outputs)
-            record_step(store, spec, config, key, output, inputs)
+            record_step(store, spec, config, key, output, inputs, _with_backend(runtime, ctx))
             for partial in ctx.out.glob(f".work/{step_id}-{key}*"):
                 partial.unlink(missing_ok=True)  # recorded in the store now: the next run reads it back whole
             status = "ran"
@@ -105,11 +120,21 @@ def run_pipeline(
         spec={"pipeline": spec.name, "steps": [c["id"] for c in spec.steps]},
         params={"run_ids": result.run_ids},
         summary={"pipeline": spec.name, "run_ids": result.run_ids, "out": str(spec.out)},
+        runtime=runtime,
     )
     return result
 
 
-def record_step(store: Store, spec: PipelineSpec, config: dict, key: str, output: StepOutput, inputs) -> str:
+def _with_backend(runtime: dict, ctx: Context) -> dict:
+    """``runtime`` plus the attention backend(s) of the pipeline's model, when this process loaded it."""
+    loader = getattr(ctx.executor, "_models", None) or {}
+    model = loader.get((ctx.pipeline.model, ctx.pipeline.dtype)) or getattr(ctx, "_model", None)
+    return {**runtime, "backend": getattr(model, "backend", None)}
+
+
+def record_step(
+    store: Store, spec: PipelineSpec, config: dict, key: str, output: StepOutput, inputs, runtime: dict | None = None
+) -> str:
     return store.put_run(
         "pipeline-step",
         spec.model,
@@ -120,6 +145,7 @@ def record_step(store: Store, spec: PipelineSpec, config: dict, key: str, output
         arrays=output.arrays,
         summary=output.summary,
         run_id=key,
+        runtime=runtime,
     )
 
 

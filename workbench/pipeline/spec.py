@@ -2,6 +2,8 @@
 
     pipeline: demo
     model: smollm2-135m
+    device: auto          # optional: auto | cpu | cuda | cuda:N   (the CLI's --device overrides it)
+    dtype: auto           # optional: auto | float32 | bfloat16 | float16
     data:
       corpus: {source: sample}
       paragraphs: {source: sample, split: paragraphs}
@@ -28,7 +30,7 @@ from workbench.pipeline.data import normalise_data
 from workbench.pipeline.errors import PipelineError
 from workbench.pipeline.registry import load_step
 
-TOP_KEYS = {"pipeline", "description", "model", "dtype", "data", "steps", "outputs"}
+TOP_KEYS = {"pipeline", "description", "model", "device", "dtype", "data", "steps", "outputs"}
 OUTPUT_KEYS = {"dir", "heads"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -39,7 +41,8 @@ class PipelineSpec:
     model: str
     steps: list[dict]
     data: dict[str, dict] = field(default_factory=dict)
-    dtype: str | None = None
+    dtype: str | None = None  # a name (auto, float32, ...); None = auto
+    device: str | None = None  # a name (auto, cpu, cuda, cuda:N); None = auto; resolved where the model loads
     out: Path = Path("results/pipeline")
     heads: str | None = None  # the select step whose heads go to HEADS.json
     description: str = ""
@@ -101,9 +104,7 @@ def parse_pipeline(
         raise PipelineError(
             "the pipeline needs 'model:' (a name from `workbench models`, a folder or a HF id)"
         )
-    dtype = data.get("dtype")
-    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
-        raise PipelineError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    device, dtype = check_runtime(data.get("device"), data.get("dtype"))
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict) or set(outputs) - OUTPUT_KEYS:
         raise PipelineError(f"outputs: must be a mapping with keys from {sorted(OUTPUT_KEYS)}")
@@ -114,6 +115,7 @@ def parse_pipeline(
         name=str(data.get("pipeline") or name),
         model=model,
         dtype=dtype,
+        device=device,
         steps=[],
         data=normalise_data(data.get("data"), base),
         description=str(data.get("description") or ""),
@@ -152,6 +154,22 @@ def parse_pipeline(
         raise PipelineError(f"outputs.heads names {heads!r}; it must be a select step: {selects or 'none'}")
     spec.heads = heads or (selects[-1] if selects else None)
     return spec
+
+
+def check_runtime(device, dtype) -> tuple[str | None, str | None]:
+    """The pipeline's ``device:`` and ``dtype:`` names, checked (not resolved: the file may be checked on a
+    machine without the GPU it will run on); "auto" is kept as None so keys of older pipelines don't move."""
+    from workbench.devices import DeviceError, check_names
+
+    for key, value in (("device", device), ("dtype", dtype)):
+        if value is not None and not isinstance(value, str):
+            raise PipelineError(f"{key}: must be a name such as auto, got {value!r}")
+    try:
+        check_names(device, dtype)
+    except DeviceError as error:
+        raise PipelineError(f"{error} (pipeline keys device:/dtype:)") from None
+    normal = [None if value is None or value.strip().lower() == "auto" else value.strip().lower() for value in (device, dtype)]
+    return normal[0], normal[1]
 
 
 def _ids(steps) -> list[str]:

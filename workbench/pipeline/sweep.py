@@ -31,7 +31,7 @@ from workbench.pipeline.spec import read_yaml
 from workbench.seam.spec import SpecError
 from workbench.store.store import Store, content_hash
 
-KEYS = {"sweep", "description", "model", "models", "dtype", "task", "data", "params", "shard_size",
+KEYS = {"sweep", "description", "model", "models", "device", "dtype", "task", "data", "params", "shard_size",
         "capture", "conditions", "outputs"}  # fmt: skip
 
 
@@ -42,6 +42,7 @@ class SweepSpec:
     prompts: list[str]
     shard_size: int
     out: Path
+    device: str | None = None  # the local executor's device name (None = auto)
 
 
 def load_sweep(path: Path, out: Path | None = None) -> SweepSpec:
@@ -62,6 +63,9 @@ def load_sweep(path: Path, out: Path | None = None) -> SweepSpec:
         raise PipelineError(
             "conditions: must map a name to interventions (a list) or {mask: [[layer, head], ...]}"
         )
+    from workbench.pipeline.spec import check_runtime
+
+    device, dtype = check_runtime(data.get("device"), data.get("dtype"))
     shard_size = data.get("shard_size", 4)
     if not isinstance(shard_size, int) or shard_size < 1:
         raise PipelineError(f"shard_size must be an integer >= 1, got {shard_size!r}")
@@ -72,7 +76,7 @@ def load_sweep(path: Path, out: Path | None = None) -> SweepSpec:
                 job = JobSpec(
                     task=str(data.get("task", "logprob")),
                     model=model,
-                    dtype=data.get("dtype"),
+                    dtype=dtype,
                     capture=data.get("capture"),
                     interventions=condition_interventions(str(label), value),
                     params=data.get("params") or {},
@@ -83,7 +87,7 @@ def load_sweep(path: Path, out: Path | None = None) -> SweepSpec:
                 raise PipelineError(f"condition {label!r}: {error}") from None
             jobs.append(job)
     out = out or Path((data.get("outputs") or {}).get("dir", f"results/{data.get('sweep') or path.stem}"))
-    return SweepSpec(str(data.get("sweep") or path.stem), jobs, prompts, shard_size, Path(out))
+    return SweepSpec(str(data.get("sweep") or path.stem), jobs, prompts, shard_size, Path(out), device)
 
 
 def condition_interventions(label: str, value) -> list[dict]:

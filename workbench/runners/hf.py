@@ -16,6 +16,7 @@ import torch
 
 from workbench.adapters import adapter_for
 from workbench.capture import Capture
+from workbench.devices import DEFAULT_DEVICE
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec, SpecError
@@ -60,6 +61,7 @@ class Model:
         self.tokenizer = tokenizer
         self.adapter = adapter_for(hf_model)
         self.shape = self.adapter.shape(hf_model)
+        self.backends: set[str] = set()  # attention backends the seam ran for this model (see ``backend``)
 
     def __repr__(self) -> str:
         s = self.shape
@@ -71,6 +73,15 @@ class Model:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def backend(self) -> str | None:
+        """The attention backend(s) used so far ("triton", "pytorch", "sdpa", joined by '+'), for the store."""
+        return "+".join(sorted(self.backends)) or None
 
     @property
     def has_chat_template(self) -> bool:
@@ -132,7 +143,10 @@ class Model:
         """Instrument this model for one block (the HF and nnsight runners; the TransformerLens runner
         instruments its weight-sharing module copy with the same ``instrument``)."""
         with instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
-            yield session
+            try:
+                yield session
+            finally:
+                self.backends |= session.ran()
 
     def run(
         self,
@@ -141,8 +155,12 @@ class Model:
         interventions: Sequence[Intervention] = (),
         attention_mask=None,
         progress: bool = False,
+        all_logits: bool = True,
     ):
-        """One forward pass. Returns (logits, capture or None)."""
+        """One forward pass. Returns (logits, capture or None).
+
+        ``all_logits=False`` projects only the last position onto the vocabulary (logits (batch, 1, vocab)):
+        a long-context capture then needs no (T, vocab) buffer (128k tokens x 128k vocab = 34 GB in bf16)."""
         ids = self._ids(inputs).to(self.device)
         self.check_spec(spec, ids.shape[-1])
         with torch.no_grad(), self.seam(spec, interventions) as session:
@@ -151,6 +169,8 @@ class Model:
 
                 session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
             kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
+            if not all_logits:
+                kwargs["logits_to_keep"] = 1
             logits = self.hf(input_ids=ids, use_cache=False, **kwargs).logits
             session.check_fired()
         capture = None
@@ -289,9 +309,17 @@ class Model:
         return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
 
-def load_model(name_or_path: str = "smollm2-135m", *, device: str = "cpu", dtype=None) -> Model:
-    """Load a registered model (``workbench models``), a local checkpoint folder or a HF id."""
+def load_model(name_or_path: str = "smollm2-135m", *, device=DEFAULT_DEVICE, dtype=None) -> Model:
+    """Load a registered model (``workbench models``), a local checkpoint folder or a HF id.
+
+    ``device``/``dtype``: torch objects or names ("auto", "cuda:1", "bfloat16"; see ``workbench.devices``);
+    the default device is auto (CUDA when available); dtype None keeps the loader's default (float32 for the
+    embedded models), "auto" gives bfloat16 on CUDA."""
+    from workbench.devices import resolve_device, resolve_dtype
     from workbench.models.registry import resolve
 
+    device = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, device)
     name, hf_model, tokenizer = resolve(name_or_path, device=device, dtype=dtype)
     return Model(name, hf_model, tokenizer)

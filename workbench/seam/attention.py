@@ -145,6 +145,13 @@ class Session:
         names = sorted(set().union(*self.backends.values())) if self.backends else []
         return "+".join(names) or None
 
+    def ran(self) -> set[str]:
+        """Every backend this session ran, with "sdpa" for layer calls that needed no statistics (plain SDPA)."""
+        names = set().union(*self.backends.values()) if self.backends else set()
+        if any(layer not in self.backends for layer in self.calls):
+            names.add("sdpa")
+        return names
+
     def check_fired(self) -> None:
         """Raise CaptureError when a requested layer never reached the seam."""
         if self.spec is None or not self.spec.captures_anything:

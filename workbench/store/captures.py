@@ -26,7 +26,7 @@ def capture_arrays(capture: Capture) -> dict[str, pd.DataFrame]:
     if not keys.empty:
         arrays["keys"] = keys[keys["batch"] == 0].drop(columns="batch")
     if capture.pooled is not None:
-        pooled = capture.pooled[0].numpy()  # (layer, head, qcell, kcell)
+        pooled = capture.pooled[0].float().numpy()  # (layer, head, qcell, kcell)
         n_l, n_h, n_q, n_k = pooled.shape
         index = pd.MultiIndex.from_product(
             [capture.layers, capture.heads, range(n_q), range(n_k)],
@@ -47,11 +47,15 @@ def save_capture(
     params: dict | None = None,
     head_table: pd.DataFrame | None = None,
     summary: dict | None = None,
+    runtime: dict | None = None,
 ) -> str:
-    """Record ``capture`` in ``store``; returns the run id (the same id if it was already there)."""
+    """Record ``capture`` in ``store``; returns the run id (the same id if it was already there).
+    ``runtime``: where it ran (``workbench.devices.run_record``); the backend defaults to the capture's."""
     spec = capture.meta.get("spec", {})
     input_hash = hash_ids(input_ids)
-    run_id = store.run_id(kind, model, input_hash, spec, params)
+    if runtime is not None:
+        runtime = {**runtime, "backend": capture.backend if capture.backends else runtime.get("backend")}
+    run_id = store.run_id(kind, model, input_hash, spec, params, runtime)
     if store.has(run_id):
         return run_id
     table = head_table if head_table is not None else capture.head_table()
@@ -75,4 +79,5 @@ def save_capture(
         arrays=capture_arrays(capture),
         summary=info,
         run_id=run_id,
+        runtime=runtime,
     )

@@ -17,12 +17,25 @@ from workbench import paths
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, kind TEXT, model TEXT, input_hash TEXT,
-    spec TEXT, params TEXT, created TIMESTAMP, path TEXT
+    spec TEXT, params TEXT, created TIMESTAMP, path TEXT,
+    device TEXT, dtype TEXT, backend TEXT
 );
 CREATE TABLE IF NOT EXISTS head_tables (
     run_id TEXT, name TEXT, layer INTEGER, head INTEGER, kv_head INTEGER, metric TEXT, value DOUBLE
 );
 """
+# where a run ran (added later: stores written before have runs without them; see ``_migrate``)
+RUNTIME_COLUMNS = ("device", "dtype", "backend")
+RUN_COLUMNS = ["run_id", "kind", "model", "input_hash", "spec", "params", "created", "path", *RUNTIME_COLUMNS]
+
+
+def runtime_key(runtime: dict | None) -> dict:
+    """The part of a run's device record that changes its results, so that a CUDA/bfloat16 run is not
+    read back as the CPU/float32 one: device type and dtype (not the card index, not the backend)."""
+    if not runtime:
+        return {}
+    device = runtime.get("device")
+    return {"device": str(device).split(":")[0] if device else None, "dtype": runtime.get("dtype")}
 
 
 INTERNAL_KINDS = ("shard",)  # bookkeeping runs (a sweep's or Ray job's shards): hidden from listings by default
@@ -74,6 +87,7 @@ class Store:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
                 if not read_only:
                     con.execute(_SCHEMA)
+                    _migrate(con)
                 return con
             except duckdb.Error as error:
                 if not _is_lock_error(error):
@@ -111,9 +125,17 @@ class Store:
     # --- writing -------------------------------------------------------------------------------
 
     def run_id(
-        self, kind: str, model: str, input_hash: str, spec: dict | None = None, params: dict | None = None
+        self,
+        kind: str,
+        model: str,
+        input_hash: str,
+        spec: dict | None = None,
+        params: dict | None = None,
+        runtime: dict | None = None,
     ) -> str:
-        return content_hash(kind, model, input_hash, spec or {}, params or {})
+        key = runtime_key(runtime)
+        parts = (kind, model, input_hash, spec or {}, params or {}) + ((key,) if key else ())
+        return content_hash(*parts)
 
     def has(self, run_id: str) -> bool:
         con = self._connect(read_only=True)
@@ -138,9 +160,13 @@ class Store:
         arrays: dict[str, pd.DataFrame] | None = None,
         summary: dict | None = None,
         run_id: str | None = None,
+        runtime: dict | None = None,
     ) -> str:
-        """Record a run; returns its id. A run already in the store is left as it is."""
-        run_id = run_id or self.run_id(kind, model, input_hash, spec, params)
+        """Record a run; returns its id. A run already in the store is left as it is.
+
+        ``runtime``: where it ran, ``{"device", "dtype", "backend"}`` (``workbench.devices.run_record``)."""
+        run_id = run_id or self.run_id(kind, model, input_hash, spec, params, runtime)
+        runtime = {name: (runtime or {}).get(name) for name in RUNTIME_COLUMNS}
         if self.has(run_id):
             return run_id
         runs_dir = self.root / "runs"
@@ -159,6 +185,7 @@ class Store:
                 "input_hash": input_hash,
                 "spec": spec,
                 "params": params,
+                **runtime,
             }
             (staging / "run.json").write_text(json.dumps(meta, indent=2, default=str))
             if summary is not None:
@@ -196,7 +223,8 @@ class Store:
                 con.execute("ROLLBACK")  # another writer recorded it first: keep exactly one record
                 return run_id
             con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
+                "ON CONFLICT DO NOTHING",
                 [
                     run_id,
                     kind,
@@ -206,6 +234,7 @@ class Store:
                     json.dumps(params or {}, sort_keys=True, default=str),
                     _dt.datetime.now(),
                     str(final),
+                    *(None if runtime[name] is None else str(runtime[name]) for name in RUNTIME_COLUMNS),
                 ],
             )
             for frame in long_tables:
@@ -226,9 +255,7 @@ class Store:
         """The index, newest first; ``internal=False`` leaves out ``INTERNAL_KINDS`` (unless asked by ``kind``)."""
         con = self._connect(read_only=True)
         if con is None:
-            return pd.DataFrame(
-                columns=["run_id", "kind", "model", "input_hash", "spec", "params", "created", "path"]
-            )
+            return pd.DataFrame(columns=RUN_COLUMNS)
         try:
             query, args = "SELECT * FROM runs WHERE 1=1", []
             if model:
@@ -238,9 +265,13 @@ class Store:
             elif not internal:
                 query += f" AND kind NOT IN ({', '.join('?' for _ in INTERNAL_KINDS)})"
                 args += list(INTERNAL_KINDS)
-            return con.execute(query + " ORDER BY created DESC", args).df()
+            table = con.execute(query + " ORDER BY created DESC", args).df()
         finally:
             con.close()
+        for name in RUNTIME_COLUMNS:  # a store written before these columns existed: empty
+            if name not in table:
+                table[name] = None
+        return table
 
     def run(self, run_id: str) -> dict:
         runs = self.runs()
@@ -299,6 +330,14 @@ def _lock_holder(error: Exception) -> str:
     if marker in text:
         return "held by " + text.split(marker, 1)[1].split(". See", 1)[0].strip()
     return _first_line(error)
+
+
+def _migrate(con) -> None:
+    """Add the columns that newer versions write to a store created by an older one."""
+    present = {row[0] for row in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()}
+    for name in RUNTIME_COLUMNS:
+        if name not in present:
+            con.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
 
 def default_store() -> Store:

@@ -29,15 +29,17 @@ def load_dinov2(device, dtype):
     return model.to(device).eval(), Preprocess(image_size=224)
 
 
-def load_checkpoint(path: Path, device: str = "cpu"):
+def load_checkpoint(path: Path, device="cpu", dtype=None):
     from workbench.vision.runner import Preprocess
     from workbench.vision.tiny_vit import load_tiny_vit
 
     model = load_tiny_vit(path)
+    if dtype is not None:
+        model = model.to(dtype)
     return model.to(device), Preprocess(image_size=int(model.config.image_size))
 
 
-def load_pretrained(name_or_path: str, device: str = "cpu"):
+def load_pretrained(name_or_path: str, device="cpu", dtype=None):
     """Any HF ViT-family encoder (model_type dinov2 or vit); normalisation from its image processor if present."""
     from transformers import AutoConfig, AutoModel
 
@@ -71,7 +73,7 @@ def load_pretrained(name_or_path: str, device: str = "cpu"):
         )
     with quiet_loading():
         model = AutoModel.from_pretrained(
-            name_or_path, attn_implementation="workbench", dtype="float32", **hub
+            name_or_path, attn_implementation="workbench", dtype=dtype or "float32", **hub
         )
     mean, std = Preprocess().mean, Preprocess().std
     try:
@@ -92,7 +94,7 @@ def _register_checkpoints() -> None:
                 path.stem,
                 f"tiny ViT (6 blocks, d=192, 3 heads, 64 px / patch 8) trained here on procedural scenes ({path.name})",
                 "vision",
-                lambda device, dtype, path=path: load_checkpoint(path, device),
+                lambda device, dtype, path=path: load_checkpoint(path, device, dtype),
             )
         )
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from workbench.capture import Capture
+from workbench.devices import DEFAULT_DEVICE
 from workbench.models.registry import UnknownModelError
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
@@ -64,6 +65,7 @@ class VisionModel:
         self.adapter = adapter
         self.shape = adapter.shape(hf_model)
         self.patch_size = int(np.atleast_1d(hf_model.config.patch_size)[0])
+        self.backends: set[str] = set()  # attention backends the seam ran (see ``backend``)
 
     def __repr__(self) -> str:
         s = self.shape
@@ -83,6 +85,11 @@ class VisionModel:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
+
+    @property
+    def backend(self) -> str | None:
+        """The attention backend(s) used so far, joined by '+' (for the store)."""
+        return "+".join(sorted(self.backends)) or None
 
     @contextlib.contextmanager
     def _hooks(self, layers: Sequence[int], residual_edits: dict[int, Callable] | None, store: dict):
@@ -144,6 +151,7 @@ class VisionModel:
             with self._hooks(layers, residual_edits, store):
                 self.hf(pixel_values=pixels.to(next(self.hf.parameters()).dtype))
             session.check_fired()
+        self.backends |= session.ran()
         capture = None
         if spec is not None and spec.captures_anything:
             capture = Capture.from_records(
@@ -164,13 +172,21 @@ class VisionModel:
     def random_init(self, seed: int = 0) -> VisionModel:
         """The same architecture with freshly initialised weights (the random-network baseline)."""
         torch.manual_seed(seed)
-        model = type(self.hf)(self.hf.config).eval()
+        parameter = next(self.hf.parameters())
+        model = type(self.hf)(self.hf.config).to(parameter.device, parameter.dtype).eval()  # same device and dtype
         return VisionModel(f"{self.name}@random-init-s{seed}", model, self.preprocess, self.adapter)
 
 
-def load_vision_model(name_or_path: str, device: str = "cpu") -> VisionModel:
-    """A registered vision model, a tiny-ViT ``.safetensors`` checkpoint, a local HF folder or a HF id."""
+def load_vision_model(name_or_path: str, device=DEFAULT_DEVICE, dtype=None) -> VisionModel:
+    """A registered vision model, a tiny-ViT ``.safetensors`` checkpoint, a local HF folder or a HF id.
+
+    ``device``/``dtype``: torch objects or names, as for ``workbench.load_model`` (``workbench.devices``)."""
     import workbench.seam.attention  # noqa: F401  (registers the seam)
+    from workbench.devices import resolve_device, resolve_dtype
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype, device)
     from workbench.models.registry import known_models
     from workbench.vision import models as vision_models
 
@@ -182,18 +198,18 @@ def load_vision_model(name_or_path: str, device: str = "cpu") -> VisionModel:
                 f"{name_or_path!r} is a {entry.kind} model, not a vision model; vision models: "
                 f"{', '.join(n for n, e in entries.items() if e.kind == 'vision')}"
             )
-        model, preprocess = entry.load(device, None)
+        model, preprocess = entry.load(device, dtype)
         return VisionModel(name_or_path, model, preprocess)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".safetensors":
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        model, preprocess = vision_models.load_checkpoint(path, device)
+        model, preprocess = vision_models.load_checkpoint(path, device, dtype)
         return VisionModel(path.stem, model, preprocess)
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if path.exists() or looks_like_hub_id:
         model, preprocess = vision_models.load_pretrained(
-            str(path) if path.exists() else name_or_path, device
+            str(path) if path.exists() else name_or_path, device, dtype
         )
         return VisionModel(name_or_path, model, preprocess)
     vision = [n for n, e in entries.items() if e.kind == "vision"]

@@ -205,7 +205,8 @@ def _option_ids(model: Model, option: str) -> list[int]:
 
 def _forward(model: Model, sequences: list[list[int]], interventions, positions: list[int]) -> tuple[torch.Tensor, dict]:
     """Right-padded batch forward through the seam; log-probs (batch, kept, vocab) at ``positions`` only
-    (the vocabulary projection of every other position is skipped), and position -> column."""
+    (the vocabulary projection of every other position is skipped), and position -> column. The log-probs
+    stay on the model's device: callers gather the few they need there and copy those once."""
     length = max(len(s) for s in sequences)
     model.check_length(length)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -219,7 +220,14 @@ def _forward(model: Model, sequences: list[list[int]], interventions, positions:
     with torch.no_grad(), model.seam(None, interventions):
         logits = model.hf(input_ids=ids.to(model.device), use_cache=False,
                           logits_to_keep=torch.tensor(keep, device=model.device), **kwargs).logits
-    return torch.log_softmax(logits.float(), dim=-1).cpu(), {p: k for k, p in enumerate(keep)}
+    return torch.log_softmax(logits.float(), dim=-1), {p: k for k, p in enumerate(keep)}
+
+
+def _gather(logprobs: torch.Tensor, rows: list[int], columns: list[int], tokens: list[int]) -> torch.Tensor:
+    """``logprobs[rows[i], columns[i], tokens[i]]`` for every i, as one indexing op on the model's device."""
+    device = logprobs.device
+    index = [torch.tensor(values, dtype=torch.long, device=device) for values in (rows, columns, tokens)]
+    return logprobs[index[0], index[1], index[2]]
 
 
 def resolve_mode(model: Model, task: Task) -> str:
@@ -242,11 +250,18 @@ def score_task(model: Model, task: Task, interventions=(), batch_size: int = 16,
             chunk = task.items[start : start + batch_size]
             sequences = [_prompt_ids(model, task, item.prompt) for item in chunk]
             logprobs, column = _forward(model, sequences, interventions, [len(s) - 1 for s in sequences])
+            rows, columns, tokens = [], [], []
             for row, (item, sequence) in enumerate(zip(chunk, sequences, strict=True)):
                 firsts = [_option_ids(model, o)[0] for o in item.options]
                 if len(set(firsts)) < len(firsts):
                     raise InputError(f"item {item.id}: options share a first token; score this task in 'options' mode")
-                out.append([float(logprobs[row, column[len(sequence) - 1], t]) for t in firsts])
+                rows += [row] * len(firsts)
+                columns += [column[len(sequence) - 1]] * len(firsts)
+                tokens += firsts
+            flat = _gather(logprobs, rows, columns, tokens).tolist()  # one copy per batch
+            for item in chunk:
+                out.append(flat[: len(item.options)])
+                flat = flat[len(item.options) :]
         return Scores(out, [item.answer for item in task.items])
     # options mode: flatten (item, option) pairs, batch by length
     pairs = []
@@ -265,11 +280,18 @@ def score_task(model: Model, task: Task, interventions=(), batch_size: int = 16,
         sequences = [pairs[k][1] + pairs[k][2] for k in chosen]
         needed = [list(range(len(pairs[k][1]) - 1, len(pairs[k][1]) - 1 + len(pairs[k][2]))) for k in chosen]
         logprobs, column = _forward(model, sequences, interventions, [p for ps in needed for p in ps])
+        rows, columns, tokens = [], [], []
         for row, k in enumerate(chosen):
-            cont = pairs[k][2]
-            columns = torch.tensor([column[p] for p in needed[row]])
-            token_logprobs = logprobs[row, columns, torch.tensor(cont)]
-            values[k] = float(token_logprobs.mean() if task.length_norm else token_logprobs.sum())
+            rows += [row] * len(pairs[k][2])
+            columns += [column[p] for p in needed[row]]
+            tokens += pairs[k][2]
+        token_logprobs = _gather(logprobs, rows, columns, tokens)
+        slot = torch.tensor(rows, device=token_logprobs.device)
+        sums = torch.zeros(len(chosen), dtype=token_logprobs.dtype, device=token_logprobs.device).index_add_(0, slot, token_logprobs)
+        if task.length_norm:
+            sums = sums / torch.tensor([len(pairs[k][2]) for k in chosen], dtype=sums.dtype, device=sums.device)
+        for k, value in zip(chosen, sums.tolist(), strict=True):  # one copy per batch
+            values[k] = value
     cursor = 0
     for item in task.items:
         out.append(values[cursor : cursor + len(item.options)])

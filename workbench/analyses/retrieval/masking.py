@@ -27,14 +27,15 @@ def head_output_means(model, inputs: Sequence[torch.Tensor]) -> dict[tuple[int, 
     """Mean output z of every query head (the slice entering o_proj) over all tokens of ``inputs``."""
     shape = model.shape
     modules = model.adapter.attention_modules(model.hf)
-    sums = [torch.zeros(shape.num_heads * shape.head_dim, dtype=torch.float64) for _ in modules]
+    # accumulated on the model's device (no copy to the CPU per layer call); float64 against drift
+    sums = [torch.zeros(shape.num_heads * shape.head_dim, dtype=torch.float64, device=model.device) for _ in modules]
     count = [0]
     handles = []
 
     def hook_for(layer):
         def hook(module, args):
             z = args[0].detach().to(torch.float64)
-            sums[layer] += z.reshape(-1, z.shape[-1]).sum(0).cpu()
+            sums[layer] += z.reshape(-1, z.shape[-1]).sum(0)
             if layer == 0:
                 count[0] += z.shape[0] * z.shape[1]
 
@@ -50,7 +51,7 @@ def head_output_means(model, inputs: Sequence[torch.Tensor]) -> dict[tuple[int, 
             handle.remove()
     d = shape.head_dim
     return {
-        (layer, head): (sums[layer][head * d : (head + 1) * d] / max(1, count[0])).to(torch.float32)
+        (layer, head): (sums[layer][head * d : (head + 1) * d] / max(1, count[0])).to(torch.float32).cpu()
         for layer in range(shape.num_layers)
         for head in range(shape.num_heads)
     }

@@ -165,7 +165,7 @@ def train_gates(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     ids_pool = _haystack_ids(model, haystack)
-    alpha = torch.nn.Parameter(torch.ones(shape.num_layers, shape.num_kv_heads))
+    alpha = torch.nn.Parameter(torch.ones(shape.num_layers, shape.num_kv_heads, device=model.device))  # on the model: no copy per head
     optimiser = torch.optim.AdamW([alpha], lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, steps))
     frozen = [p.requires_grad for p in model.hf.parameters()]

@@ -40,6 +40,7 @@ def rhythm_job(
 ) -> dict:
     """Run the rhythm analysis and write its outputs under ``out``; returns the summary."""
     from workbench.cli.common import write_json
+    from workbench.devices import run_record
     from workbench.store import content_hash, default_store
 
     params = params or RhythmParams()
@@ -136,6 +137,7 @@ def rhythm_job(
         head_tables={"heads": heads},
         arrays={"tokens": tokens},
         summary=summary,
+        runtime=run_record(model),
     )
     summary["run_id"] = run_id
     echo(f"wrote {out}/tokens.parquet ({len(tokens)} tokens), summary.json; run {run_id}")

@@ -153,10 +153,10 @@ def analyse_response(
         fai_window=params.fai_window,
     )
     waad, fai = grouped["waad"], grouped["fai"]
-    log_probs = torch.log_softmax(logits[0].double(), dim=-1)
-    entropy_all = -(log_probs.exp() * log_probs).sum(-1).numpy()
+    log_probs = torch.log_softmax(logits[0].double(), dim=-1)  # on the model's device; copied once below
+    entropy_all = -(log_probs.exp() * log_probs).sum(-1).cpu().numpy()
     producing = log_probs[start - 1 : start + n - 1]
-    top_ids = producing.topk(min(ALTERNATIVES, producing.shape[-1]), dim=-1).indices.numpy()
+    top_ids = producing.topk(min(ALTERNATIVES, producing.shape[-1]), dim=-1).indices.cpu().numpy()
     credit = credit_weights(waad, fai, params)
     tokens = [model.tokenizer.decode([int(t)]) for t in new_ids]
     text = model.tokenizer.decode(new_ids.tolist(), skip_special_tokens=True)

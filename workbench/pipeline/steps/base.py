@@ -75,7 +75,7 @@ class Context:
             from workbench.exec.base import load_job_model
 
             if not hasattr(self, "_model"):
-                self._model = load_job_model(self.pipeline.model, self.pipeline.dtype)
+                self._model = load_job_model(self.pipeline.model, self.pipeline.dtype, self.pipeline.device)
             return self._model
         return loader(self.pipeline.model, self.pipeline.dtype)
 
