@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / ".stage"
 DEVICE_DIR = Path("/tmp/wb-stage")
 LIMIT = 64 * 1024 * 1024  # one call's transfer limit, tree included
-MARGIN = 3 * 1024 * 1024  # files that the tree may gain before the calls
+MARGIN = 1024 * 1024  # files that the tree may gain before the calls
 
 
 def _sha256(path: Path) -> str:
@@ -104,10 +104,10 @@ def pack(
     wheels: Path | None = None,
 ) -> dict:
     """Pack ``members`` (archive name, file) into parts under ``stage``; returns the manifest."""
-    members = _payload_members(wheels) if members is None else members
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "build").mkdir(parents=True)
+    members = _payload_members(wheels) if members is None else members
     tar_path = stage / "build" / "payload.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:  # 7-10 % smaller: one call fewer
         for name, path in members:
