@@ -85,7 +85,7 @@ def uses_store(function):
     """For a command that reads or writes the store: adds ``--results DIR`` and opens and checks the store
     before the command runs, so a corrupt or locked store is one error line (exit 2 through ``friendly``)
     before any model is loaded. Put it under ``@friendly``."""
-    signature = inspect.signature(function)
+    signature = inspect.signature(function, eval_str=True)  # Typer reads the replaced signature as is
     option = inspect.Parameter(
         "results",
         inspect.Parameter.KEYWORD_ONLY,
