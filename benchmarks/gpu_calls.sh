@@ -2,11 +2,12 @@
 # The lead's device calls for one GPU session (issues 15-17), each `bash benchmarks/gpu_calls.sh VERB`:
 #   first   stage the carried part; start the kernel tests on CUDA in the background (they need no weights)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
-#   e2e     every model-loading command on CUDA + long context + notebook 01 (benchmarks/gpu_e2e.sh),
-#           then `pytest -m gpu`; collects the background test log; all under $OUT as a few files
+#   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
+#   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
+# (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|lofit}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -21,17 +22,27 @@ first)
     [ $staged = 3 ] && exit 0; exit $staged ;;
 stage)
     [ $staged = 3 ] && exit 0; exit $staged ;;
-e2e)
+e2e)  # the commands (one call: ~17 processes, each loading the model)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
+    export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
     python3 -m workbench.cli env --json > "$OUT/env.json" 2>&1
-    E2E_TIMEOUT=${E2E_TIMEOUT:-520} bash benchmarks/gpu_e2e.sh /tmp/e2e > /tmp/e2e.log 2>&1
-    echo "gpu_e2e exit $?"; tail -n 25 /tmp/e2e.log
-    cp benchmarks/results/gpu_e2e.json "$OUT/" 2>/dev/null
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    timeout ${E2E_TIMEOUT:-500} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e --json "$OUT/gpu_e2e_commands.json" > "$OUT/e2e_commands.log" 2>&1
+    echo "e2e commands exit $?"; tail -n 30 "$OUT/e2e_commands.log"
     for f in /tmp/gpu-tests/*.log; do echo "== $f"; tail -n 5 "$f"; done > "$OUT/gpu_tests.log" 2>&1
-    cat "$OUT/gpu_tests.log" | grep -E "==|passed|failed|error" | head -20
-    cp /tmp/e2e.log "$OUT/"
-    tar czf "$OUT/e2e_outputs.tgz" -C /tmp e2e --exclude='*.safetensors' --exclude='stores' 2>/dev/null
+    grep -E "==|passed|failed|error" "$OUT/gpu_tests.log" | head -20
+    tar czf "$OUT/e2e_outputs.tgz" --exclude='*.safetensors' --exclude='stores' -C /tmp e2e 2>/dev/null
+    exit 0 ;;
+long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
+    timeout ${LONG_TIMEOUT:-400} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e-long --only none --long-context \
+        --llama-dir /tmp/wb-e2e/llama-1b-random --notebook --pytest-gpu --pytest-timeout 150 \
+        --json "$OUT/gpu_e2e_long.json" > "$OUT/e2e_long.log" 2>&1
+    echo "e2e long exit $?"; tail -n 30 "$OUT/e2e_long.log"
+    tar czf "$OUT/e2e_long_outputs.tgz" --exclude='*.safetensors' --exclude='*.parquet' --exclude='stores' --exclude='text-*' -C /tmp e2e-long 2>/dev/null
     exit 0 ;;
 lofit)
     [ $staged = 0 ] || exit $staged
