@@ -5,6 +5,7 @@ Layout (``root`` is ``docs/results``)::
     root/data/<topic>/...        raw JSON written by the command that measured it
     root/findings.json           one entry per finding (built from the raw files)
     root/*.md                    hand-written prose; tables between <!-- table:NAME --> and <!-- /table -->
+    root/../../README.md         the project README, where it has such markers (its GPU numbers)
 
 ``python -m workbench.report docs`` rewrites findings.json and every marked table; ``--check`` only
 reports what differs (the test suite runs the check, so a committed doc cannot drift from its data).
@@ -16,7 +17,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, influence, kernels, lofit, retrieval, sinks
+from workbench.report import binding, gpu, influence, kernels, lofit, retrieval, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -70,6 +71,8 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "kernels-model": lambda: kernels.model_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
+        "gpu-e2e-commands": lambda: gpu.commands_table(data),
+        "gpu-long-context": lambda: gpu.long_context_table(data),
     }
 
 
@@ -83,7 +86,8 @@ def render(root: Path = DEFAULT_ROOT) -> dict[Path, str]:
     entries = build_findings(root)
     known = tables(root, entries)
     out = {root / "findings.json": findings_text(entries)}
-    for path in sorted(root.glob("*.md")):
+    readme = root.resolve().parent.parent / "README.md"  # the project README's "On a GPU" tables
+    for path in [*sorted(root.glob("*.md")), *([readme] if readme.exists() else [])]:
         text = path.read_text(encoding="utf-8")
         for name in table_names(text):
             if name not in known:
