@@ -536,9 +536,24 @@ def gpu_name() -> str | None:
         return None
 
 
+def merge(parts: list[Path], target: Path) -> dict:
+    """One report from the reports of several calls (a device call lasts 10 minutes at most): the commands
+    of all in order, and the other sections from whichever part has them."""
+    reports = [json.loads(Path(p).read_text()) for p in parts]
+    merged = {key: value for report in reports for key, value in report.items() if key != "commands"}
+    merged["commands"] = [row for report in reports for row in report.get("commands", [])]
+    merged["parts"] = [{"file": Path(p).name, "date": r.get("date"), "total_s": r.get("total_s")} for p, r in zip(parts, reports)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(merged, indent=1, default=str))
+    return merged
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_sdpa":  # internal: one baseline measurement
         print(json.dumps(sdpa_baseline(sys.argv[2], int(sys.argv[3]))))
+        return 0
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "merge":  # e2e.py merge OUT.json PART.json...
+        merge([Path(p) for p in sys.argv[3:]], Path(sys.argv[2]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cpu | cuda | cuda:N (passed to every command)")

@@ -1,6 +1,6 @@
 """The end-to-end GPU run (issue 16): every model-loading command on CUDA next to its CPU reference, and
 the long-context captures next to plain SDPA. Raw file: ``data/gpu/gpu_e2e.json`` (the commands and the
-long-context run of ``benchmarks/gpu_calls.sh``, merged by ``benchmarks/e2e.py --merge``)."""
+long-context run of ``benchmarks/gpu_calls.sh``, merged by ``python3 benchmarks/e2e.py merge OUT PARTS...``)."""
 
 from __future__ import annotations
 
