@@ -39,15 +39,14 @@ def render() -> None:
         )
     )
     st.subheader("Per statistic")
-    st.dataframe(result.summary, hide_index=True, width="stretch", key="compare_summary")
+    ui.table(result.summary, "compare_summary", hide_index=True, width="stretch", key="compare_summary")
     statistic = st.selectbox("statistic", result.summary["statistic"].tolist(), key="compare_statistic")
     rows = result.heads[result.heads["statistic"] == statistic].drop(columns="statistic")
-    st.plotly_chart(
-        figures.heads_heatmap(rows, "difference", title=f"{statistic}: B - A"), key="compare_heatmap"
-    )
+    ui.chart(figures.heads_heatmap(rows, "difference", title=f"{statistic}: B - A"), key="compare_heatmap")
     st.subheader(f"{statistic} per head")
-    st.dataframe(
+    ui.table(
         rows.assign(abs_difference=rows["difference"].abs()).sort_values("abs_difference", ascending=False),
+        "compare_heads",
         hide_index=True,
         width="stretch",
         key="compare_heads",
