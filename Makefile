@@ -43,7 +43,8 @@ lock: install
 	$(VENV)/bin/pip-compile -q --upgrade $(LOCK_FLAGS) pyproject.toml requirements-lock.in
 
 # The tests against the newest releases of every dependency (no lock), in a separate venv, so that a
-# breaking release upstream is seen here before a user meets it. torch stays the image's CPU build.
+# breaking release upstream is seen here before a user meets it. torch too: the newest this machine
+# allows (2.14.1 on this image, from /opt/wheels); its versions land in .venv-latest/versions.txt.
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
