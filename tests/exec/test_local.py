@@ -82,3 +82,15 @@ def test_sweep_cli_writes_merged_table(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "mask must be a list of [layer, head] pairs" in result.output
     result = CliRunner().invoke(app, ["pipeline", "sweep", str(sweep), "--executor", "dask"])
     assert result.exit_code == 2 and "unknown executor" in result.output
+
+
+def test_a_shard_records_the_backends_it_used_not_earlier_work(tiny, store, prompts):
+    """A long-lived model (an executor's, a notebook's) keeps running; each shard's record names only
+    the attention backends of that shard (a padded capture before it used the PyTorch path)."""
+    executor = LocalExecutor(store, progress=False)
+    executor.adopt(tiny)
+    tiny.backends.add("triton")  # as if earlier work had used the kernels
+    job = JobSpec(task="logprob", model="tiny-gqa", label="baseline")
+    run_jobs(executor, [job], make_shards(prompts[:1], 1))
+    (run,) = store.runs(kind="shard").to_dict("records")
+    assert run["backend"] == "sdpa"  # no statistics asked: plain SDPA through the seam

@@ -127,6 +127,7 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
     _log_attempt(store, key)
     task = TASKS[job.task]
     torch.manual_seed(job.seed)
+    getattr(model, "backends", set()).clear()  # the shard records the backends it used, not earlier work's
     frames = []
     for offset, prompt in enumerate(shard.prompts):
         rows = task(model, job, prompt, store)
