@@ -542,7 +542,7 @@ def merge(parts: list[Path], target: Path) -> dict:
     reports = [json.loads(Path(p).read_text()) for p in parts]
     merged = {key: value for report in reports for key, value in report.items() if key != "commands"}
     merged["commands"] = [row for report in reports for row in report.get("commands", [])]
-    merged["parts"] = [{"file": Path(p).name, "date": r.get("date"), "total_s": r.get("total_s")} for p, r in zip(parts, reports)]
+    merged["parts"] = [{"file": Path(p).name, "date": r.get("date"), "total_s": r.get("total_s")} for p, r in zip(parts, reports, strict=True)]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(merged, indent=1, default=str))
     return merged

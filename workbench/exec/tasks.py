@@ -127,7 +127,10 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
     _log_attempt(store, key)
     task = TASKS[job.task]
     torch.manual_seed(job.seed)
-    getattr(model, "backends", set()).clear()  # the shard records the backends it used, not earlier work's
+    used = getattr(model, "backends", None)
+    before = set(used) if used is not None else set()
+    if used is not None:
+        used.clear()  # the shard records the backends it used, not those of the model's earlier work
     frames = []
     for offset, prompt in enumerate(shard.prompts):
         rows = task(model, job, prompt, store)
@@ -145,4 +148,6 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
         run_id=key,
         runtime=run_record(model),  # where it ran; the key stays the job's (any executor computes the same shard)
     )
+    if used is not None:
+        used |= before  # a caller that reads the model's backends afterwards (a pipeline step) sees all of them
     return ShardResult(key, job, shard.start, frame)

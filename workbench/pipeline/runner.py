@@ -100,6 +100,7 @@ def run_pipeline(
             if not resumed and ctx.work_file(config, ".safetensors").exists():
                 resumed = ", continuing from its saved training state"
             echo(f"[{number}/{total}] {step_id} ({config['step']}){resumed} ...")
+            getattr(_pipeline_model(ctx), "backends", set()).clear()  # the step records its own backends
             output = implementation.run(ctx, config, input_outputs)
             record_step(store, spec, config, key, output, inputs, _with_backend(runtime, ctx))
             for partial in ctx.out.glob(f".work/{step_id}-{key}*"):
@@ -125,11 +126,15 @@ def run_pipeline(
     return result
 
 
-def _with_backend(runtime: dict, ctx: Context) -> dict:
-    """``runtime`` plus the attention backend(s) of the pipeline's model, when this process loaded it."""
+def _pipeline_model(ctx: Context):
+    """The pipeline's model, when this process has loaded it (else None)."""
     loader = getattr(ctx.executor, "_models", None) or {}
-    model = loader.get((ctx.pipeline.model, ctx.pipeline.dtype)) or getattr(ctx, "_model", None)
-    return {**runtime, "backend": getattr(model, "backend", None)}
+    return loader.get((ctx.pipeline.model, ctx.pipeline.dtype)) or getattr(ctx, "_model", None)
+
+
+def _with_backend(runtime: dict, ctx: Context) -> dict:
+    """``runtime`` plus the attention backend(s) that the step's work used, when this process ran it."""
+    return {**runtime, "backend": getattr(_pipeline_model(ctx), "backend", None)}
 
 
 def record_step(
