@@ -31,7 +31,9 @@ ROW_STATISTICS = (
     "mean_distance",
     "waad",
 )
-KEY_STATISTICS = ("received", "fai", "pooled")
+KEY_STATISTICS = ("received", "fai")
+"""Per-key statistics a caller can ask for (``CaptureSpec.key_statistics`` checks against this list). The key
+pass also writes the pooled map ("pooled") when ``pooled_cells > 0``; that is a map, not a key statistic."""
 MAX_HEAD_DIM = 256
 _FLOAT_TYPES = ("float16", "bfloat16", "float32")
 
@@ -98,9 +100,11 @@ def _check_inputs(q, k, v, *, causal, logit_bias, head_gate=None):
         raise ValueError(f"head_gate must be (H,) = ({heads},); got {tuple(head_gate.shape)}")
 
 
-def _reference_chunk(heads: int, k_len: int) -> int:
-    """Query rows per chunk for the PyTorch path: about 64 MiB of fp32 probabilities per chunk."""
-    return max(1, min(1024, (16 * 1024 * 1024) // max(1, heads * k_len)))
+def _reference_chunk(batch: int, heads: int, k_len: int) -> int:
+    """Query rows per chunk for the PyTorch path: the seam's one rule (``reference.query_chunk``)."""
+    from workbench_kernels.reference import query_chunk
+
+    return query_chunk(batch, heads, k_len)
 
 
 def attention_with_statistics(
@@ -185,7 +189,7 @@ def attention_with_statistics(
         logit_bias=logit_bias,
         head_gate=head_gate,
         dtype=torch.float32,
-        chunk=_reference_chunk(heads, k.shape[2]),
+        chunk=_reference_chunk(batch, heads, k.shape[2]),
     )
     return out.to(q.dtype), stats
 
@@ -260,7 +264,7 @@ def key_statistics(
         fai_window=fai_window,
         pooled_cells=pooled_cells,
         dtype=torch.float32,
-        chunk=_reference_chunk(heads, k.shape[2]),
+        chunk=_reference_chunk(batch, heads, k.shape[2]),
     )
     return results
 

@@ -1,14 +1,18 @@
-"""Plain PyTorch references for the Triton kernels, and the CPU path when Triton cannot run.
+"""Plain PyTorch references for the Triton kernels, and the one definition of every statistic.
 
-Same definitions and shapes as ``workbench_kernels.api`` (see its docstrings), computed by materialising one
-chunk of probability rows at a time in ``dtype`` (float64 for tests). Memory is
-O(chunk * H * Tk), never T x T for all rows at once.
+``row_statistic`` (row statistics) and ``KeySums`` (key statistics and the pooled map) are the definitions:
+the references below and the seam's PyTorch path (``workbench.seam.torch_path``) both compute through them,
+one chunk of query rows at a time (``query_chunk``), and the Triton kernels are tested against them.
+Same shapes as ``workbench_kernels.api`` (see its docstrings), computed in ``dtype`` (float64 for tests).
+Memory is O(chunk * H * Tk), never T x T for all rows at once.
 """
 
 from __future__ import annotations
 
 import torch
 from workbench_kernels.api import ROW_STATISTICS
+
+CHUNK_ELEMENTS = 1 << 22  # probability elements one query chunk may hold (4M fp32 = 16 MiB)
 
 
 def _chunk_probabilities(q, k, *, rows, scaling, causal, logit_bias, dtype):
@@ -33,15 +37,36 @@ def _chunk_probabilities(q, k, *, rows, scaling, causal, logit_bias, dtype):
     return s, p, lse, distance
 
 
-def _row_statistic(name, p, lse, distance, *, sink_tokens, local_window, waad_window, span):
-    """One row statistic of a chunk of probability rows p (B, H, n, Tk); distance (n, Tk) = i_abs - j."""
+def query_chunk(batch: int, heads: int, keys: int, budget: int = CHUNK_ELEMENTS) -> int:
+    """Query rows per chunk so that one chunk's probabilities (batch x heads x rows x keys) hold at most
+    ``budget`` elements (at least one row). The one chunking rule of every PyTorch path (the seam's and the
+    references' fallback in ``api``): memory O(rows x keys) per layer, never T x T at long context."""
+    return max(1, budget // max(1, batch * heads * keys))
+
+
+def row_statistic(name, p, lse, distance, *, sink_tokens, local_window, waad_window, span):
+    """One row statistic of a chunk of probability rows: THE definition (the seam's PyTorch path calls it,
+    the Triton kernels are tested against it).
+
+    p (B, H, n, Tk) rows summing to 1 over visible keys (0 elsewhere); lse (B, H, n); distance (n, Tk) the
+    signed i_abs - j (negative for keys after the query, which only full attention sees). Returns (B, H, n)
+    in p's dtype (argmax int64):
+        lse            log-sum-exp of the row's logits
+        entropy        -sum_j p_ij ln p_ij
+        max, argmax    max_j p_ij and its key (the first on ties)
+        sink_mass      sum_{j < sink_tokens} p_ij
+        local_mass     sum_{0 <= i - j < local_window} p_ij  (the query itself and the keys just before it)
+        span_mass      sum_{span[0] <= j < span[1]} p_ij
+        mean_distance  sum_j p_ij (i - j)
+        waad           sum_j p_ij min(i - j, waad_window)
+    """
     d = distance.to(p.dtype)
     if name == "lse":
         return lse
     if name == "entropy":
         return -torch.special.xlogy(p, p).sum(-1)
     if name == "max":
-        return p.max(-1).values
+        return p.amax(-1)
     if name == "argmax":
         return p.argmax(-1)
     if name == "sink_mass":
@@ -55,6 +80,86 @@ def _row_statistic(name, p, lse, distance, *, sink_tokens, local_window, waad_wi
     if name == "waad":
         return (p * torch.clamp(d, max=waad_window)).sum(-1)
     raise ValueError(f"unknown statistic {name!r}; choose from {ROW_STATISTICS}")
+
+
+def pooled_grid(num_keys: int, pooled_cells: int) -> tuple[int, int]:
+    """(cell, cells): a pooled map of ``pooled_cells`` a side over ``num_keys`` keys has square cells of
+    ``cell = ceil(Tk / min(pooled_cells, Tk))`` positions, ``ceil(Tk / cell)`` of them a side (which can be
+    fewer than asked: 10 keys in 6 cells gives 5 cells of 2)."""
+    cell = -(-num_keys // min(pooled_cells, num_keys))
+    return cell, -(-num_keys // cell)
+
+
+class KeySums:
+    """THE definition of the key statistics, summed over chunks of query rows (the seam's PyTorch path and
+    ``key_statistics_reference`` both use it; the key-pass kernel is tested against it):
+
+        received[j] = sum over present queries i of p_ij
+        fai[j]      = mean of p_ij over present queries with lo <= i - j <= hi (0 if there are none)
+        pooled[a,c] = mean of p_ij over query cell a (queries by i_abs) x key cell c (see ``pooled_grid``)
+
+    "Present" queries are the rows of this call; with ``real_queries`` (a padding mask) only the real ones
+    count towards received and FAI (a right-padded query still attends to the real keys before it).
+    Sums are kept in ``dtype``: (B, H, Tk) each, pooled (B, H, cells, cells).
+    """
+
+    def __init__(self, batch, heads, num_keys, *, received, fai_window, pooled_cells, dtype, device):
+        self.num_keys = num_keys
+        self.fai_window = fai_window
+        self.received = torch.zeros(batch, heads, num_keys, dtype=dtype, device=device) if received else None
+        self.fai = None
+        self.fai_count = None  # (Tk,) or, with a padding mask, (B, Tk): queries in each key's FAI window
+        if fai_window is not None:
+            self.fai = torch.zeros(batch, heads, num_keys, dtype=dtype, device=device)
+        self.pooled = None
+        if pooled_cells:
+            self.cell, self.cells = pooled_grid(num_keys, pooled_cells)
+            self.pooled = torch.zeros(batch, heads, self.cells, self.cells, dtype=dtype, device=device)
+            self.rows_per_cell = torch.zeros(self.cells, dtype=torch.int64, device=device)
+
+    def add(self, p, query_positions, real_queries=None):
+        """p (B, H, n, Tk) probability rows of queries at absolute positions ``query_positions`` (n,);
+        ``real_queries`` (B|1, n) bool or None."""
+        if real_queries is not None:
+            p = p * real_queries[:, None, :, None]
+        if self.pooled is not None:  # rows_per_cell counts every present row, real or padding
+            pad = self.cells * self.cell - self.num_keys
+            summed = torch.nn.functional.pad(p, (0, pad)).unflatten(-1, (self.cells, self.cell)).sum(-1)
+            blocks = torch.div(query_positions, self.cell, rounding_mode="floor")
+            self.pooled.index_add_(2, blocks, summed.to(self.pooled.dtype))
+            self.rows_per_cell += torch.bincount(blocks, minlength=self.cells)[: self.cells]
+        if self.received is not None:
+            self.received += p.sum(-2)
+        if self.fai is not None:
+            lo, hi = self.fai_window
+            keys = torch.arange(self.num_keys, device=p.device)
+            distance = query_positions[:, None] - keys[None, :]
+            window = (distance >= lo) & (distance <= hi)  # (n, Tk)
+            self.fai += (p * window).sum(-2)
+            if real_queries is None:
+                count = window.sum(0)
+            else:
+                count = (real_queries[:, :, None] & window[None]).sum(-2)
+            self.fai_count = count if self.fai_count is None else self.fai_count + count
+
+    def finish(self) -> dict:
+        """name -> tensor for what was asked: "received", "fai", "pooled"."""
+        out = {}
+        if self.received is not None:
+            out["received"] = self.received
+        if self.fai is not None:
+            count = self.fai_count if self.fai_count is not None else torch.zeros(self.num_keys, device=self.fai.device)
+            if count.dim() == 2:  # per text of a padded batch
+                count = count[:, None, :]
+            out["fai"] = torch.where(count > 0, self.fai / count.clamp_min(1), torch.zeros_like(self.fai))
+        if self.pooled is not None:
+            keys_per_cell = torch.full((self.cells,), self.cell, dtype=torch.int64, device=self.pooled.device)
+            keys_per_cell[-1] = self.num_keys - self.cell * (self.cells - 1)
+            counts = (self.rows_per_cell[:, None] * keys_per_cell[None, :]).to(self.pooled.dtype)
+            out["pooled"] = torch.where(
+                counts > 0, self.pooled / counts.clamp_min(1), torch.zeros_like(self.pooled)
+            )
+        return out
 
 
 def attention_reference(
@@ -101,7 +206,7 @@ def attention_reference(
             o = o * head_gate.to(device=q.device, dtype=dtype)[None, :, None, None]
         out[:, rows] = o.transpose(1, 2)
         for name in wants:
-            stats[name][:, :, rows] = _row_statistic(
+            stats[name][:, :, rows] = row_statistic(
                 name,
                 p,
                 lse,
@@ -128,47 +233,33 @@ def key_statistics_reference(
     dtype=torch.float64,
     chunk=256,
 ):
-    """Reference of ``key_statistics``. ``lse`` is ignored: rows are normalised exactly in ``dtype``."""
+    """Reference of ``key_statistics`` (definitions: ``KeySums``). ``lse`` is ignored: rows are normalised
+    exactly in ``dtype``. The pooled map has ``min(pooled_cells, Tk)`` cells a side, as the kernel writes it;
+    cells past ``pooled_grid``'s count hold no position and stay 0."""
     batch, heads, q_len, _ = q.shape
     k_len = k.shape[2]
-    q_offset = k_len - q_len
-    received_sum = torch.zeros((batch, heads, k_len), dtype=dtype, device=q.device)
-    fai_sum = torch.zeros_like(received_sum)
-    fai_count = torch.zeros(k_len, dtype=dtype, device=q.device)
-    cells = min(pooled_cells, k_len) if pooled_cells else 0
-    cell = -(-k_len // cells) if cells else 1
-    pooled_sum = torch.zeros((batch, heads, max(cells, 1), max(cells, 1)), dtype=dtype, device=q.device)
-    key_cell = torch.arange(k_len, device=q.device) // cell
+    sums = KeySums(
+        batch,
+        heads,
+        k_len,
+        received=received,
+        fai_window=fai_window,
+        pooled_cells=pooled_cells if k_len else 0,
+        dtype=dtype,
+        device=q.device,
+    )
+    positions = torch.arange(q_len, device=q.device) + (k_len - q_len)
     for start in range(0, q_len, chunk):
         rows = slice(start, min(start + chunk, q_len))
-        _, p, _, distance = _chunk_probabilities(
+        _, p, _, _ = _chunk_probabilities(
             q, k, rows=rows, scaling=scaling, causal=causal, logit_bias=logit_bias, dtype=dtype
         )
-        received_sum += p.sum(2)
-        if fai_window is not None:
-            window = (distance >= fai_window[0]) & (distance <= fai_window[1])
-            fai_sum += (p * window).sum(2)
-            fai_count += window.sum(0)
-        if cells:
-            by_key_cell = torch.zeros(p.shape[:3] + (cells,), dtype=dtype, device=q.device)
-            by_key_cell.index_add_(3, key_cell, p)
-            i_abs = torch.arange(rows.start, rows.stop, device=q.device) + q_offset
-            pooled_sum.index_add_(2, i_abs // cell, by_key_cell)
-    results = {}
-    if received:
-        results["received"] = received_sum
-    if fai_window is not None:
-        results["fai"] = torch.where(
-            fai_count > 0, fai_sum / fai_count.clamp(min=1), torch.zeros_like(fai_sum)
-        )
-    if cells:
-        i_abs = torch.arange(q_len, device=q.device) + q_offset
-        rows_per_cell = torch.bincount(i_abs // cell, minlength=cells)[:cells].to(dtype)
-        cols_per_cell = torch.bincount(key_cell, minlength=cells)[:cells].to(dtype)
-        counts = rows_per_cell[:, None] * cols_per_cell[None, :]
-        results["pooled"] = torch.where(
-            counts > 0, pooled_sum / counts.clamp(min=1), torch.zeros_like(pooled_sum)
-        )
+        sums.add(p, positions[rows])
+    results = sums.finish()
+    if "pooled" in results:
+        side = min(pooled_cells, k_len)
+        missing = side - results["pooled"].shape[-1]
+        results["pooled"] = torch.nn.functional.pad(results["pooled"], (0, missing, 0, missing))
     return results
 
 

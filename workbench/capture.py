@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from workbench.adapters import ModelShape
+from workbench.seam.record import LayerRecord
 
 ROW_DIMS = ("batch", "layer", "head", "query")
 NON_SINK_DISTANCE = "non_sink_distance"
@@ -245,58 +246,45 @@ class Capture:
         )
 
     @classmethod
-    def from_records(cls, shape: ModelShape, records: dict[int, list[dict]], meta=None) -> Capture:
+    def from_records(
+        cls, shape: ModelShape, records: dict[int, list[LayerRecord]], meta=None
+    ) -> Capture:
+        """One capture from a session's records (layer -> one ``LayerRecord`` per call, prefill then
+        decode steps): row statistics and top-k concatenate over calls along the query axis; key
+        statistics and the pooled map come from each layer's prefill; exact rows by position."""
         if not records:
             raise ValueError("no records: nothing was captured")
         layers = sorted(records)
-        heads = records[layers[0]][0]["heads"]
-        positions = []
-        for call in records[layers[0]]:
-            offset = call["num_keys"] - call["num_queries"]
-            positions.extend(range(offset, offset + call["num_queries"]))
-        backends = {
-            layer: "+".join(sorted({call.get("backend", "unknown") for call in records[layer]})) for layer in layers
-        }
+        calls = [records[layer] for layer in layers]  # [layer][call]
+        first = calls[0]
         capture = cls(
             shape=shape,
             layers=layers,
-            heads=list(heads),
-            positions=np.asarray(positions),
+            heads=list(first[0].heads),
+            positions=np.asarray([p for call in first for p in call.positions]),
             meta=meta or {},
-            backends=backends,
+            backends={layer: "+".join(sorted({c.backend for c in records[layer]})) for layer in layers},
         )
-        first_calls = records[layers[0]]
-        for name in first_calls[0]["row"]:
-            capture.row[name] = torch.stack(
-                [torch.cat([call["row"][name] for call in records[layer]], dim=-1) for layer in layers], dim=1
-            ).cpu()
-        prefill = {
-            layer: next((c for c in records[layer] if "key" in c or "pooled" in c), None) for layer in layers
-        }
-        if all(prefill[layer] is not None and "key" in prefill[layer] for layer in layers):
-            for name in prefill[layers[0]]["key"]:
-                capture.key[name] = torch.stack(
-                    [prefill[layer]["key"][name] for layer in layers], dim=1
-                ).cpu()
-        if all(prefill[layer] is not None and "pooled" in prefill[layer] for layer in layers):
-            capture.pooled = torch.stack([prefill[layer]["pooled"] for layer in layers], dim=1).cpu()
-        if "top_k" in first_calls[0]:
-            k = min(c["top_k"].shape[-1] for layer in layers for c in records[layer])
-            capture.top_k = torch.stack(
-                [torch.cat([c["top_k"][..., :k] for c in records[layer]], dim=-2) for layer in layers], dim=1
-            ).cpu()
-        wanted_rows = set()
-        for layer in layers:
-            for call in records[layer]:
-                wanted_rows.update(call.get("rows", {}))
-        for position in sorted(wanted_rows):
-            found = [
-                next((c["rows"][position] for c in records[layer] if position in c.get("rows", {})), None)
-                for layer in layers
-            ]
+
+        def stacked(per_layer) -> torch.Tensor:  # one tensor per layer -> (batch, layer, ...) on the CPU
+            return torch.stack(per_layer, dim=1).cpu()
+
+        for name in first[0].row:
+            capture.row[name] = stacked([torch.cat([c.row[name] for c in per] , dim=-1) for per in calls])
+        prefill = [next((c for c in per if c.has_key_pass), None) for per in calls]
+        if all(p is not None and p.key is not None for p in prefill):
+            for name in prefill[0].key:
+                capture.key[name] = stacked([p.key[name] for p in prefill])
+        if all(p is not None and p.pooled is not None for p in prefill):
+            capture.pooled = stacked([p.pooled for p in prefill])
+        if first[0].top_k is not None:
+            k = min(c.top_k.shape[-1] for per in calls for c in per)
+            capture.top_k = stacked([torch.cat([c.top_k[..., :k] for c in per], dim=-2) for per in calls])
+        for position in sorted({p for per in calls for c in per for p in c.rows}):
+            found = [next((c.rows[position] for c in per if position in c.rows), None) for per in calls]
             if all(f is not None for f in found):
-                capture.rows[position] = torch.stack(found, dim=1).cpu()
-        steps = [[c["decode_row"] for c in records[layer] if "decode_row" in c] for layer in layers]
+                capture.rows[position] = stacked(found)
+        steps = [[c.decode_row for c in per if c.decode_row is not None] for per in calls]
         if steps[0]:
             width = max(row.shape[-1] for per_layer in steps for row in per_layer)
             padded = [

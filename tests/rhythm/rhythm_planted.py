@@ -79,8 +79,8 @@ def seam_statistics(maps: np.ndarray, waad_window: int = 10, fai_window=(10, 100
         accumulator.add(p, torch.zeros(1, heads, total), torch.arange(total))
         record = accumulator.finish()
         for name in ("waad", "mean_distance"):
-            out[name].append(record["row"][name][0].numpy())
-        out["fai"].append(record["key"]["fai"][0].numpy())
+            out[name].append(record.row[name][0].numpy())
+        out["fai"].append(record.key["fai"][0].numpy())
     return {name: np.stack(values) for name, values in out.items()}
 
 

@@ -21,6 +21,7 @@ from workbench.adapters import Adapter, ModelShape, adapter_for
 from workbench.seam import cuda_path, torch_path
 from workbench.seam.interventions import Intervention, validate_interventions
 from workbench.seam.plan import make_plan, phase_of
+from workbench.seam.record import LayerRecord
 from workbench.seam.spec import CaptureSpec
 
 IMPLEMENTATION = "workbench"
@@ -96,7 +97,7 @@ class Session:
         self.spec = spec
         self.interventions = list(interventions)
         self.use_kernels = use_kernels
-        self.records: dict[int, list[dict]] = {}
+        self.records: dict[int, list[LayerRecord]] = {}  # layer -> one record per call, in order
         self.calls: dict[int, int] = {}
         self.backends: dict[int, set[str]] = {}  # layer -> the backends that ran its instrumented calls
         self.progress = None  # a tqdm bar advanced once per layer call, when set
@@ -134,9 +135,6 @@ class Session:
             )
         self.backends.setdefault(layer, set()).add(backend)
         if record is not None:
-            record["backend"] = backend
-            record["num_keys"] = key.shape[2]
-            record["num_queries"] = query.shape[2]
             self.records.setdefault(layer, []).append(record)
         return output
 

@@ -9,8 +9,10 @@ path, records which backend ran each layer and warns once per reason on CUDA. No
 from __future__ import annotations
 
 import torch
+from workbench_kernels.reference import pooled_grid  # plain PyTorch: imports wherever the seam does
 
 from workbench.seam.plan import LayerPlan
+from workbench.seam.record import LayerRecord
 
 TRITON = "triton"  # the project's Triton kernels (on CUDA, or under TRITON_INTERPRET in tests)
 
@@ -87,8 +89,14 @@ def attend(query, key, value, *, scaling, causal, plan: LayerPlan):
     if plan.capture_heads is None:
         return output, None
     index = torch.tensor(plan.capture_heads, device=query.device)
-    record = {"heads": plan.capture_heads, "phase": plan.phase}
-    record["row"] = {name: stats[name].index_select(1, index) for name in spec.statistics}
+    record = LayerRecord(
+        heads=tuple(plan.capture_heads),
+        phase=plan.phase,
+        num_queries=query.shape[2],
+        num_keys=key.shape[2],
+        backend=TRITON,
+        row={name: stats[name].index_select(1, index) for name in spec.statistics},
+    )
     if plan.phase == "prefill" and (spec.key_statistics or spec.pooled_cells):
         keyed = _kernels.key_statistics(
             query,
@@ -101,7 +109,9 @@ def attend(query, key, value, *, scaling, causal, plan: LayerPlan):
             fai_window=spec.fai_window if "fai" in spec.key_statistics else None,
             pooled_cells=spec.pooled_cells,
         )
-        record["key"] = {name: keyed[name].index_select(1, index) for name in spec.key_statistics}
+        if spec.key_statistics:
+            record.key = {name: keyed[name].index_select(1, index) for name in spec.key_statistics}
         if spec.pooled_cells:
-            record["pooled"] = keyed["pooled"].index_select(1, index)
+            _, cells = pooled_grid(key.shape[2], spec.pooled_cells)  # the kernel pads to min(cells, Tk)
+            record.pooled = keyed["pooled"].index_select(1, index)[..., :cells, :cells]
     return output, record

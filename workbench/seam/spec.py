@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 try:
-    from workbench_kernels.api import ROW_STATISTICS  # one list for the kernels and the seam
+    from workbench_kernels.api import KEY_STATISTICS, ROW_STATISTICS  # one list each, kernels and seam
 except ImportError as error:  # pragma: no cover - a broken install, not a machine without a GPU
     raise ImportError(
         "the project's kernels do not import as `workbench_kernels` (the folder kernels/ mapped by setup.py): "
@@ -18,7 +18,6 @@ except ImportError as error:  # pragma: no cover - a broken install, not a machi
         "installing, source benchmarks/gpu_env.sh first"
     ) from error
 
-KEY_STATISTICS = ("received", "fai")
 DEFAULT_ROW_STATISTICS = tuple(name for name in ROW_STATISTICS if name != "span_mass")  # span needs a span
 
 

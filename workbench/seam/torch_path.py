@@ -1,23 +1,25 @@
 """Exact attention with statistics in PyTorch, in query chunks: memory O(chunk x keys), never T x T.
 
-This is the CPU path of the seam and the path used whenever gradients are needed. All statistics are
-computed in fp32 from the probabilities actually used (after any probability edit); ``lse`` is the
-log-sum-exp of the (biased) logits.
+This is the CPU path of the seam and the path used whenever gradients are needed. Every statistic is
+computed by its one definition in the kernels' reference (``workbench_kernels.reference.row_statistic``
+and ``KeySums``) from the probabilities actually used (after any probability edit and mask), chunk by
+chunk (``query_chunk``); ``lse`` is the log-sum-exp of the (biased) logits.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+from workbench_kernels.reference import KeySums, query_chunk, row_statistic
 
 from workbench.seam.plan import LayerPlan
+from workbench.seam.record import LayerRecord
 
 # probability elements kept alive per chunk (batch x heads x chunk x keys); 4M fp32 = 16 MB
 _CHUNK_ELEMENTS = 1 << 22
 
 
 BACKEND = "pytorch"  # the name records and captures give this path
+
 
 def allowed_keys(query_positions, num_keys, mask_chunk, causal, device):
     """Bool (batch|1, head|1, chunk, key): which keys each query may attend to."""
@@ -37,86 +39,60 @@ def allowed_keys(query_positions, num_keys, mask_chunk, causal, device):
 
 
 class Accumulator:
-    """Collects the statistics of one layer over query chunks."""
+    """Collects the statistics of one layer over query chunks, through the kernels' reference definitions
+    (``row_statistic``, ``KeySums``), and finishes into a ``LayerRecord``."""
 
     def __init__(self, plan: LayerPlan, batch, num_queries, num_keys, device):
         spec = plan.spec
         self.plan = plan
         self.heads = plan.capture_heads
-        n = len(self.heads)
         self.row = {name: [] for name in spec.statistics}
         self.top_k = [] if spec.top_k > 1 else None
         self.prefill = plan.phase == "prefill"
-        self.key = {}
-        if self.prefill:
-            for name in spec.key_statistics:
-                self.key[name] = torch.zeros(batch, n, num_keys, dtype=torch.float32, device=device)
-        self.pooled = None
-        if self.prefill and spec.pooled_cells:
-            cells = min(spec.pooled_cells, num_keys)
-            self.cell = math.ceil(num_keys / cells)
-            self.ncell = math.ceil(num_keys / self.cell)
-            self.pooled = torch.zeros(batch, n, self.ncell, self.ncell, dtype=torch.float32, device=device)
+        self.key_sums = None
+        if self.prefill and (spec.key_statistics or spec.pooled_cells):
+            self.key_sums = KeySums(
+                batch,
+                len(self.heads),
+                num_keys,
+                received="received" in spec.key_statistics,
+                fai_window=spec.fai_window if "fai" in spec.key_statistics else None,
+                pooled_cells=spec.pooled_cells,
+                dtype=torch.float32,
+                device=device,
+            )
         self.rows = {}
         self.num_keys = num_keys
         self.num_queries = num_queries
         self.decode_row = None
-        self.fai_count = None  # (batch, key) queries in each key's FAI window, counted when padding is masked
 
     def add(self, p, scores_lse, query_positions, real_queries=None):
-        """p: (batch, captured heads, chunk, key) fp32 probabilities; query_positions: (chunk,).
+        """p: (batch, captured heads, chunk, key) probabilities; query_positions: (chunk,).
 
         ``real_queries`` (batch|1, chunk) bool, from a padding mask: the key statistics and the pooled map
         sum over real queries only (a right-padded query still attends to the real keys before it).
         """
         spec = self.plan.spec
         keys = torch.arange(self.num_keys, device=p.device)
-        distance = (query_positions[:, None] - keys[None, :]).to(torch.float32)  # (chunk, key)
-        distance = distance.clamp_min(0)
+        distance = query_positions[:, None] - keys[None, :]  # (chunk, key), signed
         for name in spec.statistics:
-            if name == "lse":
-                value = scores_lse
-            elif name == "entropy":
-                value = -torch.special.xlogy(p, p).sum(-1)
-            elif name == "max":
-                value = p.amax(-1)
-            elif name == "argmax":
-                value = p.argmax(-1)
-            elif name == "sink_mass":
-                value = p[..., : spec.sink_tokens].sum(-1)
-            elif name == "local_mass":
-                value = (p * (distance < spec.local_window)).sum(-1)
-            elif name == "span_mass":
-                start, end = spec.span
-                value = p[..., start:end].sum(-1)
-            elif name == "mean_distance":
-                value = (p * distance).sum(-1)
-            elif name == "waad":
-                value = (p * distance.clamp_max(spec.waad_window)).sum(-1)
-            else:  # pragma: no cover - the spec validates names
-                raise KeyError(name)
-            self.row[name].append(value)
+            self.row[name].append(
+                row_statistic(
+                    name,
+                    p,
+                    scores_lse,
+                    distance,
+                    sink_tokens=spec.sink_tokens,
+                    local_window=spec.local_window,
+                    waad_window=spec.waad_window,
+                    span=spec.span,
+                )
+            )
         if self.top_k is not None:
             k = min(spec.top_k, self.num_keys)
             self.top_k.append(p.topk(k, dim=-1).indices)
-        if self.prefill:
-            if real_queries is not None:
-                p = p * real_queries[:, None, :, None]
-            if "received" in self.key:
-                self.key["received"] += p.sum(-2)
-            if "fai" in self.key:
-                lo, hi = spec.fai_window
-                raw = query_positions[:, None] - keys[None, :]
-                window = (raw >= lo) & (raw <= hi)
-                self.key["fai"] += (p * window).sum(-2)
-                if real_queries is not None:
-                    count = (real_queries[:, :, None] & window[None]).sum(-2).to(torch.float32)
-                    self.fai_count = count if self.fai_count is None else self.fai_count + count
-            if self.pooled is not None:
-                pad = self.ncell * self.cell - self.num_keys
-                summed = torch.nn.functional.pad(p, (0, pad)).unflatten(-1, (self.ncell, self.cell)).sum(-1)
-                blocks = torch.div(query_positions, self.cell, rounding_mode="floor")
-                self.pooled.index_add_(2, blocks, summed)
+        if self.key_sums is not None:
+            self.key_sums.add(p, query_positions, real_queries)
         wanted = {r if r >= 0 else self.num_keys + r for r in spec.rows}
         for local, position in enumerate(query_positions.tolist()):
             if position in wanted:
@@ -124,33 +100,24 @@ class Accumulator:
         if spec.decode_rows and self.plan.phase == "decode":
             self.decode_row = p[:, :, -1, :].clone()
 
-    def finish(self) -> dict:
-        out = {"heads": self.heads, "phase": self.plan.phase}
-        out["row"] = {name: torch.cat(chunks, dim=-1) for name, chunks in self.row.items()}
+    def finish(self) -> LayerRecord:
+        record = LayerRecord(
+            heads=tuple(self.heads),
+            phase=self.plan.phase,
+            num_queries=self.num_queries,
+            num_keys=self.num_keys,
+            backend=BACKEND,
+            row={name: torch.cat(chunks, dim=-1) for name, chunks in self.row.items()},
+            rows=self.rows,
+            decode_row=self.decode_row,
+        )
         if self.top_k is not None:
-            out["top_k"] = torch.cat(self.top_k, dim=-2)
-        if self.prefill and self.key:
-            key = dict(self.key)
-            if "fai" in key:
-                lo, hi = self.plan.spec.fai_window
-                last = self.num_keys - 1
-                j = torch.arange(self.num_keys, device=key["fai"].device)
-                count = (torch.clamp(j + hi, max=last) - (j + lo) + 1).clamp_min(0)
-                if self.fai_count is not None:  # padded batch: each text's own queries
-                    count = self.fai_count[:, None, :]
-                key["fai"] = torch.where(
-                    count > 0, key["fai"] / count.clamp_min(1), torch.zeros_like(key["fai"])
-                )
-            out["key"] = key
-        if self.pooled is not None:
-            sizes = torch.full((self.ncell,), self.cell, dtype=torch.float32, device=self.pooled.device)
-            sizes[-1] = self.num_keys - self.cell * (self.ncell - 1)
-            out["pooled"] = self.pooled / (sizes[:, None] * sizes[None, :])
-        if self.rows:
-            out["rows"] = self.rows
-        if self.decode_row is not None:
-            out["decode_row"] = self.decode_row
-        return out
+            record.top_k = torch.cat(self.top_k, dim=-2)
+        if self.key_sums is not None:
+            sums = self.key_sums.finish()
+            record.key = {name: sums[name] for name in self.plan.spec.key_statistics} or None
+            record.pooled = sums.get("pooled")
+        return record
 
 
 def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
@@ -160,7 +127,7 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
         query: (batch, head, q, dim); key, value: (batch, kv_head, k, dim), GQA unexpanded.
         mask: None, or a bool/additive mask broadcastable to (batch, head, q, k).
     Returns:
-        output (batch, q, head, dim) in the query dtype, and the layer record (or None).
+        output (batch, q, head, dim) in the query dtype, and the ``LayerRecord`` (or None).
     """
     batch, num_heads, num_queries, dim = query.shape
     num_kv, num_keys = key.shape[1], key.shape[2]
@@ -185,7 +152,7 @@ def attend(query, key, value, *, scaling, causal, mask, plan: LayerPlan):
     if plan.needs_all_queries:
         chunk = num_queries
     else:
-        chunk = max(1, min(num_queries, _CHUNK_ELEMENTS // max(1, batch * num_heads * num_keys)))
+        chunk = max(1, min(num_queries, query_chunk(batch, num_heads, num_keys, budget=_CHUNK_ELEMENTS)))
     grouped_q = q.view(batch, num_kv, group, num_queries, dim)
     k_t = k.transpose(-1, -2).unsqueeze(2)  # (batch, kv, 1, dim, key)
     v_g = v.unsqueeze(2)  # (batch, kv, 1, key, dim)
