@@ -17,6 +17,7 @@ import torch
 from workbench.adapters import adapter_for
 from workbench.capture import Capture
 from workbench.devices import DEFAULT_DEVICE
+from workbench.runners.seam_run import seam_run
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec, SpecError
@@ -148,6 +149,18 @@ class Model:
             finally:
                 self.backends |= session.ran()
 
+    def _seam_run(self, spec: CaptureSpec | None, interventions: Sequence[Intervention]):
+        """``seam_run`` over this model (the HF and nnsight runners)."""
+        return seam_run(
+            self.hf,
+            spec,
+            interventions,
+            adapter=self.adapter,
+            shape=self.shape,
+            meta={"model": self.name},
+            backends=self.backends,
+        )
+
     def run(
         self,
         inputs,
@@ -163,21 +176,17 @@ class Model:
         a long-context capture then needs no (T, vocab) buffer (128k tokens x 128k vocab = 34 GB in bf16)."""
         ids = self._ids(inputs).to(self.device)
         self.check_spec(spec, ids.shape[-1])
-        with torch.no_grad(), self.seam(spec, interventions) as session:
+        with self._seam_run(spec, interventions) as run:
             if progress:
                 from tqdm.auto import tqdm
 
-                session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
+                run.session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
             kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
             if not all_logits:
                 kwargs["logits_to_keep"] = 1
             logits = self.hf(input_ids=ids, use_cache=False, **kwargs).logits
-            session.check_fired()
-        capture = None
-        if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(
-                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
-            )
+        capture = run.capture
+        if capture is not None:
             capture.tokens = self.tokens(ids)
         return logits, capture
 
@@ -284,7 +293,7 @@ class Model:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="decode", leave=False)
-        with torch.no_grad(), self.seam(spec, interventions) as session:
+        with self._seam_run(spec, interventions) as run:
             out = self.hf(input_ids=ids, use_cache=True)
             past = cache_of(out)
             for _ in steps:
@@ -299,12 +308,7 @@ class Model:
                 step = torch.tensor([[token]], device=self.device)
                 out = self.hf(input_ids=step, use_cache=True, **with_cache(self.hf, past))
                 past = cache_of(out)
-            session.check_fired()
-        capture = None
-        if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(
-                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
-            )
+        capture = run.capture
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.capture import Capture
 from workbench.runners.hf import Model
-from workbench.seam.attention import instrument
+from workbench.runners.seam_run import seam_run
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
 
@@ -105,16 +104,18 @@ class LensRunner:
         ids = self.model._ids(inputs).to(self.model.device)
         self.model.check_spec(spec, ids.shape[-1])
         with (
-            torch.no_grad(),
-            instrument(self.hf, spec, interventions, adapter=self.model.adapter) as session,
+            seam_run(
+                self.hf,
+                spec,
+                interventions,
+                adapter=self.model.adapter,
+                shape=self.model.shape,
+                meta={"runner": "lens"},
+                backends=self.model.backends,
+            ) as run,
             delegate_attention(self.bridge),
         ):
             logits = self.bridge(ids)
-            session.check_fired()
-        capture = None
-        if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(
-                self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "lens"}
-            )
-            capture.tokens = self.model.tokens(ids)
-        return logits, capture
+        if run.capture is not None:
+            run.capture.tokens = self.model.tokens(ids)
+        return logits, run.capture

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from workbench.capture import Capture
 from workbench.runners.hf import Model
+from workbench.runners.seam_run import seam_run
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
 
@@ -62,16 +62,19 @@ class NNsightRunner:
         """Forward under an nnsight trace. ``extra(traced)`` may read or edit modules inside the trace."""
         ids = self.model._ids(inputs).to(self.model.device)
         self.model.check_spec(spec, ids.shape[-1])
-        with torch.no_grad(), self.model.seam(spec, interventions) as session:
+        with seam_run(
+            self.model.hf,
+            spec,
+            interventions,
+            adapter=self.model.adapter,
+            shape=self.model.shape,
+            meta={"runner": "nnsight"},
+            backends=self.model.backends,
+        ) as run:
             with self.traced.trace(ids):
                 if extra is not None:
                     extra(self.traced)
                 logits = self.traced.lm_head.output.save()
-            session.check_fired()
-        capture = None
-        if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(
-                self.model.shape, session.records, meta={"spec": spec.to_dict(), "runner": "nnsight"}
-            )
-            capture.tokens = self.model.tokens(ids)
-        return torch.as_tensor(logits), capture
+        if run.capture is not None:
+            run.capture.tokens = self.model.tokens(ids)
+        return torch.as_tensor(logits), run.capture
