@@ -148,7 +148,9 @@ class KeySums:
         if self.received is not None:
             out["received"] = self.received
         if self.fai is not None:
-            count = self.fai_count if self.fai_count is not None else torch.zeros(self.num_keys, device=self.fai.device)
+            count = self.fai_count
+            if count is None:  # no query rows at all
+                count = torch.zeros(self.num_keys, device=self.fai.device)
             if count.dim() == 2:  # per text of a padded batch
                 count = count[:, None, :]
             out["fai"] = torch.where(count > 0, self.fai / count.clamp_min(1), torch.zeros_like(self.fai))

@@ -246,9 +246,7 @@ class Capture:
         )
 
     @classmethod
-    def from_records(
-        cls, shape: ModelShape, records: dict[int, list[LayerRecord]], meta=None
-    ) -> Capture:
+    def from_records(cls, shape: ModelShape, records: dict[int, list[LayerRecord]], meta=None) -> Capture:
         """One capture from a session's records (layer -> one ``LayerRecord`` per call, prefill then
         decode steps): row statistics and top-k concatenate over calls along the query axis; key
         statistics and the pooled map come from each layer's prefill; exact rows by position."""
@@ -270,7 +268,7 @@ class Capture:
             return torch.stack(per_layer, dim=1).cpu()
 
         for name in first[0].row:
-            capture.row[name] = stacked([torch.cat([c.row[name] for c in per] , dim=-1) for per in calls])
+            capture.row[name] = stacked([torch.cat([c.row[name] for c in per], dim=-1) for per in calls])
         prefill = [next((c for c in per if c.has_key_pass), None) for per in calls]
         if all(p is not None and p.key is not None for p in prefill):
             for name in prefill[0].key:

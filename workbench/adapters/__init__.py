@@ -1,13 +1,17 @@
 """Family adapters: where a model keeps its attention modules and how many heads it has.
 
-Generic code asks ``adapter_for(model)``; knowledge of one family lives in one small adapter.
+Generic code asks ``adapter_for(model)``; knowledge of one family lives in one small adapter. Analyses
+that read inside a model (head outputs, the residual stream) do it through ``watch_head_outputs`` and
+``watch_block_inputs`` here, never by hooking a family's modules by name.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,37 @@ class Adapter:
     def output_projection(self, attention_module: nn.Module) -> nn.Module:
         return attention_module.o_proj
 
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        """The transformer blocks in order (each takes the residual stream as its first input)."""
+        inner = getattr(model, "model", model)
+        layers = getattr(inner, "layers", None)
+        if layers is None:
+            raise TypeError(
+                f"{type(model).__name__}: no decoder blocks at model.model.layers (a Llama-style decoder); "
+                "add an adapter in workbench/adapters/ for this family"
+            )
+        return list(layers)
+
+    @contextlib.contextmanager
+    def watch_head_outputs(self, model: nn.Module, observe: Callable[[int, Tensor], None]) -> Iterator[None]:
+        """For this block, ``observe(layer, z)`` at every forward of every layer, where z (batch, T,
+        heads * head_dim) holds the head outputs entering the output projection (head h at columns
+        h * head_dim ...). Read only; the hooks are removed on exit, also after an exception."""
+        modules = [self.output_projection(m) for m in self.attention_modules(model)]
+        with _pre_hooks(modules, lambda layer, args, kwargs: observe(layer, args[0])):
+            yield
+
+    @contextlib.contextmanager
+    def watch_block_inputs(self, model: nn.Module, observe: Callable[[int, Tensor], None]) -> Iterator[None]:
+        """For this block, ``observe(layer, hidden)`` with the residual stream (batch, T, hidden) entering
+        every block (``blocks``). Read only; the hooks are removed on exit, also after an exception."""
+
+        def read(layer, args, kwargs):
+            observe(layer, args[0] if args else kwargs["hidden_states"])
+
+        with _pre_hooks(self.blocks(model), read):
+            yield
+
     def shape(self, model: nn.Module) -> ModelShape:
         config = model.config
         config = getattr(config, "text_config", None) or config
@@ -59,6 +94,26 @@ class Adapter:
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             max_positions=getattr(config, "max_position_embeddings", None),
         )
+
+
+@contextlib.contextmanager
+def _pre_hooks(modules: list[nn.Module], call: Callable[[int, tuple, dict], None]) -> Iterator[None]:
+    """Forward pre-hooks ``call(index, args, kwargs)`` on ``modules`` for one block; removed on exit."""
+
+    def hook(index):
+        def pre(module, args, kwargs):
+            call(index, args, kwargs)
+
+        return pre
+
+    handles = []
+    try:
+        for index, module in enumerate(modules):
+            handles.append(module.register_forward_pre_hook(hook(index), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 _ADAPTERS: dict[str, Adapter] = {}

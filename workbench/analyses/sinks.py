@@ -61,34 +61,20 @@ def sink_rates(alpha: torch.Tensor, eps: float = 0.3, max_k: int = 32) -> torch.
     return (alpha[..., :max_k] > eps).to(torch.float64).mean(dim=(0, 1, 2))
 
 
-def decoder_layers(model: Model):
-    inner = getattr(model.hf, "model", model.hf)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise SpecError(f"{model.name}: massive activations need decoder blocks at model.model.layers (a Llama-style decoder)")
-    return list(layers)
-
-
 @contextlib.contextmanager
 def residual_inputs(model: Model):
     """Record the residual stream entering every decoder block: yields a dict layer -> (batch, T, hidden)."""
     captured: dict[int, torch.Tensor] = {}
-    handles = []
 
-    def hook(index):
-        def pre(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            captured[index] = hidden.detach().float().cpu()
-
-        return pre
+    def observe(index, hidden):
+        captured[index] = hidden.detach().float().cpu()
 
     try:
-        for index, layer in enumerate(decoder_layers(model)):
-            handles.append(layer.register_forward_pre_hook(hook(index), with_kwargs=True))
+        model.adapter.blocks(model.hf)
+    except TypeError as error:
+        raise SpecError(f"{model.name}: massive activations need the model's blocks: {error}") from None
+    with model.adapter.watch_block_inputs(model.hf, observe):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def normalised(x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from workbench.adapters import adapter_for
+
 VOCAB = 258  # 256 bytes + <bos> + <eos>
 
 
@@ -56,8 +58,8 @@ def build_tiny_gqa(seed: int = 0, attn_implementation: str = "workbench") -> Lla
     model = LlamaForCausalLM(config)
     # larger-than-default weights so attention is far from uniform and statistics are informative
     with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(8.0)
-            layer.self_attn.k_proj.weight.mul_(8.0)
+        for attention in adapter_for(model).attention_modules(model):
+            attention.q_proj.weight.mul_(8.0)
+            attention.k_proj.weight.mul_(8.0)
     model.set_attn_implementation(attn_implementation)
     return model.eval()

@@ -180,7 +180,8 @@ class Model:
             if progress:
                 from tqdm.auto import tqdm
 
-                run.session.progress = tqdm(total=self.shape.num_layers, desc="layers", unit="layer", leave=False)
+                layers = self.shape.num_layers
+                run.session.progress = tqdm(total=layers, desc="layers", unit="layer", leave=False)
             kwargs = {"attention_mask": attention_mask.to(self.device)} if attention_mask is not None else {}
             if not all_logits:
                 kwargs["logits_to_keep"] = 1

@@ -60,4 +60,5 @@ def seam_run(
                 backends |= session.ran()
         session.check_fired()
     if spec is not None and spec.captures_anything:
-        run.capture = Capture.from_records(shape, session.records, meta={"spec": spec.to_dict(), **(meta or {})})
+        meta = {"spec": spec.to_dict(), **(meta or {})}
+        run.capture = Capture.from_records(shape, session.records, meta=meta)

@@ -13,6 +13,7 @@ Each names one query head by ``(layer, head)`` and acts at one of four points in
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -23,12 +24,53 @@ import torch
 from workbench.seam.spec import SpecError
 
 SCOPES = ("prefill", "decode", "both")
-_REGISTRY: dict[str, type[Intervention]] = {}
+
+KINDS: dict[str, str] = {
+    "uniform": "workbench.seam.interventions:UniformAttention",
+    "logit_bias": "workbench.seam.interventions:LogitBias",
+    "scale_keys": "workbench.seam.interventions:ScaleKeys",
+    "head_gate": "workbench.seam.interventions:HeadGate",
+    "head_affine": "workbench.seam.interventions:HeadOutputAffine",
+    "head_replace": "workbench.seam.interventions:HeadOutputReplace",
+    "act": "workbench.analyses.calibration.interventions:ACT",
+    "var": "workbench.analyses.calibration.interventions:Redistribute",
+    "softpag": "workbench.analyses.calibration.interventions:SoftPAG",
+    "streaming_mix": "workbench.analyses.retrieval.streaming:StreamingMix",
+}
+"""Every intervention kind the package defines -> "module:Class". ``Intervention.from_dict`` imports the
+module on first use of a kind, so an intervention file loads in any process (CLI, app, Ray worker, sweep
+shard) without the caller importing the analysis that defines it. A new kind in the package adds a line
+here (tests/test_intervention_kinds.py checks the table against every ``kind`` in the source)."""
+
+_REGISTRY: dict[str, type[Intervention]] = {}  # kinds resolved so far, and kinds registered at run time
 
 
 def register_intervention(cls):
-    """Class decorator: make an intervention kind loadable from JSON by its ``kind`` name."""
+    """Class decorator: make a kind loadable by its name in this process. The package's own kinds are
+    found through ``KINDS`` without it; this is for kinds defined outside the package (a notebook, a test).
+    A kind the table names must be the table's class."""
+    target = KINDS.get(cls.kind)
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    if target is not None and target != name:
+        raise SpecError(f"intervention kind {cls.kind!r} belongs to {target}, not {name}")
     _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def intervention_class(kind: str) -> type[Intervention]:
+    """The class of intervention ``kind``, importing the module that defines it if needed."""
+    found = _REGISTRY.get(kind)
+    if found is not None:
+        return found
+    target = KINDS.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        known = sorted(set(KINDS) | set(_REGISTRY))
+        raise SpecError(f"unknown intervention kind {kind!r}; known kinds: {known}")
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if getattr(cls, "kind", None) != kind:  # pragma: no cover - the table test guards this
+        raise SpecError(f"KINDS[{kind!r}] names {target}, whose kind is {getattr(cls, 'kind', None)!r}")
+    _REGISTRY[kind] = cls
     return cls
 
 
@@ -74,11 +116,12 @@ class Intervention:
 
     @classmethod
     def from_dict(cls, data: dict) -> Intervention:
+        """The intervention ``data`` describes (its "kind" picks the class through ``KINDS``)."""
+        if not isinstance(data, dict):
+            raise SpecError(f"an intervention must be a JSON object with a 'kind', got {type(data).__name__}")
         data = dict(data)
         kind = data.pop("kind", None)
-        target = _REGISTRY.get(kind)
-        if target is None:
-            raise SpecError(f"unknown intervention kind {kind!r}; known kinds: {sorted(_REGISTRY)}")
+        target = intervention_class(kind)
         known = {f.name for f in fields(target)}
         extra = sorted(set(data) - known)
         if extra:
@@ -325,6 +368,8 @@ __all__ = [
     "HeadOutputReplace",
     "mask_heads",
     "register_intervention",
+    "intervention_class",
+    "KINDS",
     "interventions_to_json",
     "interventions_from_json",
     "validate_interventions",

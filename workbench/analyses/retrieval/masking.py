@@ -26,29 +26,20 @@ MASK_MODES = ("uniform", "zero", "mean")
 def head_output_means(model, inputs: Sequence[torch.Tensor]) -> dict[tuple[int, int], torch.Tensor]:
     """Mean output z of every query head (the slice entering o_proj) over all tokens of ``inputs``."""
     shape = model.shape
-    modules = model.adapter.attention_modules(model.hf)
     # accumulated on the model's device (no copy to the CPU per layer call); float64 against drift
-    sums = [torch.zeros(shape.num_heads * shape.head_dim, dtype=torch.float64, device=model.device) for _ in modules]
+    width = shape.num_heads * shape.head_dim
+    sums = [torch.zeros(width, dtype=torch.float64, device=model.device) for _ in range(shape.num_layers)]
     count = [0]
-    handles = []
 
-    def hook_for(layer):
-        def hook(module, args):
-            z = args[0].detach().to(torch.float64)
-            sums[layer] += z.reshape(-1, z.shape[-1]).sum(0)
-            if layer == 0:
-                count[0] += z.shape[0] * z.shape[1]
+    def observe(layer, z):
+        z = z.detach().to(torch.float64)
+        sums[layer] += z.reshape(-1, z.shape[-1]).sum(0)
+        if layer == 0:
+            count[0] += z.shape[0] * z.shape[1]
 
-        return hook
-
-    try:
-        for layer, module in enumerate(modules):
-            handles.append(module.o_proj.register_forward_pre_hook(hook_for(layer)))
+    with model.adapter.watch_head_outputs(model.hf, observe):
         for ids in inputs:
             model.run(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
     d = shape.head_dim
     return {
         (layer, head): (sums[layer][head * d : (head + 1) * d] / max(1, count[0])).to(torch.float32).cpu()
