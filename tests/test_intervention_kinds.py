@@ -43,7 +43,9 @@ print(json.dumps({"kinds": [item.kind for item in items], "classes": [type(item)
 
 def example_file(tmp_path) -> Path:
     path = tmp_path / "interventions.json"
-    path.write_text(json.dumps({"interventions": [{"kind": kind, **fields} for kind, fields in EXAMPLES.items()]}))
+    path.write_text(
+        json.dumps({"interventions": [{"kind": kind, **fields} for kind, fields in EXAMPLES.items()]})
+    )
     return path
 
 
@@ -55,7 +57,10 @@ def test_an_intervention_file_of_every_kind_loads_in_a_fresh_process(tmp_path):
     """A process that imported nothing but the seam's interventions (a Ray worker, a sweep shard, the app)."""
     path = example_file(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(path)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
@@ -75,7 +80,9 @@ def _defined_kinds() -> dict[str, str]:
         module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         classes = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
         for node in classes.values():
-            names = {base.id if isinstance(base, ast.Name) else getattr(base, "attr", "") for base in node.bases}
+            names = {
+                base.id if isinstance(base, ast.Name) else getattr(base, "attr", "") for base in node.bases
+            }
             if not names & (bases | set(classes)):
                 continue
             for item in node.body:
@@ -113,7 +120,9 @@ def test_a_kind_defined_outside_the_package_registers_but_cannot_take_a_packaged
         kind: ClassVar[str] = "test_doubled_gate"
 
     assert intervention_class("test_doubled_gate") is Doubled
-    assert Intervention.from_dict({"kind": "test_doubled_gate", "layer": 0, "head": 0, "gate": 2.0}) == Doubled(0, 0, gate=2.0)
+    assert Intervention.from_dict(
+        {"kind": "test_doubled_gate", "layer": 0, "head": 0, "gate": 2.0}
+    ) == Doubled(0, 0, gate=2.0)
 
     @dataclass(frozen=True)
     class Impostor(HeadGate):

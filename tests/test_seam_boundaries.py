@@ -27,7 +27,9 @@ def code_without_strings(path: Path) -> str:
     """The source with comments, strings and docstrings blanked (messages may name o_proj)."""
     out = []
     for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
-        if token.type in (tokenize.COMMENT, tokenize.STRING) or token.type == getattr(tokenize, "FSTRING_MIDDLE", -1):
+        if token.type in (tokenize.COMMENT, tokenize.STRING) or token.type == getattr(
+            tokenize, "FSTRING_MIDDLE", -1
+        ):
             out.append(" ")
         else:
             out.append(token.string)
@@ -48,8 +50,10 @@ def offenders(pattern: re.Pattern, skip=frozenset()) -> list[str]:
 
 def test_the_scan_sees_what_it_looks_for(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text('h = m.self_attn.o_proj.register_forward_pre_hook(f)  # o_proj\nx = model.model.layers[0]\n'
-                      'y = "model.model.layers"\nself.o_proj = None\n')
+    sample.write_text(
+        "h = m.self_attn.o_proj.register_forward_pre_hook(f)  # o_proj\nx = model.model.layers[0]\n"
+        'y = "model.model.layers"\nself.o_proj = None\n'
+    )
     code = code_without_strings(sample)
     assert O_PROJ.search(code) and LAYERS.search(code) and HOOKS.search(code)
     assert len(O_PROJ.findall(code)) == 1 and len(LAYERS.findall(code)) == 1

@@ -52,7 +52,11 @@ def random_inputs(batch, kv_heads, group, queries, keys, seed=0):
     def draw(*shape, scale=1.0):
         return torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
 
-    return draw(batch, heads, queries, dim, scale=2.0), draw(batch, kv_heads, keys, dim), draw(batch, kv_heads, keys, dim)
+    return (
+        draw(batch, heads, queries, dim, scale=2.0),
+        draw(batch, kv_heads, keys, dim),
+        draw(batch, kv_heads, keys, dim),
+    )
 
 
 def torch_path_record(q, k, v, spec, causal) -> LayerRecord:
@@ -105,12 +109,16 @@ def old_torch_path(p, lse, positions, spec):
     return row, {"received": received, "fai": fai}, pooled / (sizes[:, None] * sizes[None, :])
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}-kv{c[1]}x{c[2]}-q{c[3]}-k{c[4]}-{'causal' if c[5] else 'full'}")
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: f"b{c[0]}-kv{c[1]}x{c[2]}-q{c[3]}-k{c[4]}-{'causal' if c[5] else 'full'}"
+)
 def test_torch_path_computes_the_reference_definitions(case, monkeypatch):
     *shape, causal = case
     q, k, v = random_inputs(*shape)
     spec = spec_for(k.shape[2])
-    monkeypatch.setattr(torch_path, "_CHUNK_ELEMENTS", 5 * q.shape[0] * q.shape[1] * k.shape[2])  # 5-row chunks
+    monkeypatch.setattr(
+        torch_path, "_CHUNK_ELEMENTS", 5 * q.shape[0] * q.shape[1] * k.shape[2]
+    )  # 5-row chunks
     record = torch_path_record(q, k, v, spec, causal)
     options = dict(
         scaling=q.shape[-1] ** -0.5,
@@ -139,7 +147,9 @@ def test_torch_path_computes_the_reference_definitions(case, monkeypatch):
     for name in ("received", "fai"):
         torch.testing.assert_close(record.key[name], keyed[name].float(), rtol=1e-5, atol=1e-6, msg=name)
     cells = record.pooled.shape[-1]
-    torch.testing.assert_close(record.pooled, keyed["pooled"][..., :cells, :cells].float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        record.pooled, keyed["pooled"][..., :cells, :cells].float(), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[5] and c[3] == c[4]], ids=str)
@@ -180,7 +190,9 @@ def test_key_sums_count_only_real_queries_of_a_padded_batch():
     """Text 1 of a padded batch has 3 real queries of 4: its FAI divides by its own queries in the window."""
     p = torch.full((2, 1, 4, 4), 0.25)
     real = torch.tensor([[True, True, True, True], [True, True, True, False]])
-    sums = KeySums(2, 1, 4, received=True, fai_window=(0, 3), pooled_cells=0, dtype=torch.float32, device="cpu")
+    sums = KeySums(
+        2, 1, 4, received=True, fai_window=(0, 3), pooled_cells=0, dtype=torch.float32, device="cpu"
+    )
     sums.add(p, torch.arange(4), real)
     out = sums.finish()
     assert out["received"][0, 0].tolist() == [1.0] * 4
