@@ -56,20 +56,18 @@ def _sync(device):
 
 def run_seam(model, adapter, shape, ids, steps):
     from workbench.analyses.retrieval.niah import ARGMAX_SPEC
-    from workbench.capture import Capture
+    from workbench.runners.seam_run import seam_run
     from workbench.seam.attention import instrument
 
-    top = []
-    with torch.no_grad():
-        with instrument(model, None, (), adapter=adapter):
-            past = cache_of(model(input_ids=ids[:, :-1], use_cache=True))
-        with instrument(model, ARGMAX_SPEC, (), adapter=adapter) as session:
-            step = ids[:, -1:]
-            for _ in range(steps):
-                out = model(input_ids=step, use_cache=True, **with_cache(model, past))
-                past = cache_of(out)
-                step = out.logits[:, -1:].argmax(-1)
-    capture = Capture.from_records(shape, session.records)
+    with torch.no_grad(), instrument(model, None, (), adapter=adapter):
+        past = cache_of(model(input_ids=ids[:, :-1], use_cache=True))
+    with seam_run(model, ARGMAX_SPEC, adapter=adapter, shape=shape) as run:
+        step = ids[:, -1:]
+        for _ in range(steps):
+            out = model(input_ids=step, use_cache=True, **with_cache(model, past))
+            past = cache_of(out)
+            step = out.logits[:, -1:].argmax(-1)
+    capture = run.capture
     top = capture.row["argmax"][0]  # (layer, head, step)
     return top
 
