@@ -40,8 +40,10 @@ class CaptureSpec:
     Attributes:
         layers: layer indices, or None for all layers.
         heads: query-head indices, or None for all heads (GQA groups are reported per query head).
-        statistics: per-query-row statistics (see ROW_STATISTICS).
-        key_statistics: per-key statistics, "received" and/or "fai" (prefill only).
+        statistics: per-query-row statistics (see ROW_STATISTICS; each defined once, in
+            ``workbench_kernels.reference.row_statistic``). Distances are signed, i - j: with full attention
+            (vision) keys after the query lower mean_distance and waad and are never local.
+        key_statistics: per-key statistics, "received" and/or "fai" (KEY_STATISTICS; prefill only).
         sink_tokens: S, the number of leading keys counted by ``sink_mass``.
         local_window: W_loc; ``local_mass`` sums p_ij over 0 <= i - j < W_loc.
         waad_window: W in ``waad = sum_j p_ij min(i - j, W)``.
