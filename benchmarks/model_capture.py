@@ -171,8 +171,8 @@ def measure(model, input_ids, capture, state, chosen, tokens, on_gpu) -> dict:
             (capture_logits.float() - plain_logits.float()).norm() / plain_logits.float().norm()
         ).item()
         print(
-            f"captured layers {len(layers)}/{shape.num_hidden_layers}; row statistics {sorted(record['row'])}; "
-            f"key statistics {sorted(record.get('key', {}))}; pooled {tuple(record['pooled'].shape)}; "
+            f"captured layers {len(layers)}/{shape.num_hidden_layers}; row statistics {sorted(record.row)}; "
+            f"key statistics {sorted(record.key or {})}; pooled {tuple(record.pooled.shape)}; "
             f"logits vs plain {logits_error:.1e}",
             flush=True,
         )
