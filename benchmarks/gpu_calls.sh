@@ -37,7 +37,7 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
         for job in $BG; do
             mkdir -p /tmp/bg/$job
             ( OUT=/tmp/bg/$job OMP_NUM_THREADS=2 setsid nohup nice -n 10 bash -c \
-                "bash benchmarks/gpu_calls.sh $job > /tmp/bg/$job/call.log 2>&1; touch /tmp/bg/$job.done" \
+                "echo \$\$ > /tmp/bg/$job.pid; bash benchmarks/gpu_calls.sh $job > /tmp/bg/$job/call.log 2>&1; touch /tmp/bg/$job.done" \
                 < /dev/null > /dev/null 2>&1 & )
         done
         export E2E_NOTE="these ran on the same GPU at the same time (niced): $BG"
@@ -57,9 +57,11 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
             pending=$(for d in /tmp/bg/*/; do j=$(basename "$d"); [ -e /tmp/bg/$j.done ] || echo $j; done)
             [ -z "$pending" ] && break; sleep 1
         done
-        [ -z "$pending" ] || { echo "still running: $pending (their finished units are returned)"; pkill -f benchmarks/ ; sleep 3; }
+        [ -z "$pending" ] || { echo "still running, stopped: $pending (their finished units are returned)"
+                              for j in $pending; do kill -- -"$(cat /tmp/bg/$j.pid)"; done; sleep 3; }
         for d in /tmp/bg/*/; do echo "== $d"; tail -n 12 "$d/call.log"; done
-        tar czf "$OUT/bg.tgz" -C /tmp bg
+        # the work folders too: a stopped verb never reached its own tar
+        tar czf "$OUT/bg.tgz" -C /tmp bg $(cd /tmp && ls -d lofit duo rhythm calibration retrieval-random 2>/dev/null)
     fi
     timeout ${LONG_TIMEOUT:-400} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e-long --only none --long-context \
         --llama-dir /tmp/wb-e2e/llama-1b-random --notebook --pytest-gpu --pytest-timeout 150 \
@@ -70,7 +72,7 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
 lofit)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
-    bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
+    EXTRA="${LOFIT_EXTRA:-}" bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
     exit 0 ;;
