@@ -128,7 +128,7 @@ def test_capture_records_the_backend_of_every_layer(tiny):
         with torch.no_grad():
             tiny.hf(input_ids=ids, use_cache=False)
     assert session.backend() == "triton"
-    assert all(record["backend"] == "triton" for calls in session.records.values() for record in calls)
+    assert all(record.backend == "triton" for calls in session.records.values() for record in calls)
 
 
 def test_kernel_fallback_warns_with_the_reason(tiny, monkeypatch):
