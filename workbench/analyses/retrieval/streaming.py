@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,45 +27,12 @@ import torch
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
 from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
-from workbench.seam.interventions import ProbabilityEdit, register_intervention
+from workbench.seam.interventions import StreamingMix
 from workbench.seam.spec import CaptureSpec, SpecError
 
 NATO = ("alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa "
         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-
-
-@register_intervention
-@dataclass(frozen=True)
-class StreamingMix(ProbabilityEdit):
-    """p <- gate * p + (1 - gate) * p_stream, p_stream = p on (j < sink) or (i - j < recent), renormalised.
-
-    ``gate`` may be a 0-d tensor that requires grad (gate training); 1 is full attention, 0 streaming.
-    """
-
-    sink: int = 16
-    recent: int = 64
-    gate: float | torch.Tensor = 1.0
-
-    kind: ClassVar[str] = "streaming_mix"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.sink < 0 or self.recent < 1:
-            raise SpecError(f"StreamingMix needs sink >= 0 and recent >= 1, got {self.sink}, {self.recent}")
-
-    @property
-    def is_identity(self) -> bool:
-        return not isinstance(self.gate, torch.Tensor) and float(self.gate) == 1.0
-
-    def edit(self, p, query_positions):
-        p = p.clone()  # the seam writes the result back into the tensor p views; autograd needs our own copy
-        keys = torch.arange(p.shape[-1], device=p.device)
-        window = (keys[None, :] < self.sink) | ((query_positions[:, None] - keys[None, :]) < self.recent)
-        stream = p * window
-        stream = stream / stream.sum(-1, keepdim=True).clamp_min(1e-30)
-        gate = torch.as_tensor(self.gate, dtype=p.dtype, device=p.device)
-        return gate * p + (1 - gate) * stream
 
 
 # --- passkey data ------------------------------------------------------------------------------

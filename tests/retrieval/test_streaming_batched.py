@@ -1,0 +1,93 @@
+"""The batched full/streaming mix (two SDPA calls per layer, seam/streaming.py) equals the per-head
+probability edits of the PyTorch path: outputs, gradients of the gates, padding and decode steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.seam import streaming
+from workbench.seam.interventions import HeadGate, StreamingMix
+
+
+def _mix(shape, gates, sink=3, recent=5):
+    return [
+        StreamingMix(layer, head, sink=sink, recent=recent, gate=gates[layer, shape.kv_head(head)])
+        for layer in range(shape.num_layers)
+        for head in range(shape.num_heads)
+    ]
+
+
+def _forward(model, ids, interventions, attention_mask=None):
+    with model.seam(None, interventions) as session:
+        logits = model.hf(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits
+    return logits, session
+
+
+def _per_head(monkeypatch):
+    monkeypatch.setattr(streaming, "layer_mix", lambda *args: None)
+
+
+@pytest.fixture()
+def ids(tiny):
+    torch.manual_seed(0)
+    return torch.randint(0, tiny.hf.config.vocab_size, (2, 40))
+
+
+def test_batched_mix_equals_per_head_edits_and_their_gradients(tiny, ids, monkeypatch):
+    shape = tiny.shape
+    torch.manual_seed(1)
+    values = torch.rand(shape.num_layers, shape.num_kv_heads)
+    results = {}
+    for name in ("batched", "per-head"):
+        if name == "per-head":
+            _per_head(monkeypatch)
+        alpha = values.clone().requires_grad_(True)
+        logits, session = _forward(tiny, ids, _mix(shape, alpha))
+        (logits.square().mean()).backward()
+        results[name] = (logits.detach(), alpha.grad.clone(), session.ran())
+    assert results["batched"][2] == {streaming.BACKEND}
+    assert results["per-head"][2] == {"pytorch"}
+    torch.testing.assert_close(results["batched"][0], results["per-head"][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["batched"][1], results["per-head"][1], rtol=1e-4, atol=1e-7)
+    assert results["batched"][1].abs().min() > 0  # every gate gets a gradient
+    plain, _ = _forward(tiny, ids, [])
+    assert (plain - results["batched"][0]).abs().max() > 1e-3  # the mix changes the output
+
+
+def test_constant_gates_with_padding_and_a_partial_layer(tiny, monkeypatch):
+    """Deployment form: gate 0 on some heads, none on others, right padding; the padded rows' outputs
+    do not matter but the real rows must match the per-head path."""
+    shape = tiny.shape
+    torch.manual_seed(2)
+    ids = torch.randint(0, tiny.hf.config.vocab_size, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, 22:] = 0
+    edits = [StreamingMix(0, 1, sink=2, recent=4, gate=0.0), StreamingMix(1, 0, sink=2, recent=4, gate=0.0),
+             StreamingMix(1, 3, sink=2, recent=4, gate=0.4)]
+    batched, session = _forward(tiny, ids, edits, mask)
+    assert streaming.BACKEND in session.ran()
+    _per_head(monkeypatch)
+    reference, session = _forward(tiny, ids, edits, mask)
+    assert streaming.BACKEND not in session.ran()
+    torch.testing.assert_close(batched[0], reference[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched[1, :22], reference[1, :22], rtol=1e-5, atol=1e-5)
+
+
+def test_decode_steps_match(tiny, monkeypatch):
+    shape = tiny.shape
+    edits = _mix(shape, torch.tensor([[0.0, 1.0], [0.3, 0.0]]), sink=2, recent=6)
+    prompt = torch.randint(0, tiny.hf.config.vocab_size, (1, 25), generator=torch.Generator().manual_seed(3))
+    batched = tiny.generate(prompt, max_new_tokens=8, interventions=edits)
+    _per_head(monkeypatch)
+    reference = tiny.generate(prompt, max_new_tokens=8, interventions=edits)
+    assert batched.new_ids.tolist() == reference.new_ids.tolist()
+
+
+def test_other_interventions_keep_the_per_head_path(tiny, ids):
+    edits = [StreamingMix(0, 0, sink=2, recent=4, gate=0.0), HeadGate(0, 1, gate=0.5)]
+    _, session = _forward(tiny, ids, edits)
+    assert streaming.BACKEND not in session.ran()
+    two_windows = [StreamingMix(0, 0, sink=2, recent=4, gate=0.0), StreamingMix(0, 1, sink=2, recent=5, gate=0.0)]
+    _, session = _forward(tiny, ids, two_windows)
+    assert streaming.BACKEND not in session.ran()
