@@ -6,8 +6,10 @@
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
+#   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, ~9 min)
+#   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~5 min)
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -50,5 +52,23 @@ lofit)
     bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    exit 0 ;;
+duo)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo
+    timeout ${DUO_TIMEOUT:-570} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-500} ${EXTRA:-} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; python3 benchmarks/duo_gpu.py --merge --out /tmp/duo ${EXTRA:-} >> /tmp/duo/duo.log 2>&1
+    tail -n 40 /tmp/duo/duo.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo
+    exit 0 ;;
+rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/rhythm
+    timeout ${RHYTHM_TIMEOUT:-570} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-480} ${EXTRA:-} > /tmp/rhythm/rhythm.log 2>&1
+    echo "rhythm exit $?"; python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm ${EXTRA:-} >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 40 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
     exit 0 ;;
 esac

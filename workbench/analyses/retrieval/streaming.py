@@ -90,7 +90,8 @@ def _lr_factor(step: int, total: int) -> float:
 
 
 def _last_hidden(model, ids):
-    return model.hf(input_ids=ids, use_cache=False, output_hidden_states=True).hidden_states[-1]
+    """The decoder's last hidden state, after the final norm (no vocabulary projection: not needed)."""
+    return model.hf.base_model(input_ids=ids, use_cache=False).last_hidden_state
 
 
 def _sample_length(length: int | tuple[int, int], rng: random.Random) -> int:
