@@ -1,0 +1,83 @@
+"""Seeded multi-step arithmetic word problems with known answers, by difficulty level.
+
+A level is ``(steps, largest operand)``: a start amount, then ``steps`` changes (buy more, give some
+away, and from operands of 50 up, buy boxes of several items), then the question. Every intermediate
+amount stays >= 0, so the answer is a whole number. The same ``(level, seed, count)`` always gives the
+same problems (``random.Random(seed)``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from workbench.analyses.rhythm.problems import Problem
+
+LEVELS: tuple[tuple[int, int], ...] = ((1, 10), (2, 10), (2, 20), (3, 20), (3, 50), (4, 50), (4, 100), (5, 100))
+NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Leo")
+ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "coins", "stamps", "cards")
+FRIENDS = ("a friend", "a cousin", "a neighbour", "the teacher", "a classmate")
+
+
+@dataclass(frozen=True)
+class Level:
+    steps: int
+    largest: int
+
+    def __post_init__(self):
+        if self.steps < 1 or self.largest < 2:
+            raise ValueError(f"a level needs steps >= 1 and largest operand >= 2, got {self}")
+
+
+def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
+    name, items = rng.choice(NAMES), rng.choice(ITEMS)
+    amount = rng.randint(2, level.largest)
+    sentences = [f"{name} has {amount} {items}."]
+    for _ in range(level.steps):
+        kinds = ["add", "sub"] + (["boxes"] if level.largest >= 50 else [])
+        kind = rng.choice(kinds)
+        if kind == "sub" and amount < 2:
+            kind = "add"
+        if kind == "add":
+            value = rng.randint(2, level.largest)
+            amount += value
+            sentences.append(f"Then {name} gets {value} more {items}.")
+        elif kind == "sub":
+            value = rng.randint(1, min(amount, level.largest))
+            amount -= value
+            sentences.append(f"Then {name} gives {value} {items} to {rng.choice(FRIENDS)}.")
+        else:
+            boxes, each = rng.randint(2, 5), rng.randint(2, max(2, level.largest // 5))
+            amount += boxes * each
+            sentences.append(f"Then {name} buys {boxes} boxes with {each} {items} in each box.")
+    sentences.append(f"How many {items} does {name} have now?")
+    return Problem(f"arith-s{level.steps}-m{level.largest}-{index:04d}", " ".join(sentences), f"#### {amount}")
+
+
+def generate_problems(level: Level | tuple[int, int], count: int, seed: int) -> list[Problem]:
+    level = level if isinstance(level, Level) else Level(*level)
+    rng = random.Random(f"{seed}-{level.steps}-{level.largest}")
+    return [make_problem(level, rng, i) for i in range(count)]
+
+
+def wilson_lower(successes: int, total: int, z: float = 1.959964) -> float:
+    """Lower end of the Wilson score interval of a proportion (95% by default); 0 for no trials."""
+    if total == 0:
+        return 0.0
+    p = successes / total
+    centre = p + z * z / (2 * total)
+    spread = z * ((p * (1 - p) + z * z / (4 * total)) / total) ** 0.5
+    return (centre - spread) / (1 + z * z / total)
+
+
+def choose_level(accuracy: dict[int, tuple[int, int]], target: float = 0.30) -> dict:
+    """The rule fixed before any run: the hardest level (highest index in ``LEVELS`` order) whose
+    calibration accuracy has a 95% Wilson lower bound >= ``target``; when none has, the level with the
+    highest accuracy, flagged ``meets_target=False``. ``accuracy`` maps level index -> (correct, total)."""
+    bounds = {i: wilson_lower(c, n) for i, (c, n) in accuracy.items()}
+    passing = [i for i, b in bounds.items() if b >= target]
+    if passing:
+        chosen, meets = max(passing), True
+    else:
+        chosen, meets = max(accuracy, key=lambda i: (accuracy[i][0] / max(1, accuracy[i][1]), -i)), False
+    return {"level": chosen, "meets_target": meets, "target": target, "wilson_lower": bounds}
