@@ -55,7 +55,7 @@ def parse(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--haystack", default=None, help="default: $WORKBENCH_DATA/niah/essays")
-    p.add_argument("--train-lengths", default="1024,2048", help="low,high: each step's length is drawn from it")
+    p.add_argument("--train-lengths", default="768,1536", help="low,high: each step's length is drawn from it")
     p.add_argument("--steps", type=int, default=1000, help="the schedule's length (and the step cap)")
     p.add_argument("--batch", type=int, default=4, help="passkey samples per step")
     p.add_argument("--passkeys", type=int, default=4)

@@ -7,9 +7,10 @@
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
 #   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, ~9 min)
-#   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~5 min)
+#   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
+#   duo-rhythm  both at once on the one GPU (3 processes; ~7-9 min): one call instead of two
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -70,5 +71,18 @@ rhythm)
     echo "rhythm exit $?"; python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm ${EXTRA:-} >> /tmp/rhythm/rhythm.log 2>&1
     tail -n 40 /tmp/rhythm/rhythm.log
     tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
+    exit 0 ;;
+duo-rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo /tmp/rhythm
+    timeout ${RHYTHM_TIMEOUT:-560} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
+    rhythm_pid=$!
+    timeout ${DUO_TIMEOUT:-560} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-490} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; wait $rhythm_pid; echo "rhythm exit $?"
+    python3 benchmarks/duo_gpu.py --merge --out /tmp/duo >> /tmp/duo/duo.log 2>&1
+    python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 25 /tmp/duo/duo.log; tail -n 15 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo; tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
     exit 0 ;;
 esac
