@@ -76,9 +76,11 @@ duo-rhythm)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
     mkdir -p /tmp/duo /tmp/rhythm
-    timeout ${RHYTHM_TIMEOUT:-560} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
+    # convert the GGUF once before the processes start (two conversions at once would race)
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    timeout ${RHYTHM_TIMEOUT:-540} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
     rhythm_pid=$!
-    timeout ${DUO_TIMEOUT:-560} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-490} > /tmp/duo/duo.log 2>&1
+    timeout ${DUO_TIMEOUT:-540} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-470} > /tmp/duo/duo.log 2>&1
     echo "duo exit $?"; wait $rhythm_pid; echo "rhythm exit $?"
     python3 benchmarks/duo_gpu.py --merge --out /tmp/duo >> /tmp/duo/duo.log 2>&1
     python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm >> /tmp/rhythm/rhythm.log 2>&1
