@@ -55,7 +55,9 @@ def parse(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--haystack", default=None, help="default: $WORKBENCH_DATA/niah/essays")
-    p.add_argument("--train-lengths", default="768,1536", help="low,high: each step's length is drawn from it")
+    p.add_argument(
+        "--train-lengths", default="768,1536", help="low,high: each step's length is drawn from it"
+    )
     p.add_argument("--steps", type=int, default=1000, help="the schedule's length (and the step cap)")
     p.add_argument("--batch", type=int, default=4, help="passkey samples per step")
     p.add_argument("--passkeys", type=int, default=4)
@@ -101,13 +103,36 @@ def haystack_path(args):
 
 
 def protocol(args) -> dict:
-    keys = ("model", "train_lengths", "steps", "batch", "passkeys", "words", "sink", "recent", "l1", "lr",
-            "plateau_window", "tolerance", "gate_tolerance", "eval_lengths", "eval_depths", "ratios", "seeds",
-            "max_new_tokens", "budget_s", "train_share", "seed", "smoke")
+    keys = (
+        "model",
+        "train_lengths",
+        "steps",
+        "batch",
+        "passkeys",
+        "words",
+        "sink",
+        "recent",
+        "l1",
+        "lr",
+        "plateau_window",
+        "tolerance",
+        "gate_tolerance",
+        "eval_lengths",
+        "eval_depths",
+        "ratios",
+        "seeds",
+        "max_new_tokens",
+        "budget_s",
+        "train_share",
+        "seed",
+        "smoke",
+    )
     out = {k: getattr(args, k) for k in keys}
     out["haystack"] = args.haystack or "$WORKBENCH_DATA/niah/essays"
     out["needles"] = "built-in heldout"
-    out["command"] = "python3 benchmarks/duo_gpu.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("{"))
+    out["command"] = "python3 benchmarks/duo_gpu.py " + " ".join(
+        a for a in sys.argv[1:] if not a.startswith("{")
+    )
     return out
 
 
@@ -120,7 +145,9 @@ def _prompts(model, args):
 
     haystack, needles = resolve_inputs(haystack_path(args), None, "heldout")
     builder = PromptBuilder(model, haystack)
-    return grid_prompts(builder, needles, _ints(args.eval_lengths), _floats(args.eval_depths)), haystack.source
+    return grid_prompts(
+        builder, needles, _ints(args.eval_lengths), _floats(args.eval_depths)
+    ), haystack.source
 
 
 def _condition(model, prompts, args, name, ratio, seed, full):
@@ -129,8 +156,9 @@ def _condition(model, prompts, args, name, ratio, seed, full):
 
     edits = [] if full is None else streaming_mask(model.shape, full, args.sink, args.recent)
     t0 = time.time()
-    runs = run_prompts_batched(model, prompts, interventions=edits, max_new_tokens=args.max_new_tokens,
-                               batch_size=args.eval_batch).runs
+    runs = run_prompts_batched(
+        model, prompts, interventions=edits, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch
+    ).runs
     return {
         "condition": name,
         "ratio": ratio,
@@ -144,7 +172,12 @@ def _condition(model, prompts, args, name, ratio, seed, full):
 
 def run_worker(args, job: dict) -> None:
     import workbench as wb
-    from workbench.analyses.retrieval.streaming import Plateau, full_heads_by_gate, random_full_heads, train_gates
+    from workbench.analyses.retrieval.streaming import (
+        Plateau,
+        full_heads_by_gate,
+        random_full_heads,
+        train_gates,
+    )
 
     start = time.time()
     deadline = job["deadline"]
@@ -163,8 +196,11 @@ def run_worker(args, job: dict) -> None:
         torch.backends.cudnn.allow_tf32 = True
     model = wb.load_model(args.model, device=args.device, dtype=torch.float32)
     shape = model.shape
-    pool = [{"layer": layer, "kv_head": kv, "gate": 1.0} for layer in range(shape.num_layers)
-            for kv in range(shape.num_kv_heads)]
+    pool = [
+        {"layer": layer, "kv_head": kv, "gate": 1.0}
+        for layer in range(shape.num_layers)
+        for kv in range(shape.num_kv_heads)
+    ]
     import pandas as pd
 
     pool = pd.DataFrame(pool)
@@ -172,7 +208,9 @@ def run_worker(args, job: dict) -> None:
     plan = []
     if name == "train":
         low, high = _ints(args.train_lengths)
-        rule = Plateau(window=args.plateau_window, tolerance=args.tolerance, gate_tolerance=args.gate_tolerance)
+        rule = Plateau(
+            window=args.plateau_window, tolerance=args.tolerance, gate_tolerance=args.gate_tolerance
+        )
         train_deadline = start + args.train_share * (deadline - start)
 
         def on_window(table):
@@ -180,10 +218,24 @@ def run_worker(args, job: dict) -> None:
             save()
 
         t0 = time.time()
-        gates = train_gates(model, haystack_path(args), length=(low, high), steps=args.steps, sink=args.sink,
-                            recent=args.recent, l1=args.l1, lr=args.lr, passkeys=args.passkeys, words=args.words,
-                            seed=args.seed, batch=args.batch, plateau=rule, progress=False,
-                            max_seconds=max(1.0, train_deadline - time.time()), on_window=on_window)
+        gates = train_gates(
+            model,
+            haystack_path(args),
+            length=(low, high),
+            steps=args.steps,
+            sink=args.sink,
+            recent=args.recent,
+            l1=args.l1,
+            lr=args.lr,
+            passkeys=args.passkeys,
+            words=args.words,
+            seed=args.seed,
+            batch=args.batch,
+            plateau=rule,
+            progress=False,
+            max_seconds=max(1.0, train_deadline - time.time()),
+            on_window=on_window,
+        )
         state["train"] = {
             "params": gates.attrs["params"],
             "history": gates.attrs["history"],
@@ -230,7 +282,9 @@ def merge(args, started: float | None = None) -> dict:
         path = args.out / "units" / f"{name}.json"
         if path.exists():
             units[name] = json.loads(path.read_text())
-    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    previous = (
+        json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    )
     train = units.get("train", {})
     conditions = [c for unit in units.values() for c in unit.get("conditions", [])]
     expected = 2 + len(_floats(args.ratios)) * (1 + len(_ints(args.seeds)))
@@ -311,8 +365,11 @@ def main(argv=None) -> int:
                     print(f"worker {entry[0]} exited with {entry[1].returncode}", flush=True)
         merge(args, started)
     result = merge(args, started)
-    print(f"done in {time.time() - started:.0f}s: {len(result['conditions'])} of {result['conditions_expected']} "
-          f"conditions, gates {'trained' if result['train'] else 'missing'}; {args.out}/results.json", flush=True)
+    print(
+        f"done in {time.time() - started:.0f}s: {len(result['conditions'])} of {result['conditions_expected']} "
+        f"conditions, gates {'trained' if result['train'] else 'missing'}; {args.out}/results.json",
+        flush=True,
+    )
     return 0
 
 

@@ -68,8 +68,19 @@ def level_indices(args) -> list[int]:
 def protocol(args) -> dict:
     from workbench.analyses.rhythm.generator import LEVELS
 
-    keys = ("model", "calibration", "calibration_seed", "problems", "seed", "target", "max_new_tokens",
-            "shuffles", "continuation", "budget_s", "smoke")
+    keys = (
+        "model",
+        "calibration",
+        "calibration_seed",
+        "problems",
+        "seed",
+        "target",
+        "max_new_tokens",
+        "shuffles",
+        "continuation",
+        "budget_s",
+        "smoke",
+    )
     out = {k: getattr(args, k) for k in keys}
     out["levels"] = {i: {"steps": LEVELS[i][0], "largest_operand": LEVELS[i][1]} for i in level_indices(args)}
     out["rule"] = "hardest level whose calibration accuracy has a 95% Wilson lower bound >= target"
@@ -108,14 +119,25 @@ def calibrate(model, args, started, say) -> dict:
         _, responses = _answers(model, problems, args)
         texts = [model.tokenizer.decode(r.tolist(), skip_special_tokens=True) for r in responses]
         correct = [bool(is_correct(t, p.answer)) for t, p in zip(texts, problems, strict=True)]
-        record["levels"].append({"level": index, "steps": LEVELS[index][0], "largest_operand": LEVELS[index][1],
-                                 "correct": sum(correct), "total": len(correct),
-                                 "accuracy": sum(correct) / len(correct), "seconds": round(time.time() - t0, 1),
-                                 "questions": [p.question for p in problems[:3]], "responses": texts[:3]})
+        record["levels"].append(
+            {
+                "level": index,
+                "steps": LEVELS[index][0],
+                "largest_operand": LEVELS[index][1],
+                "correct": sum(correct),
+                "total": len(correct),
+                "accuracy": sum(correct) / len(correct),
+                "seconds": round(time.time() - t0, 1),
+                "questions": [p.question for p in problems[:3]],
+                "responses": texts[:3],
+            }
+        )
         write_json(args.out / "calibration.json", record)
         longest = max(longest, time.time() - t0)
         say(f"level {index} {LEVELS[index]}: {sum(correct)}/{len(correct)} correct ({time.time() - t0:.1f}s)")
-    chosen = choose_level({row["level"]: (row["correct"], row["total"]) for row in record["levels"]}, args.target)
+    chosen = choose_level(
+        {row["level"]: (row["correct"], row["total"]) for row in record["levels"]}, args.target
+    )
     record["choice"] = {**chosen, "wilson_lower": {str(k): v for k, v in chosen["wilson_lower"].items()}}
     write_json(args.out / "calibration.json", record)
     return record
@@ -136,54 +158,88 @@ def main_run(model, args, level: int, started, say) -> dict:
     params = RhythmParams()
     layers = default_layers(model)
     problems = generate_problems(LEVELS[level], args.problems, seed=args.seed)
-    calibration_questions = {p.question for p in generate_problems(LEVELS[level], args.calibration,
-                                                                   seed=args.calibration_seed)}
+    calibration_questions = {
+        p.question for p in generate_problems(LEVELS[level], args.calibration, seed=args.calibration_seed)
+    }
     overlap = sum(p.question in calibration_questions for p in problems)
     t0 = time.time()
     prompts, responses = _answers(model, problems, args)
     generate_s = time.time() - t0
     kept = [i for i, r in enumerate(responses) if r.numel() >= 2]
     t0 = time.time()
-    rhythms = analyse_batch(model, [problems[i] for i in kept], [prompts[i] for i in kept],
-                            [responses[i] for i in kept], layers=layers, params=params,
-                            batch_size=args.capture_batch)
+    rhythms = analyse_batch(
+        model,
+        [problems[i] for i in kept],
+        [prompts[i] for i in kept],
+        [responses[i] for i in kept],
+        layers=layers,
+        params=params,
+        batch_size=args.capture_batch,
+    )
     capture_s = time.time() - t0
     say(f"main: {len(rhythms)} responses generated ({generate_s:.0f}s) and captured ({capture_s:.0f}s)")
     perturbation, perturb_s = None, None
     if time.time() + generate_s < started + args.budget_s:
         t0 = time.time()
-        perturbation = perturbation_test(model, rhythms, [prompts[i] for i in kept], continuation=args.continuation,
-                                         seed=args.seed, batch_size=args.generate_batch)
+        perturbation = perturbation_test(
+            model,
+            rhythms,
+            [prompts[i] for i in kept],
+            continuation=args.continuation,
+            seed=args.seed,
+            batch_size=args.generate_batch,
+        )
         perturb_s = time.time() - t0
     else:
         say("budget reached: perturbation test (d) not run")
-    summary = summarize(rhythms, layers=layers, params=params, shuffles=args.shuffles, seed=args.seed,
-                        perturbation=perturbation)
+    summary = summarize(
+        rhythms,
+        layers=layers,
+        params=params,
+        shuffles=args.shuffles,
+        seed=args.seed,
+        perturbation=perturbation,
+    )
     preplan = [r.credit["is_preplan"] for r in rhythms]
     tests = {
         "a_local": group_consistency([r.local for r in rhythms], shuffles=args.shuffles, seed=args.seed),
         "a_global": group_consistency([r.global_ for r in rhythms], shuffles=args.shuffles, seed=args.seed),
         "b": entropy_test([r.entropy for r in rhythms], preplan, shuffles=args.shuffles, seed=args.seed),
-        "c": coupling_test([r.fai for r in rhythms], [r.delta for r in rhythms], fraction=params.anchor_fraction,
-                           lag=1, shuffles=args.shuffles, seed=args.seed),
-        "d": perturbation_check(perturbation["trials"]) if perturbation and perturbation.get("pairs") else None,
+        "c": coupling_test(
+            [r.fai for r in rhythms],
+            [r.delta for r in rhythms],
+            fraction=params.anchor_fraction,
+            lag=1,
+            shuffles=args.shuffles,
+            seed=args.seed,
+        ),
+        "d": perturbation_check(perturbation["trials"])
+        if perturbation and perturbation.get("pairs")
+        else None,
     }
     correct = [bool(r.correct) for r in rhythms]
-    summary.update({
-        "level": level,
-        "steps": LEVELS[level][0],
-        "largest_operand": LEVELS[level][1],
-        "problems": len(problems),
-        "problems_also_in_calibration": overlap,
-        "analysed": len(rhythms),
-        "correct": sum(correct),
-        "accuracy_all_problems": sum(correct) / len(problems),
-        "tests": tests,
-        "seconds": {"generate": round(generate_s, 1), "capture": round(capture_s, 1),
-                    "perturbation": None if perturb_s is None else round(perturb_s, 1)},
-        "examples": [{"question": p.question, "answer": p.answer, "response": r.text, "correct": r.correct}
-                     for p, r in zip([problems[i] for i in kept[:5]], rhythms[:5], strict=True)],
-    })
+    summary.update(
+        {
+            "level": level,
+            "steps": LEVELS[level][0],
+            "largest_operand": LEVELS[level][1],
+            "problems": len(problems),
+            "problems_also_in_calibration": overlap,
+            "analysed": len(rhythms),
+            "correct": sum(correct),
+            "accuracy_all_problems": sum(correct) / len(problems),
+            "tests": tests,
+            "seconds": {
+                "generate": round(generate_s, 1),
+                "capture": round(capture_s, 1),
+                "perturbation": None if perturb_s is None else round(perturb_s, 1),
+            },
+            "examples": [
+                {"question": p.question, "answer": p.answer, "response": r.text, "correct": r.correct}
+                for p, r in zip([problems[i] for i in kept[:5]], rhythms[:5], strict=True)
+            ],
+        }
+    )
     token_table(rhythms).to_parquet(args.out / "tokens.parquet", index=False)
     write_json(args.out / "summary.json", summary)
     say(f"accuracy {sum(correct)}/{len(problems)}; tests written")

@@ -17,8 +17,10 @@ def test_no_committed_data_gives_no_finding(tmp_path):
 
 
 def _runs(successes):
-    return [{"needle": f"n{i // 4}", "length": 600, "depth": 10.0 * (i % 4), "success": s}
-            for i, s in enumerate(successes)]
+    return [
+        {"needle": f"n{i // 4}", "length": 600, "depth": 10.0 * (i % 4), "success": s}
+        for i, s in enumerate(successes)
+    ]
 
 
 def test_duo_gate_top_vs_random_is_paired_per_prompt(tmp_path):
@@ -26,13 +28,40 @@ def test_duo_gate_top_vs_random_is_paired_per_prompt(tmp_path):
     run.mkdir(parents=True)
     n = 40
     conditions = [
-        {"condition": "full", "ratio": 1.0, "seed": None, "success_rate": 0.8, "runs": _runs([True] * 32 + [False] * 8)},
-        {"condition": "gate-top", "ratio": 0.5, "seed": None, "success_rate": 0.75, "runs": _runs([True] * 30 + [False] * 10)},
-        {"condition": "random", "ratio": 0.5, "seed": 0, "success_rate": 0.25, "runs": _runs([True] * 10 + [False] * 30)},
+        {
+            "condition": "full",
+            "ratio": 1.0,
+            "seed": None,
+            "success_rate": 0.8,
+            "runs": _runs([True] * 32 + [False] * 8),
+        },
+        {
+            "condition": "gate-top",
+            "ratio": 0.5,
+            "seed": None,
+            "success_rate": 0.75,
+            "runs": _runs([True] * 30 + [False] * 10),
+        },
+        {
+            "condition": "random",
+            "ratio": 0.5,
+            "seed": 0,
+            "success_rate": 0.25,
+            "runs": _runs([True] * 10 + [False] * 30),
+        },
         {"condition": "random", "ratio": 0.5, "seed": 1, "success_rate": 0.0, "runs": _runs([False] * n)},
     ]
-    (run / "results.json").write_text(json.dumps({"device": "test", "finished": True, "train": None,
-                                                  "protocol": {"model": "m"}, "conditions": conditions}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "device": "test",
+                "finished": True,
+                "train": None,
+                "protocol": {"model": "m"},
+                "conditions": conditions,
+            }
+        )
+    )
     (found,) = duo.findings(tmp_path)
     assert found["value"] == pytest.approx(0.75 - 0.125) and found["n"] == n
     assert found["verdict"] == "reproduced" and found["ci"][0] > 0

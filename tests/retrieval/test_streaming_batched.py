@@ -58,13 +58,15 @@ def test_batched_mix_equals_per_head_edits_and_their_gradients(tiny, ids, monkey
 def test_constant_gates_with_padding_and_a_partial_layer(tiny, monkeypatch):
     """Deployment form: gate 0 on some heads, none on others, right padding; the padded rows' outputs
     do not matter but the real rows must match the per-head path."""
-    shape = tiny.shape
     torch.manual_seed(2)
     ids = torch.randint(0, tiny.hf.config.vocab_size, (2, 30))
     mask = torch.ones(2, 30, dtype=torch.long)
     mask[1, 22:] = 0
-    edits = [StreamingMix(0, 1, sink=2, recent=4, gate=0.0), StreamingMix(1, 0, sink=2, recent=4, gate=0.0),
-             StreamingMix(1, 3, sink=2, recent=4, gate=0.4)]
+    edits = [
+        StreamingMix(0, 1, sink=2, recent=4, gate=0.0),
+        StreamingMix(1, 0, sink=2, recent=4, gate=0.0),
+        StreamingMix(1, 3, sink=2, recent=4, gate=0.4),
+    ]
     batched, session = _forward(tiny, ids, edits, mask)
     assert streaming.BACKEND in session.ran()
     _per_head(monkeypatch)
@@ -88,7 +90,10 @@ def test_other_interventions_keep_the_per_head_path(tiny, ids):
     edits = [StreamingMix(0, 0, sink=2, recent=4, gate=0.0), HeadGate(0, 1, gate=0.5)]
     _, session = _forward(tiny, ids, edits)
     assert streaming.BACKEND not in session.ran()
-    two_windows = [StreamingMix(0, 0, sink=2, recent=4, gate=0.0), StreamingMix(0, 1, sink=2, recent=5, gate=0.0)]
+    two_windows = [
+        StreamingMix(0, 0, sink=2, recent=4, gate=0.0),
+        StreamingMix(0, 1, sink=2, recent=5, gate=0.0),
+    ]
     _, session = _forward(tiny, ids, two_windows)
     assert streaming.BACKEND not in session.ran()
 
@@ -97,15 +102,36 @@ def test_gate_training_batches_samples_and_stops_at_a_plateau(tiny):
     from workbench.analyses.retrieval.streaming import Plateau, train_gates
 
     seen = []
-    gates = train_gates(tiny, None, length=300, steps=40, sink=4, recent=16, passkeys=1, words=4, batch=2,
-                        plateau=Plateau(window=4, tolerance=10.0, gate_tolerance=10.0), progress=False,
-                        on_window=seen.append)
+    gates = train_gates(
+        tiny,
+        None,
+        length=300,
+        steps=40,
+        sink=4,
+        recent=16,
+        passkeys=1,
+        words=4,
+        batch=2,
+        plateau=Plateau(window=4, tolerance=10.0, gate_tolerance=10.0),
+        progress=False,
+        on_window=seen.append,
+    )
     params = gates.attrs["params"]
     # the first check comes at max(2 windows, 20% warm-up) = step 8; a huge tolerance converges there
     assert params["stopped"] == "plateau" and params["steps_done"] == 8 and params["batch"] == 2
     assert gates.attrs["plateau_checks"][-1]["converged"] and len(seen) == 2
-    strict = train_gates(tiny, None, length=300, steps=12, sink=4, recent=16, passkeys=1, words=4,
-                         plateau=Plateau(window=4, tolerance=0.0, gate_tolerance=0.0), progress=False)
+    strict = train_gates(
+        tiny,
+        None,
+        length=300,
+        steps=12,
+        sink=4,
+        recent=16,
+        passkeys=1,
+        words=4,
+        plateau=Plateau(window=4, tolerance=0.0, gate_tolerance=0.0),
+        progress=False,
+    )
     assert strict.attrs["params"]["stopped"] == "steps" and strict.attrs["params"]["steps_done"] == 12
     assert not any(c["converged"] for c in strict.attrs["plateau_checks"])
 
@@ -121,13 +147,15 @@ def test_plateau_rule():
 
 
 def test_batched_niah_decoding_equals_one_at_a_time(tiny):
-    from workbench.analyses.retrieval.niah import generate_with_decode_capture, run_prompts_batched
     from workbench.analyses.retrieval.haystack import PromptBuilder, passkey_needles, read_haystack
+    from workbench.analyses.retrieval.niah import generate_with_decode_capture, run_prompts_batched
 
     builder = PromptBuilder(tiny, read_haystack(None), chat=False)
     prompts = [builder.build(n, 200, d) for n in passkey_needles(2, seed=1) for d in (20, 80)]
     edits = [StreamingMix(1, h, sink=2, recent=8, gate=0.0) for h in range(tiny.shape.num_heads)]
     batched = run_prompts_batched(tiny, prompts, interventions=edits, max_new_tokens=6, batch_size=3).runs
     for prompt, row in zip(prompts, batched.itertuples(), strict=True):
-        single = generate_with_decode_capture(tiny, prompt.ids, max_new_tokens=6, interventions=edits, spec=None)
+        single = generate_with_decode_capture(
+            tiny, prompt.ids, max_new_tokens=6, interventions=edits, spec=None
+        )
         assert row.response == single.text.strip() and row.new_tokens == len(single.new_ids)

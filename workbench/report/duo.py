@@ -85,11 +85,15 @@ def training_table(data: Path) -> str:
             "|---|---|---|---|---|---|",
             f"| {params['steps_done']} / {params['steps']} | **{params['stopped']}** | {params['batch']} "
             f"| {params['length']} | "
-            + (f"{last['relative_change']:.4f} (< {params['plateau']['tolerance']}?), "
-               f"{last['max_gate_change']:.3f} (< {params['plateau']['gate_tolerance']}?)" if last else "none")
+            + (
+                f"{last['relative_change']:.4f} (< {params['plateau']['tolerance']}?), "
+                f"{last['max_gate_change']:.3f} (< {params['plateau']['gate_tolerance']}?)"
+                if last
+                else "none"
+            )
             + f" | {train['seconds']} |",
             "",
-            f"| steps | mean loss | mean distillation | mean |gate| |",
+            "| steps | mean loss | mean distillation | mean gate |",
             "|---|---|---|---|",
         ]
         for start in range(0, len(history), CURVE_WINDOW):
@@ -107,8 +111,11 @@ def training_table(data: Path) -> str:
         ]
         correlation = _retrieval_correlation(data, train["gates"])
         if correlation is not None:
-            lines += ["", f"Spearman(gate, retrieval score pooled per KV head by max) over {correlation[1]} KV heads: "
-                          f"{correlation[0]:.2f} (retrieval scores: `{DETECTION}`)."]
+            lines += [
+                "",
+                f"Spearman(gate, retrieval score pooled per KV head by max) over {correlation[1]} KV heads: "
+                f"{correlation[0]:.2f} (retrieval scores: `{DETECTION}`).",
+            ]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -121,7 +128,9 @@ def _retrieval_correlation(data: Path, gates: list[dict]) -> tuple[float, int] |
     for head in json.loads(path.read_text())["heads"]:
         key = (head["layer"], head["kv_head"])
         pooled[key] = max(pooled.get(key, 0.0), float(head["score"]))
-    pairs = [(g["gate"], pooled[(g["layer"], g["kv_head"])]) for g in gates if (g["layer"], g["kv_head"]) in pooled]
+    pairs = [
+        (g["gate"], pooled[(g["layer"], g["kv_head"])]) for g in gates if (g["layer"], g["kv_head"]) in pooled
+    ]
     if len(pairs) < 3:
         return None
     import pandas as pd
@@ -150,11 +159,15 @@ def deployment_table(data: Path) -> str:
         full = _per_prompt(conditions, "full", 1.0)
         if full:
             lines.append(f"| full attention | all | - | {len(full)} | {_rate(full)} | - |")
-        ratios = sorted({c["ratio"] for c in conditions if c["condition"] in ("gate-top", "random")}, reverse=True)
+        ratios = sorted(
+            {c["ratio"] for c in conditions if c["condition"] in ("gate-top", "random")}, reverse=True
+        )
         for ratio in ratios:
             top, random = _per_prompt(conditions, "gate-top", ratio), _per_prompt(conditions, "random", ratio)
             if top:
-                lines.append(f"| gate-top | {ratio:.0%} | - | {len(top)} | {_rate(top)} | {_versus(top, random)} |")
+                lines.append(
+                    f"| gate-top | {ratio:.0%} | - | {len(top)} | {_rate(top)} | {_versus(top, random)} |"
+                )
             if random:
                 seeds = _seeds(conditions, "random", ratio)
                 spread = [c["success_rate"] for c in seeds]

@@ -54,9 +54,12 @@ def calibration_table(data: Path) -> str:
         result = json.loads(path.read_text())
         calibration = result.get("calibration") or {}
         choice = calibration.get("choice") or {}
-        lines = [_header(path, result), "",
-                 "| level | steps | largest operand | correct / problems | accuracy | 95% Wilson lower bound | chosen |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            _header(path, result),
+            "",
+            "| level | steps | largest operand | correct / problems | accuracy | 95% Wilson lower bound | chosen |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in calibration.get("levels", []):
             bound = (choice.get("wilson_lower") or {}).get(str(row["level"]))
             lines.append(
@@ -68,11 +71,14 @@ def calibration_table(data: Path) -> str:
         if choice:
             lines += ["", f"Target met by the rule: **{choice.get('meets_target')}**."]
         if main:
-            lines += ["", "| main run: problems | analysed | correct | accuracy (all problems) | tokens per response | also in calibration |",
-                      "|---|---|---|---|---|---|",
-                      f"| {main['problems']} | {main['analysed']} | {main['correct']} | {main['accuracy_all_problems']:.3f} "
-                      f"| mean {main['response_tokens']['mean']:.1f} (min {main['response_tokens']['min']}, max {main['response_tokens']['max']}) "
-                      f"| {main['problems_also_in_calibration']} |"]
+            lines += [
+                "",
+                "| main run: problems | analysed | correct | accuracy (all problems) | tokens per response | also in calibration |",
+                "|---|---|---|---|---|---|",
+                f"| {main['problems']} | {main['analysed']} | {main['correct']} | {main['accuracy_all_problems']:.3f} "
+                f"| mean {main['response_tokens']['mean']:.1f} (min {main['response_tokens']['min']}, max {main['response_tokens']['max']}) "
+                f"| {main['problems_also_in_calibration']} |",
+            ]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -88,9 +94,12 @@ def tests_table(data: Path) -> str:
         if not main:
             parts.append(_header(path, result) + "\n\nThe main run did not finish.\n")
             continue
-        lines = [_header(path, result), "",
-                 "| test | effect | observed | shuffled control | effect [95% CI] | p (shuffled) | n | verdict |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            _header(path, result),
+            "",
+            "| test | effect | observed | shuffled control | effect [95% CI] | p (shuffled) | n | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for key, label, effect in TESTS:
             test = main["tests"].get(key)
             if not test or not test.get("n"):
@@ -118,14 +127,16 @@ def findings(data: Path) -> list[dict]:
             test = main["tests"].get(key)
             if not test or not test.get("n"):
                 continue
-            out.append({
-                "finding": f"Preplan-and-anchor rhythm {label}",
-                "paper": "Li et al. 2025, Attention Illuminates LLM Reasoning",
-                "metric": f"{effect}, {model}, arithmetic level {main['level']} (accuracy {main['accuracy_all_problems']:.2f})",
-                "value": round(test["value"], 4),
-                "ci": [round(test["ci"][0], 4), round(test["ci"][1], 4)],
-                "n": test["n"],
-                "verdict": verdict(test),
-                "source": f"docs/results/data/rhythm/{path.parent.name}/results.json",
-            })
+            out.append(
+                {
+                    "finding": f"Preplan-and-anchor rhythm {label}",
+                    "paper": "Li et al. 2025, Attention Illuminates LLM Reasoning",
+                    "metric": f"{effect}, {model}, arithmetic level {main['level']} (accuracy {main['accuracy_all_problems']:.2f})",
+                    "value": round(test["value"], 4),
+                    "ci": [round(test["ci"][0], 4), round(test["ci"][1], 4)],
+                    "n": test["n"],
+                    "verdict": verdict(test),
+                    "source": f"docs/results/data/rhythm/{path.parent.name}/results.json",
+                }
+            )
     return out

@@ -62,8 +62,10 @@ def attend(query, key, value, mask, scaling, causal, gates, sink: int, recent: i
     k, v = _expand(key, group), _expand(value, group)
     positions = torch.arange(num_queries, device=query.device) + (num_keys - num_queries)
     keys = torch.arange(num_keys, device=query.device)
-    visible = keys[None, :] <= positions[:, None] if causal else torch.ones(
-        num_queries, num_keys, dtype=torch.bool, device=query.device
+    visible = (
+        keys[None, :] <= positions[:, None]
+        if causal
+        else torch.ones(num_queries, num_keys, dtype=torch.bool, device=query.device)
     )
     if mask is not None:
         visible = visible[None, None] & _as_bool(mask)

@@ -27,7 +27,9 @@ def _p_greater(observed: float, null: np.ndarray) -> float:
     return float((1 + (null >= observed).sum()) / (1 + null.size))
 
 
-def bootstrap_ratio(numerator, denominator, *, offset: float = 0.0, resamples: int = RESAMPLES, seed: int = 0):
+def bootstrap_ratio(
+    numerator, denominator, *, offset: float = 0.0, resamples: int = RESAMPLES, seed: int = 0
+):
     """95% percentile interval of sum(numerator) / sum(denominator) - offset over responses resampled."""
     numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
     rng = np.random.default_rng(seed)
@@ -73,8 +75,9 @@ def group_consistency(masks: Sequence[np.ndarray], *, shuffles: int = 1000, seed
     }
 
 
-def entropy_test(entropy: Sequence[np.ndarray], peaks: Sequence[np.ndarray], *, shuffles: int = 1000,
-                 seed: int = 0) -> dict:
+def entropy_test(
+    entropy: Sequence[np.ndarray], peaks: Sequence[np.ndarray], *, shuffles: int = 1000, seed: int = 0
+) -> dict:
     """Test (b): the pooled lift (mean at peaks / mean over all - 1), its shuffled control and an interval."""
     result = entropy_lift(entropy, peaks, shuffles=shuffles, seed=seed)
     sums = []
@@ -93,15 +96,24 @@ def entropy_test(entropy: Sequence[np.ndarray], peaks: Sequence[np.ndarray], *, 
         "statistic": "entropy at preplan tokens / mean entropy - 1 (producing distribution)",
         "value": result["lift"],
         "ci": [float(x) for x in np.quantile(lifts, [0.025, 0.975])],
-        "shuffled_mean": result["random_subset_mean"] / result["mean_all"] - 1 if result["mean_all"] else None,
+        "shuffled_mean": result["random_subset_mean"] / result["mean_all"] - 1
+        if result["mean_all"]
+        else None,
         "p_value": result["p_value"],
         "n": result["responses"],
         "detail": result,
     }
 
 
-def coupling_test(fai: Sequence[np.ndarray], delta: Sequence[np.ndarray], *, fraction: float, lag: int,
-                  shuffles: int = 1000, seed: int = 0) -> dict:
+def coupling_test(
+    fai: Sequence[np.ndarray],
+    delta: Sequence[np.ndarray],
+    *,
+    fraction: float,
+    lag: int,
+    shuffles: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Test (c): coupling rate minus its shuffled mean, with the pooled p-value and a bootstrap interval
     over responses (per response: hits and the shuffled expectation of hits)."""
     fai_peaks = [top_fraction(f, fraction) for f in fai]

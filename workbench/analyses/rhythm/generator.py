@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 from workbench.analyses.rhythm.problems import Problem
 
-LEVELS: tuple[tuple[int, int], ...] = ((1, 10), (2, 10), (2, 20), (3, 20), (3, 50), (4, 50), (4, 100), (5, 100))
+LEVELS: tuple[tuple[int, int], ...] = (
+    (1, 10),
+    (2, 10),
+    (2, 20),
+    (3, 20),
+    (3, 50),
+    (4, 50),
+    (4, 100),
+    (5, 100),
+)
 NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Leo")
 ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "coins", "stamps", "cards")
 FRIENDS = ("a friend", "a cousin", "a neighbour", "the teacher", "a classmate")
@@ -51,7 +60,9 @@ def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
             amount += boxes * each
             sentences.append(f"Then {name} buys {boxes} boxes with {each} {items} in each box.")
     sentences.append(f"How many {items} does {name} have now?")
-    return Problem(f"arith-s{level.steps}-m{level.largest}-{index:04d}", " ".join(sentences), f"#### {amount}")
+    return Problem(
+        f"arith-s{level.steps}-m{level.largest}-{index:04d}", " ".join(sentences), f"#### {amount}"
+    )
 
 
 def generate_problems(level: Level | tuple[int, int], count: int, seed: int) -> list[Problem]:
