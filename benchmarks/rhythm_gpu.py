@@ -37,7 +37,7 @@ def parse(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--levels", default=None, help="indices into LEVELS (default: all)")
-    p.add_argument("--calibration", type=int, default=64, help="problems per level for the calibration")
+    p.add_argument("--calibration", type=int, default=128, help="problems per level for the calibration")
     p.add_argument("--calibration-seed", type=int, default=1000)
     p.add_argument("--problems", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -82,7 +82,10 @@ def protocol(args) -> dict:
         "smoke",
     )
     out = {k: getattr(args, k) for k in keys}
-    out["levels"] = {i: {"steps": LEVELS[i][0], "largest_operand": LEVELS[i][1]} for i in level_indices(args)}
+    out["levels"] = {
+        i: {"steps": LEVELS[i][0], "largest_operand": LEVELS[i][1], "operations": LEVELS[i][2]}
+        for i in level_indices(args)
+    }
     out["rule"] = "hardest level whose calibration accuracy has a 95% Wilson lower bound >= target"
     out["command"] = "python3 benchmarks/rhythm_gpu.py " + " ".join(sys.argv[1:])
     return out
@@ -124,6 +127,7 @@ def calibrate(model, args, started, say) -> dict:
                 "level": index,
                 "steps": LEVELS[index][0],
                 "largest_operand": LEVELS[index][1],
+                "operations": LEVELS[index][2],
                 "correct": sum(correct),
                 "total": len(correct),
                 "accuracy": sum(correct) / len(correct),
@@ -223,6 +227,7 @@ def main_run(model, args, level: int, started, say) -> dict:
             "level": level,
             "steps": LEVELS[level][0],
             "largest_operand": LEVELS[level][1],
+            "operations": LEVELS[level][2],
             "problems": len(problems),
             "problems_also_in_calibration": overlap,
             "analysed": len(rhythms),

@@ -209,12 +209,15 @@ def test_batched_analysis_equals_one_at_a_time(tiny):
     responses = generate_batch(tiny, prompts, 30, batch_size=3)
     params = RhythmParams(fai_window=(3, 9))
     batched = analyse_batch(tiny, problems, prompts, responses, layers=(0, 1), params=params, batch_size=3)
-    assert len({int(p.numel() + r.numel()) for p, r in zip(prompts, responses, strict=True)}) > 1  # padding used
+    assert (
+        len({int(p.numel() + r.numel()) for p, r in zip(prompts, responses, strict=True)}) > 1
+    )  # padding used
     for problem, prompt, response, got in zip(problems, prompts, responses, batched, strict=True):
         single = analyse_response(tiny, problem, prompt, response, layers=(0, 1), params=params)
         for name in ("waad", "fai", "delta", "entropy", "entropy_next", "distance"):
-            np.testing.assert_allclose(getattr(got, name), getattr(single, name), rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                getattr(got, name), getattr(single, name), rtol=1e-5, atol=1e-6, err_msg=name
+            )
         assert np.array_equal(got.local, single.local) and np.array_equal(got.global_, single.global_)
         assert np.array_equal(got.top_ids, single.top_ids) and got.text == single.text
         for name in ("is_preplan", "is_anchor", "credit_coupled"):
@@ -224,11 +227,16 @@ def test_batched_analysis_equals_one_at_a_time(tiny):
 def test_generated_problems_are_seeded_and_solvable():
     from workbench.analyses.rhythm.generator import LEVELS, choose_level, generate_problems, wilson_lower
 
-    first = generate_problems(LEVELS[4], 20, seed=3)
-    assert first == generate_problems(LEVELS[4], 20, seed=3) != generate_problems(LEVELS[4], 20, seed=4)
+    first = generate_problems(LEVELS[7], 20, seed=3)
+    assert first == generate_problems(LEVELS[7], 20, seed=3) != generate_problems(LEVELS[7], 20, seed=4)
+    assert any("boxes" in p.question for p in first)
     for problem in first:
         assert problem.answer.startswith("#### ") and int(problem.answer[5:]) >= 0
-        assert problem.question.count("Then") == LEVELS[4][0]
+        assert problem.question.count("Then") == LEVELS[7][0]
+    for problem in generate_problems(LEVELS[0], 20, seed=3):  # add only, operands <= 5
+        assert "gives" not in problem.question and "boxes" not in problem.question
+        numbers = [int(w) for w in problem.question.replace(".", " ").split() if w.isdigit()]
+        assert max(numbers) <= 5 and sum(numbers) == int(problem.answer[5:])
     assert is_correct("so she has 9.\n#### 9", "#### 9")
     assert abs(wilson_lower(30, 100) - 0.2189) < 1e-3 and wilson_lower(0, 0) == 0.0
     chosen = choose_level({0: (40, 48), 1: (30, 48), 2: (20, 48), 3: (5, 48)})

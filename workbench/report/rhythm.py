@@ -57,13 +57,13 @@ def calibration_table(data: Path) -> str:
         lines = [
             _header(path, result),
             "",
-            "| level | steps | largest operand | correct / problems | accuracy | 95% Wilson lower bound | chosen |",
-            "|---|---|---|---|---|---|---|",
+            "| level | steps | largest operand | operations | correct / problems | accuracy | 95% Wilson lower bound | chosen |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in calibration.get("levels", []):
             bound = (choice.get("wilson_lower") or {}).get(str(row["level"]))
             lines.append(
-                f"| {row['level']} | {row['steps']} | {row['largest_operand']} | {row['correct']} / {row['total']} "
+                f"| {row['level']} | {row['steps']} | {row['largest_operand']} | {row.get('operations', '')} | {row['correct']} / {row['total']} "
                 f"| {row['accuracy']:.3f} | {'-' if bound is None else f'{bound:.3f}'} "
                 f"| {'**yes**' if row['level'] == choice.get('level') else ''} |"
             )

@@ -1,9 +1,9 @@
 """Seeded multi-step arithmetic word problems with known answers, by difficulty level.
 
-A level is ``(steps, largest operand)``: a start amount, then ``steps`` changes (buy more, give some
-away, and from operands of 50 up, buy boxes of several items), then the question. Every intermediate
-amount stays >= 0, so the answer is a whole number. The same ``(level, seed, count)`` always gives the
-same problems (``random.Random(seed)``).
+A level is ``(steps, largest operand, operations)``: a start amount, then ``steps`` changes drawn from
+the operations (``add``: gets more, ``sub``: gives some away, ``boxes``: buys boxes of several items),
+then the question. Every intermediate amount stays >= 0, so the answer is a whole number. The same
+``(level, seed, count)`` always gives the same problems.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from dataclasses import dataclass
 
 from workbench.analyses.rhythm.problems import Problem
 
-LEVELS: tuple[tuple[int, int], ...] = (
-    (1, 10),
-    (2, 10),
-    (2, 20),
-    (3, 20),
-    (3, 50),
-    (4, 50),
-    (4, 100),
-    (5, 100),
+# (steps, largest operand, operations), easiest first: "hardest" in ``choose_level`` is the last index
+LEVELS: tuple[tuple[int, int, str], ...] = (
+    (1, 5, "add"),
+    (1, 10, "add"),
+    (1, 10, "add,sub"),
+    (2, 10, "add"),
+    (2, 10, "add,sub"),
+    (2, 20, "add,sub"),
+    (3, 20, "add,sub"),
+    (3, 50, "add,sub,boxes"),
+    (4, 100, "add,sub,boxes"),
 )
+OPERATIONS = ("add", "sub", "boxes")
 NAMES = ("Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Leo")
 ITEMS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "coins", "stamps", "cards")
 FRIENDS = ("a friend", "a cousin", "a neighbour", "the teacher", "a classmate")
@@ -32,10 +35,21 @@ FRIENDS = ("a friend", "a cousin", "a neighbour", "the teacher", "a classmate")
 class Level:
     steps: int
     largest: int
+    operations: str = "add,sub"
 
     def __post_init__(self):
         if self.steps < 1 or self.largest < 2:
             raise ValueError(f"a level needs steps >= 1 and largest operand >= 2, got {self}")
+        if not self.kinds or set(self.kinds) - set(OPERATIONS):
+            raise ValueError(f"operations must be a comma list of {OPERATIONS}, got {self.operations!r}")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k in self.operations.split(",") if k)
+
+    @property
+    def name(self) -> str:
+        return f"s{self.steps}-m{self.largest}-{self.operations.replace(',', '')}"
 
 
 def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
@@ -43,12 +57,11 @@ def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
     amount = rng.randint(2, level.largest)
     sentences = [f"{name} has {amount} {items}."]
     for _ in range(level.steps):
-        kinds = ["add", "sub"] + (["boxes"] if level.largest >= 50 else [])
-        kind = rng.choice(kinds)
+        kind = rng.choice(level.kinds)
         if kind == "sub" and amount < 2:
             kind = "add"
         if kind == "add":
-            value = rng.randint(2, level.largest)
+            value = rng.randint(2, level.largest) if level.largest > 2 else 2
             amount += value
             sentences.append(f"Then {name} gets {value} more {items}.")
         elif kind == "sub":
@@ -60,14 +73,12 @@ def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
             amount += boxes * each
             sentences.append(f"Then {name} buys {boxes} boxes with {each} {items} in each box.")
     sentences.append(f"How many {items} does {name} have now?")
-    return Problem(
-        f"arith-s{level.steps}-m{level.largest}-{index:04d}", " ".join(sentences), f"#### {amount}"
-    )
+    return Problem(f"arith-{level.name}-{index:04d}", " ".join(sentences), f"#### {amount}")
 
 
-def generate_problems(level: Level | tuple[int, int], count: int, seed: int) -> list[Problem]:
+def generate_problems(level: Level | tuple, count: int, seed: int) -> list[Problem]:
     level = level if isinstance(level, Level) else Level(*level)
-    rng = random.Random(f"{seed}-{level.steps}-{level.largest}")
+    rng = random.Random(f"{seed}-{level.name}")
     return [make_problem(level, rng, i) for i in range(count)]
 
 
