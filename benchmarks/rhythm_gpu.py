@@ -42,11 +42,17 @@ def parse(argv=None):
     p.add_argument("--problems", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, default=0.30)
+    p.add_argument(
+        "--prompt",
+        default="worked-examples",
+        choices=("worked-examples", "instruction"),
+        help="the chat message: one worked example + the question, or question + instruction",
+    )
     p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--generate-batch", type=int, default=128)
     p.add_argument("--capture-batch", type=int, default=32)
     p.add_argument("--shuffles", type=int, default=1000)
-    p.add_argument("--continuation", type=int, default=32)
+    p.add_argument("--continuation", type=int, default=16, help="greedy tokens compared in test (d)")
     p.add_argument("--budget-s", type=float, default=480, help="no phase starts that would end after this")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--estimate", action="store_true")
@@ -66,10 +72,11 @@ def level_indices(args) -> list[int]:
 
 
 def protocol(args) -> dict:
-    from workbench.analyses.rhythm.generator import LEVELS
+    from workbench.analyses.rhythm.generator import LEVELS, worked_examples
 
     keys = (
         "model",
+        "prompt",
         "calibration",
         "calibration_seed",
         "problems",
@@ -86,6 +93,8 @@ def protocol(args) -> dict:
         i: {"steps": LEVELS[i][0], "largest_operand": LEVELS[i][1], "operations": LEVELS[i][2]}
         for i in level_indices(args)
     }
+    if args.prompt == "worked-examples":
+        out["worked_examples"] = {i: worked_examples(LEVELS[i]) for i in level_indices(args)}
     out["rule"] = "hardest level whose calibration accuracy has a 95% Wilson lower bound >= target"
     out["command"] = "python3 benchmarks/rhythm_gpu.py " + " ".join(sys.argv[1:])
     return out
@@ -97,11 +106,11 @@ def device_name(args) -> str:
     return "cpu"
 
 
-def _answers(model, problems, args):
+def _answers(model, problems, level, args):
+    from workbench.analyses.rhythm.generator import LEVELS, chat_messages, encode_chat
     from workbench.analyses.rhythm.pipeline import generate_batch
-    from workbench.analyses.rhythm.problems import INSTRUCTION
 
-    prompts = [model.encode(p.prompt(INSTRUCTION), chat=True)[0] for p in problems]
+    prompts = [encode_chat(model, chat_messages(p, LEVELS[level], args.prompt)) for p in problems]
     responses = generate_batch(model, prompts, args.max_new_tokens, batch_size=args.generate_batch)
     return prompts, responses
 
@@ -119,7 +128,7 @@ def calibrate(model, args, started, say) -> dict:
             break
         t0 = time.time()
         problems = generate_problems(LEVELS[index], args.calibration, seed=args.calibration_seed)
-        _, responses = _answers(model, problems, args)
+        _, responses = _answers(model, problems, index, args)
         texts = [model.tokenizer.decode(r.tolist(), skip_special_tokens=True) for r in responses]
         correct = [bool(is_correct(t, p.answer)) for t, p in zip(texts, problems, strict=True)]
         record["levels"].append(
@@ -167,7 +176,7 @@ def main_run(model, args, level: int, started, say) -> dict:
     }
     overlap = sum(p.question in calibration_questions for p in problems)
     t0 = time.time()
-    prompts, responses = _answers(model, problems, args)
+    prompts, responses = _answers(model, problems, level, args)
     generate_s = time.time() - t0
     kept = [i for i, r in enumerate(responses) if r.numel() >= 2]
     t0 = time.time()

@@ -243,3 +243,25 @@ def test_generated_problems_are_seeded_and_solvable():
     assert chosen["level"] == 1 and chosen["meets_target"]  # 20/48 has a Wilson lower bound of 0.288
     fallback = choose_level({0: (10, 48), 1: (12, 48), 2: (3, 48)})
     assert fallback["level"] == 1 and not fallback["meets_target"]
+
+
+def test_worked_examples_are_correct_and_precede_the_question():
+    import re
+
+    from workbench.analyses.rhythm.generator import LEVELS, chat_messages, generate_problems, worked_examples
+
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
+    for level in LEVELS:
+        examples = worked_examples(level)
+        assert len(examples) == 2 and examples == worked_examples(level)
+        for question, solution in examples:
+            for a, op, b, c in re.findall(r"(\d+) ([-+x]) (\d+) = (\d+)", solution):
+                assert ops[op](int(a), int(b)) == int(c), solution
+            assert solution.count(" = ") >= level[0]
+            assert is_correct(solution, "#### " + solution.rsplit("#### ", 1)[1])
+        problem = generate_problems(level, 1, seed=0)[0]
+        turns = chat_messages(problem, level)
+        assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+        assert turns[-1]["content"].startswith(problem.question)
+        assert problem.question not in {q for q, _ in examples}
+    assert chat_messages(problem, LEVELS[0], "instruction") == [{"role": "user", "content": problem.prompt()}]

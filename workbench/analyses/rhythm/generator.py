@@ -53,33 +53,57 @@ class Level:
 
 
 def make_problem(level: Level, rng: random.Random, index: int) -> Problem:
+    return _make(level, rng, index)[0]
+
+
+def _make(level: Level, rng: random.Random, index: int) -> tuple[Problem, str]:
+    """A problem and its worked solution (one sentence per step, then ``#### answer``)."""
     name, items = rng.choice(NAMES), rng.choice(ITEMS)
     amount = rng.randint(2, level.largest)
     sentences = [f"{name} has {amount} {items}."]
+    solution = [f"{name} starts with {amount} {items}."]
     for _ in range(level.steps):
         kind = rng.choice(level.kinds)
         if kind == "sub" and amount < 2:
             kind = "add"
+        before = amount
         if kind == "add":
             value = rng.randint(2, level.largest) if level.largest > 2 else 2
             amount += value
             sentences.append(f"Then {name} gets {value} more {items}.")
+            solution.append(f"{name} gets {value} more, so {name} has {before} + {value} = {amount} {items}.")
         elif kind == "sub":
             value = rng.randint(1, min(amount, level.largest))
             amount -= value
             sentences.append(f"Then {name} gives {value} {items} to {rng.choice(FRIENDS)}.")
+            solution.append(
+                f"{name} gives {value} away, so {name} has {before} - {value} = {amount} {items}."
+            )
         else:
             boxes, each = rng.randint(2, 5), rng.randint(2, max(2, level.largest // 5))
             amount += boxes * each
             sentences.append(f"Then {name} buys {boxes} boxes with {each} {items} in each box.")
+            solution.append(
+                f"{name} buys {boxes} x {each} = {boxes * each} {items}, so {name} has "
+                f"{before} + {boxes * each} = {amount} {items}."
+            )
     sentences.append(f"How many {items} does {name} have now?")
-    return Problem(f"arith-{level.name}-{index:04d}", " ".join(sentences), f"#### {amount}")
+    problem = Problem(f"arith-{level.name}-{index:04d}", " ".join(sentences), f"#### {amount}")
+    return problem, " ".join(solution) + f"\n#### {amount}"
 
 
 def generate_problems(level: Level | tuple, count: int, seed: int) -> list[Problem]:
     level = level if isinstance(level, Level) else Level(*level)
     rng = random.Random(f"{seed}-{level.name}")
     return [make_problem(level, rng, i) for i in range(count)]
+
+
+def worked_examples(level: Level | tuple, count: int = 2) -> list[tuple[str, str]]:
+    """``count`` (question, worked solution) pairs of ``level`` from their own seed ("examples"), which no
+    calibration or main-run seed (integers) can give."""
+    level = level if isinstance(level, Level) else Level(*level)
+    rng = random.Random(f"examples-{level.name}")
+    return [(p.question, solution) for p, solution in (_make(level, rng, i) for i in range(count))]
 
 
 def wilson_lower(successes: int, total: int, z: float = 1.959964) -> float:
@@ -103,3 +127,34 @@ def choose_level(accuracy: dict[int, tuple[int, int]], target: float = 0.30) -> 
     else:
         chosen, meets = max(accuracy, key=lambda i: (accuracy[i][0] / max(1, accuracy[i][1]), -i)), False
     return {"level": chosen, "meets_target": meets, "target": target, "wilson_lower": bounds}
+
+
+# The prompt: two worked examples of the same level as earlier chat turns (two-shot), then the question.
+# With the bare instruction SmolLM2-135M double-counts even one-step problems (a CPU probe of 8 problems:
+# 1/8 correct at one addition of operands <= 5, 3/8 at one step <= 10, 0/8 from two steps on); with one
+# fixed example mixing + and - it still confused the operations (2/8 at one step <= 10).
+PROMPT_STYLES = ("worked-examples", "instruction")
+
+
+def chat_messages(problem: Problem, level: Level | tuple, style: str = "worked-examples") -> list[dict]:
+    """The chat turns for ``problem``: two worked examples of ``level`` then the question (each user turn
+    is question + the rhythm job's instruction), or the rhythm job's single plain turn."""
+    if style == "instruction":
+        return [{"role": "user", "content": problem.prompt()}]
+    if style != "worked-examples":
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
+    turns = []
+    for question, solution in worked_examples(level):
+        turns += [
+            {"role": "user", "content": Problem("example", question).prompt()},
+            {"role": "assistant", "content": solution},
+        ]
+    return turns + [{"role": "user", "content": problem.prompt()}]
+
+
+def encode_chat(model, messages: list[dict]):
+    """Token ids (T,) of chat turns with the generation prompt (the model's chat template)."""
+    text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = model.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    model.check_length(int(ids.numel()))
+    return ids
