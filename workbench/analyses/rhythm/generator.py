@@ -153,8 +153,12 @@ def chat_messages(problem: Problem, level: Level | tuple, style: str = "worked-e
 
 
 def encode_chat(model, messages: list[dict]):
-    """Token ids (T,) of chat turns with the generation prompt (the model's chat template)."""
-    text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """Token ids (T,) of chat turns with the generation prompt: the model's chat template, or for a model
+    without one (the tiny test models) the turns as ``role: content`` lines ending in ``assistant:``."""
+    if model.has_chat_template:
+        text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
     ids = model.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
     model.check_length(int(ids.numel()))
     return ids
