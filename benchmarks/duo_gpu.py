@@ -235,6 +235,7 @@ def run_worker(args, job: dict) -> None:
             progress=False,
             max_seconds=max(1.0, train_deadline - time.time()),
             on_window=on_window,
+            fit_schedule=True,
         )
         state["train"] = {
             "params": gates.attrs["params"],

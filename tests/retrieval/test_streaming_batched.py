@@ -159,3 +159,24 @@ def test_batched_niah_decoding_equals_one_at_a_time(tiny):
             tiny, prompt.ids, max_new_tokens=6, interventions=edits, spec=None
         )
         assert row.response == single.text.strip() and row.new_tokens == len(single.new_ids)
+
+
+def test_the_schedule_fits_the_time_budget(tiny):
+    from workbench.analyses.retrieval.streaming import train_gates
+
+    gates = train_gates(
+        tiny,
+        None,
+        length=300,
+        steps=10_000,
+        sink=4,
+        recent=16,
+        passkeys=1,
+        words=4,
+        progress=False,
+        max_seconds=20.0,
+        fit_schedule=True,
+    )
+    params = gates.attrs["params"]
+    assert 16 <= params["schedule_steps"] < 10_000
+    assert params["stopped"] in ("steps", "time") and params["steps_done"] <= params["schedule_steps"]

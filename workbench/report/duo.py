@@ -83,7 +83,7 @@ def training_table(data: Path) -> str:
         lines += [
             "| steps done / schedule | stopped by | samples per step | lengths | last plateau check: loss change, max gate change | seconds |",
             "|---|---|---|---|---|---|",
-            f"| {params['steps_done']} / {params['steps']} | **{params['stopped']}** | {params['batch']} "
+            f"| {params['steps_done']} / {params.get('schedule_steps', params['steps'])} | **{params['stopped']}** | {params['batch']} "
             f"| {params['length']} | "
             + (
                 f"{last['relative_change']:.4f} (< {params['plateau']['tolerance']}?), "

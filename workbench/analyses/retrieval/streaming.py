@@ -152,6 +152,7 @@ def train_gates(
     progress: bool = True,
     max_seconds: float | None = None,
     on_window=None,
+    fit_schedule: bool = False,
 ) -> pd.DataFrame:
     """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs.
 
@@ -161,6 +162,9 @@ def train_gates(
     converged; the schedule stays the one for ``steps``. ``max_seconds`` stops it early too. What stopped
     it is ``attrs["params"]["stopped"]`` (``plateau``, ``steps`` or ``time``), the checks are
     ``attrs["plateau_checks"]``, and ``on_window(table)`` sees the gates after every plateau window.
+    ``fit_schedule`` (with ``max_seconds``): after step 15 the schedule's length becomes the smaller of
+    ``steps`` and the steps that fit in ``max_seconds`` at the pace of steps 5-15 (so its decay phase
+    runs inside the time); ``attrs["params"]["schedule_steps"]`` records it.
     """
     from tqdm.auto import tqdm
 
@@ -171,18 +175,27 @@ def train_gates(
     ids_pool = _haystack_ids(model, haystack)
     alpha = torch.nn.Parameter(torch.ones(shape.num_layers, shape.num_kv_heads, device=model.device))  # on the model: no copy per head
     optimiser = torch.optim.AdamW([alpha], lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, steps))
+    total = [steps]  # the schedule's length; fit_schedule may shorten it once
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, total[0]))
     frozen = [p.requires_grad for p in model.hf.parameters()]
     for p in model.hf.parameters():
         p.requires_grad_(False)
     history, checks, stopped = [], [], "steps"
     window_start = alpha.detach().clamp(0, 1).cpu().numpy().copy()
-    warmup = int(0.2 * steps)
+    paced = None
     try:
         for step in tqdm(range(steps), desc="gates", disable=not progress, leave=False):
+            if step >= total[0]:
+                break
             if max_seconds is not None and step and time.monotonic() - started > max_seconds:
                 stopped = "time"
                 break
+            if fit_schedule and max_seconds is not None:
+                if step == 5:
+                    paced = time.monotonic()
+                elif step == 15:
+                    pace = (time.monotonic() - paced) / 10
+                    total[0] = max(16, min(steps, int((max_seconds - (time.monotonic() - started)) / pace) + 15))
             ids, labels = _passkey_batch(model, ids_pool, length, rng, batch, passkeys, words)
             ids, labels = ids.to(model.device), labels.to(model.device)
             with torch.no_grad():
@@ -204,7 +217,7 @@ def train_gates(
                             "l1": regular.item(), "seconds": round(time.monotonic() - started, 3)})
             if plateau is not None and (step + 1) % plateau.window == 0:
                 now = alpha.detach().clamp(0, 1).cpu().numpy().copy()
-                if step + 1 >= max(2 * plateau.window, warmup):
+                if step + 1 >= max(2 * plateau.window, int(0.2 * total[0])):
                     checks.append(plateau.check([h["loss"] for h in history], window_start, now))
                 if on_window is not None:
                     on_window(_gate_table(now, shape))
@@ -215,12 +228,17 @@ def train_gates(
     finally:
         for p, flag in zip(model.hf.parameters(), frozen, strict=True):
             p.requires_grad_(flag)
+    final = alpha.detach().clamp(0, 1).cpu().numpy()
+    if plateau is not None and stopped != "plateau" and len(history) >= 2 * plateau.window:
+        if not checks or checks[-1]["step"] != len(history):  # where the run ended, off the window grid
+            checks.append(plateau.check([h["loss"] for h in history], window_start, final))
+            checks[-1]["at_end"] = True
     table = _gate_table(alpha.detach().clamp(0, 1).cpu().numpy(), shape)
     table.attrs["history"] = history
     table.attrs["plateau_checks"] = checks
     table.attrs["params"] = {"length": length if isinstance(length, int) else list(length), "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
                              "passkeys": passkeys, "words": words, "seed": seed, "batch": batch, "steps_done": len(history),
-                             "stopped": stopped, "plateau": None if plateau is None else vars(plateau)}
+                             "schedule_steps": total[0], "stopped": stopped, "plateau": None if plateau is None else vars(plateau)}
     return table
 
 
