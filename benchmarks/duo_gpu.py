@@ -7,10 +7,17 @@ Two worker processes share the GPU (a 135M model leaves it mostly idle):
 
 * ``train``: 90 KV-head gates, the mix batched per layer (two SDPA calls, workbench/seam/streaming.py),
   ``--batch`` passkey samples of one length per step (length drawn from ``--train-lengths``), AdamW lr
-  0.02, L1 0.05, the repo's warm-up/decay schedule over ``--steps``. It stops at the ``Plateau`` rule
-  (``--plateau-window``, ``--tolerance``, ``--gate-tolerance``; fixed before any run), at ``--steps`` or
-  at its share of the budget, whichever comes first, and records which. Then it runs the gate-top
-  conditions of the deployment check.
+  0.02, L1 0.05, the repo's warm-up/decay schedule over ``--steps``, shortened at step 15 to the steps
+  that fit in its share of the budget (``--train-share``) at the pace of steps 5-15. It stops at the
+  ``Plateau`` rule (``--plateau-window``, ``--tolerance``, ``--gate-tolerance``; fixed before any run),
+  at the end of the schedule or at its time, whichever comes first, and records which. Then it runs the
+  gate-top conditions of the deployment check.
+
+Time (an estimate, not measured on a GPU): a step is about 3.9 TFLOP of dense work (``--estimate``:
+4 x 106M parameters x 2 FLOP x 4,608 tokens) plus fp32 attention; at an effective 20-40 TFLOP/s about
+0.1-0.3 s, so 1000 steps take 2-5 minutes and the schedule is cut only on a slower card. The controls
+(22 conditions x 144 prompts, 48 decoded together, at most 32 steps each) take 1-2 minutes beside it.
+Wall time of a call: 5-8 minutes, at most ``--budget-s`` (500) plus loading and merging.
 * ``controls``: the conditions that need no gates: full attention, random full/streaming splits at each
   ratio (``--seeds``), every head streaming.
 
