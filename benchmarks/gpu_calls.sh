@@ -6,8 +6,9 @@
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
+#   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|calibration}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -50,5 +51,12 @@ lofit)
     bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    exit 0 ;;
+calibration)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    bash benchmarks/calibration_gpu.sh /tmp/calibration > /dev/null 2>&1; echo "calibration exit $?"
+    tail -n 40 /tmp/calibration/calibration.log
+    tar czf "$OUT/calibration.tgz" -C /tmp calibration
     exit 0 ;;
 esac
