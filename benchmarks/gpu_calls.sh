@@ -7,8 +7,9 @@
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
 #   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
+#   retrieval-random  the random-K masking control drawn both ways, 128 held-out NIAH runs (benchmarks/retrieval_gpu.py)
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|calibration}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|calibration|retrieval-random}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -58,5 +59,22 @@ calibration)
     bash benchmarks/calibration_gpu.sh /tmp/calibration > /dev/null 2>&1; echo "calibration exit $?"
     tail -n 40 /tmp/calibration/calibration.log
     tar czf "$OUT/calibration.tgz" -C /tmp calibration
+    exit 0 ;;
+retrieval-random)  # one process for the fixed sets (batched), one per fresh draw (DRAWS, default 5), side by side
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    out=/tmp/retrieval-random; mkdir -p $out
+    essays=$WORKBENCH_DATA/niah/essays
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    date; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+    timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fixed --haystack "$essays" --out $out \
+        > $out/random-fixed.log 2>&1 &
+    for draw in $(seq 0 $((${DRAWS:-5} - 1))); do
+        timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fresh --draw $draw --haystack "$essays" \
+            --out $out > $out/random-fresh-d$draw.log 2>&1 &
+    done
+    wait; date
+    for f in $out/*.log; do echo "== $f"; grep -v "Warning\|forward_call" "$f" | tail -4; done
+    tar czf "$OUT/retrieval-random.tgz" -C /tmp retrieval-random
     exit 0 ;;
 esac

@@ -61,6 +61,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "retrieval-heads": lambda: retrieval.heads_table(data),
         "retrieval-gpu-masks": lambda: retrieval.masks_table(data),
         "retrieval-gpu-detect4k": lambda: retrieval.detect4k_table(data),
+        "retrieval-random-draws": lambda: retrieval.random_draws_table(data),
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
         "calibration-gpu": lambda: calibration.table(data),
