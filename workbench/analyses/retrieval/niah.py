@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.analyses.batching import GENERATE_BATCH
 from workbench.analyses.retrieval.haystack import (
     Haystack,
     Needle,
@@ -28,7 +29,7 @@ from workbench.runners.hf import Generation, InputError, cache_of, with_cache
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
-BATCH_SIZE = 16  # NIAH runs of one token length generated together (evaluation runs; detection goes one at a time)
+BATCH_SIZE = GENERATE_BATCH  # evaluation runs of one token length generated together; detection goes one at a time
 DEFAULT_LENGTHS = (500, 1000)
 DEFAULT_DEPTHS = (0, 50, 100)
 ARGMAX_SPEC = CaptureSpec(statistics=("argmax",))
