@@ -244,9 +244,11 @@ def run_worker(args, job: dict) -> None:
     plan = [("selected", groups, None)]
     plan += [("random", random_groups(groups, pool, seed), seed) for seed in job["seeds"]] if groups else []
     plan.append(("all", None, None))
+    complete = True
     for condition, chosen, seed in plan:
         if time.time() + longest > deadline:
             say(f"budget reached: {condition} and later conditions not started")
+            complete = False
             break
         extra = None
         if condition == "all":
@@ -257,9 +259,9 @@ def run_worker(args, job: dict) -> None:
                 best = max(ALL_GAMMAS, key=lambda g: (tried[g], -abs(g - 1)))
                 chosen, extra = [(best, pool)], {"tune_scores": {f"{g:g}": v for g, v in tried.items()}}
         longest = max(longest, evaluate(condition, chosen, seed, extra))
-    state["done"] = True
+    state["done"] = complete
     save()
-    say("done")
+    say("done" if complete else "stopped at the budget")
 
 
 # --- estimate -------------------------------------------------------------------------------------
