@@ -177,10 +177,12 @@ def random_fresh(args) -> None:
     lengths, depths = ints(args.lengths), ints(args.depths)
     out = out_dir(args) / f"random-fresh-d{args.draw}.json"
     started = time.time()
-    expected = len(lengths) * len(depths) * 8
+    from workbench.analyses.retrieval.niah import resolve_inputs
+
+    expected = len(lengths) * len(depths) * len(resolve_inputs(args.haystack, None, "heldout")[1])
 
     def save(rows):
-        if len(rows) % 8 == 0 or len(rows) == expected:
+        if len(rows) % 4 == 0 or len(rows) == expected:  # every few runs: a timeout loses at most 3
             write_json(out, {"runs": rows, "lengths": lengths, "depths": depths, "mode": args.mode, "scope": "decode",
                              "max_new_tokens": 32, "draw": args.draw, "exclude_top": 100, "k": args.k,
                              "runs_expected": expected, "seconds": round(time.time() - started, 1)})
