@@ -214,7 +214,7 @@ def main(argv=None) -> None:
     two.add_argument("--eval-lengths", default="600")
     two.add_argument("--lrm-length", type=int, default=2048)
     three = sub.add_parser("random-fixed")
-    three.add_argument("--seeds", type=int, default=5)
+    three.add_argument("--seeds", type=int, default=10, help="fixed sets per exclusion (seeds 0-4 are §6.1's sets)")
     three.add_argument("--batch", type=int, default=64, help="runs of one length generated together")
     four = sub.add_parser("random-fresh")
     four.add_argument("--draw", type=int, required=True)
