@@ -63,10 +63,14 @@ def parse(argv=None):
     p.add_argument("--clutrr-tune", type=int, default=300, help="tuning items sampled from CLUTRR val.json")
     p.add_argument("--act-candidates", default="layer", help="head, layer, block (calibrate_act kind)")
     p.add_argument("--zt-candidates", default="head_index", help="head, layer, head_index")
-    p.add_argument("--batch", type=int, default=None, help="sequences per forward (default: the task scorer's)")
+    p.add_argument(
+        "--batch", type=int, default=None, help="sequences per forward (default: the task scorer's)"
+    )
     p.add_argument("--limit", type=int, default=None, help="items per split (smoke only)")
     p.add_argument("--workers", type=int, default=5, help="parallel jobs on the GPU")
-    p.add_argument("--budget-s", type=float, default=480, help="no test condition starts that would end after this")
+    p.add_argument(
+        "--budget-s", type=float, default=480, help="no test condition starts that would end after this"
+    )
     p.add_argument("--no-tf32", action="store_true", help="strict fp32 matmuls on the GPU (slower)")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny-gqa, 6 items per split, 1 seed")
     p.add_argument("--estimate", action="store_true", help="only count the tokens of a full run")
@@ -198,8 +202,15 @@ def run_worker(args, job: dict) -> None:
     split = splits(args, task)[fold]
     tune, test = split["tune"], split["test"]
     batch = {"batch_size": args.batch} if args.batch else {}
-    common = {"task": task, "fold": fold, "method": method, "model": args.model, "n_tune": len(tune), "n_test": len(test),
-              "mode": resolve_mode(model, test)}
+    common = {
+        "task": task,
+        "fold": fold,
+        "method": method,
+        "model": args.model,
+        "n_tune": len(tune),
+        "n_test": len(test),
+        "mode": resolve_mode(model, test),
+    }
 
     def evaluate(condition: str, groups, seed=None, extra=None):
         t0 = time.time()
@@ -207,13 +218,23 @@ def run_worker(args, job: dict) -> None:
         scores = score_task(model, test, interventions, **batch)
         correct = scores.correct.tolist()
         heads = [[setting, [list(h) for h in hs]] for setting, hs in groups]
-        state["units"].append({
-            **common, "condition": condition, "seed": seed, "n_heads": sum(len(h) for _, h in groups),
-            "groups": heads, "accuracy": sum(correct) / len(correct), "seconds": round(time.time() - t0, 2),
-            "items": {"id": [i.id for i in test.items], "correct": correct}, **(extra or {}),
-        })
+        state["units"].append(
+            {
+                **common,
+                "condition": condition,
+                "seed": seed,
+                "n_heads": sum(len(h) for _, h in groups),
+                "groups": heads,
+                "accuracy": sum(correct) / len(correct),
+                "seconds": round(time.time() - t0, 2),
+                "items": {"id": [i.id for i in test.items], "correct": correct},
+                **(extra or {}),
+            }
+        )
         save()
-        say(f"{condition}{'' if seed is None else f' seed {seed}'}: accuracy {scores.accuracy:.3f} ({time.time() - t0:.1f}s)")
+        say(
+            f"{condition}{'' if seed is None else f' seed {seed}'}: accuracy {scores.accuracy:.3f} ({time.time() - t0:.1f}s)"
+        )
         return time.time() - t0
 
     params: dict = {"threshold": 0.1, "beta": 0.4}
@@ -227,18 +248,30 @@ def run_worker(args, job: dict) -> None:
     groups = _groups(cal)
     # the search scores are accuracy + 1e-4 * margin; the tuning accuracies themselves, for the report
     tune_base = score_task(model, tune, [], **batch).accuracy
-    tune_selected = score_task(model, tune, build(method, groups, params), **batch).accuracy if groups else tune_base
+    tune_selected = (
+        score_task(model, tune, build(method, groups, params), **batch).accuracy if groups else tune_base
+    )
     state["search"] = {
-        **common, "params": cal["params"], "seconds": round(time.time() - t0, 2),
-        "evaluations": cal["search"]["evaluations"], "tune_baseline": tune_base, "tune_selected": tune_selected,
-        "objective": {"baseline": cal["calibration"]["baseline"], "selected": cal["calibration"]["calibrated"]},
+        **common,
+        "params": cal["params"],
+        "seconds": round(time.time() - t0, 2),
+        "evaluations": cal["search"]["evaluations"],
+        "tune_baseline": tune_base,
+        "tune_selected": tune_selected,
+        "objective": {
+            "baseline": cal["calibration"]["baseline"],
+            "selected": cal["calibration"]["calibrated"],
+        },
         "profile": cal["search"]["profile"],
-        "greedy": cal["search"]["greedy"], "selected": [[s, [list(h) for h in hs]] for s, hs in groups],
+        "greedy": cal["search"]["greedy"],
+        "selected": [[s, [list(h) for h in hs]] for s, hs in groups],
         "extra": {k: v for k, v in cal["search"].items() if k not in ("profile", "greedy", "evaluations")},
     }
     save()
-    say(f"search: {cal['search']['evaluations']} evaluations, tuning accuracy {tune_base:.3f} -> {tune_selected:.3f}, "
-        f"{sum(len(h) for _, h in groups)} heads ({time.time() - t0:.1f}s)")
+    say(
+        f"search: {cal['search']['evaluations']} evaluations, tuning accuracy {tune_base:.3f} -> {tune_selected:.3f}, "
+        f"{sum(len(h) for _, h in groups)} heads ({time.time() - t0:.1f}s)"
+    )
 
     pool = _candidate_heads(model, method, args)
     plan = [("selected", groups, None)]
@@ -255,7 +288,10 @@ def run_worker(args, job: dict) -> None:
             if method == "act":
                 chosen = [(None, pool)]
             else:  # every head at the gamma that scores best on the tuning items
-                tried = {g: objective(score_task(model, tune, build(method, [(g, pool)], params), **batch)) for g in ALL_GAMMAS}
+                tried = {
+                    g: objective(score_task(model, tune, build(method, [(g, pool)], params), **batch))
+                    for g in ALL_GAMMAS
+                }
                 best = max(ALL_GAMMAS, key=lambda g: (tried[g], -abs(g - 1)))
                 chosen, extra = [(best, pool)], {"tune_scores": {f"{g:g}": v for g, v in tried.items()}}
         longest = max(longest, evaluate(condition, chosen, seed, extra))
@@ -287,14 +323,27 @@ def estimate(args, model) -> dict:
                 tokens = 0
                 for item in t.items:
                     prompt = len(_prompt_ids(model, t, item.prompt))
-                    tokens += prompt if mode == "label" else sum(prompt + len(_option_ids(model, o)) for o in item.options)
+                    tokens += (
+                        prompt
+                        if mode == "label"
+                        else sum(prompt + len(_option_ids(model, o)) for o in item.options)
+                    )
                 counts[part] = tokens
             for method in args.methods.split(","):
                 job = evals[method] * counts["tune"] + (3 + seeds) * counts["test"]
-                rows.append({"task": task, "fold": fold, "method": method, "tune_items": len(split["tune"]),
-                             "test_items": len(split["test"]), "tune_tokens_per_eval": counts["tune"],
-                             "test_tokens_per_eval": counts["test"], "tuning_evaluations": evals[method],
-                             "tokens": job})
+                rows.append(
+                    {
+                        "task": task,
+                        "fold": fold,
+                        "method": method,
+                        "tune_items": len(split["tune"]),
+                        "test_items": len(split["test"]),
+                        "tune_tokens_per_eval": counts["tune"],
+                        "test_tokens_per_eval": counts["test"],
+                        "tuning_evaluations": evals[method],
+                        "tokens": job,
+                    }
+                )
                 total += job
     return {"jobs": rows, "tokens": total, "tflop_forward": round(2 * 106e6 * total / 1e12, 1)}
 
@@ -309,18 +358,36 @@ def plan_jobs(args, started: float) -> tuple[list[dict], int]:
     for task in args.tasks.split(","):
         for fold in range(TASK_FOLDS[task]):
             for method in args.methods.split(","):
-                jobs.append({"task": task, "fold": fold, "method": method, "seeds": seeds,
-                             "deadline": started + args.budget_s})
+                jobs.append(
+                    {
+                        "task": task,
+                        "fold": fold,
+                        "method": method,
+                        "seeds": seeds,
+                        "deadline": started + args.budget_s,
+                    }
+                )
     return jobs, len(jobs)
 
 
 def protocol(args) -> dict:
     return {
-        "tasks": args.tasks, "methods": args.methods, "model": args.model, "seeds": args.seeds,
-        "clutrr_tune": args.clutrr_tune, "act_candidates": args.act_candidates, "zt_candidates": args.zt_candidates,
-        "all_gammas": list(ALL_GAMMAS), "limit": args.limit, "split_seed": SPLIT_SEED,
-        "random_seed_base": RANDOM_SEED_BASE, "smoke": args.smoke, "tf32": not args.no_tf32, "batch": args.batch,
-        "command": "python3 benchmarks/calibration_gpu.py " + " ".join(a for a in sys.argv[1:] if not a.startswith("{")),
+        "tasks": args.tasks,
+        "methods": args.methods,
+        "model": args.model,
+        "seeds": args.seeds,
+        "clutrr_tune": args.clutrr_tune,
+        "act_candidates": args.act_candidates,
+        "zt_candidates": args.zt_candidates,
+        "all_gammas": list(ALL_GAMMAS),
+        "limit": args.limit,
+        "split_seed": SPLIT_SEED,
+        "random_seed_base": RANDOM_SEED_BASE,
+        "smoke": args.smoke,
+        "tf32": not args.no_tf32,
+        "batch": args.batch,
+        "command": "python3 benchmarks/calibration_gpu.py "
+        + " ".join(a for a in sys.argv[1:] if not a.startswith("{")),
     }
 
 
@@ -338,7 +405,9 @@ def merge(args, started: float | None = None, expected: int | None = None) -> di
         done += bool(state.get("done"))
         if state.get("search"):
             searches.append(state["search"])
-    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    previous = (
+        json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    )
     result = {
         "protocol": previous.get("protocol") or protocol(args),
         "device": previous.get("device") or device_name(args),
@@ -375,7 +444,9 @@ def main(argv=None) -> int:
         stale.unlink()
     (args.out / "results.json").unlink(missing_ok=True)
     merge(args, started, expected)
-    print(f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True)
+    print(
+        f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True
+    )
     pending, running = list(jobs), []
     forwarded = list(argv if argv is not None else sys.argv[1:])
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -389,13 +460,18 @@ def main(argv=None) -> int:
             if entry[1].poll() is not None:
                 running.remove(entry)
                 if entry[1].returncode:
-                    print(f"worker {entry[0]['task']}-fold{entry[0]['fold']}-{entry[0]['method']} exited with "
-                          f"{entry[1].returncode}", flush=True)
+                    print(
+                        f"worker {entry[0]['task']}-fold{entry[0]['fold']}-{entry[0]['method']} exited with "
+                        f"{entry[1].returncode}",
+                        flush=True,
+                    )
         merge(args, started, expected)
     result = merge(args, started, expected)
-    print(f"done in {time.time() - started:.0f}s: {result['jobs_done']} of {expected} jobs complete, "
-          f"{len(result['units'])} units in {args.out}/results.json",
-          flush=True)
+    print(
+        f"done in {time.time() - started:.0f}s: {result['jobs_done']} of {expected} jobs complete, "
+        f"{len(result['units'])} units in {args.out}/results.json",
+        flush=True,
+    )
     return 0
 
 

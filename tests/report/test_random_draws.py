@@ -26,11 +26,18 @@ def _write(tmp_path, fresh_success):
     runs = [_run(k, 1, condition="none", k=0, seed=None, exclude_top=None) for k in RUNS]
     runs += [_run(k, 0, condition="top-10", k=10, seed=None, exclude_top=None) for k in RUNS]
     for seed in (0, 1):
-        runs += [_run(k, int(i % 4 == 0), condition="random-10", k=10, seed=seed, exclude_top=50) for i, k in enumerate(RUNS)]
-    (folder / "random-fixed.json").write_text(json.dumps({"runs": runs, "lengths": [600, 900], "depths": [10, 20, 30, 40],
-                                                          "mode": "uniform"}))
+        runs += [
+            _run(k, int(i % 4 == 0), condition="random-10", k=10, seed=seed, exclude_top=50)
+            for i, k in enumerate(RUNS)
+        ]
+    (folder / "random-fixed.json").write_text(
+        json.dumps({"runs": runs, "lengths": [600, 900], "depths": [10, 20, 30, 40], "mode": "uniform"})
+    )
     for draw, successes in enumerate(fresh_success):
-        part = [_run(k, s, condition="fresh-random-10", draw=draw, run=i) for i, (k, s) in enumerate(zip(RUNS, successes))]
+        part = [
+            _run(k, s, condition="fresh-random-10", draw=draw, run=i)
+            for i, (k, s) in enumerate(zip(RUNS, successes, strict=True))
+        ]
         (folder / f"random-fresh-d{draw}.json").write_text(json.dumps({"runs": part}))
     return tmp_path
 
@@ -41,7 +48,10 @@ def test_both_draws_are_reported_with_their_intervals(tmp_path):
     assert "| no mask | - | 8 | 1.000 | - | - |" in table
     assert "| top-10 retrieval heads | - | 8 | 0.000 | 1.000 [1.000, 1.000] | - |" in table
     assert "| one fixed set per seed, outside the top 50 (project) | 2 seeds | 8 | 0.250 | 0.750 [" in table
-    assert "| a fresh set per run, outside the top 100 (reference repository) | 2 per run | 8 | 0.938 | 0.062 [" in table
+    assert (
+        "| a fresh set per run, outside the top 100 (reference repository) | 2 per run | 8 | 0.938 | 0.062 ["
+        in table
+    )
     found = {e["finding"]: e for e in retrieval.random_draw_findings(data)}
     fixed = next(e for name, e in found.items() if "fixed set" in name)
     fresh = next(e for name, e in found.items() if "fresh set" in name)
@@ -68,11 +78,27 @@ def test_fresh_draws_differ_per_run_and_avoid_the_top(tiny):
     from workbench.analyses.retrieval.haystack import Needle
     from workbench.analyses.retrieval.masking import fresh_random_runs
 
-    heads = pd.DataFrame([{"layer": layer, "head": head, "score": float(8 - 4 * layer - head)}
-                          for layer in range(2) for head in range(4)])
+    heads = pd.DataFrame(
+        [
+            {"layer": layer, "head": head, "score": float(8 - 4 * layer - head)}
+            for layer in range(2)
+            for head in range(4)
+        ]
+    )
     needles = [Needle("The code is blue 42.", "What is the code?", "blue 42")]
-    runs = fresh_random_runs(tiny, heads, "synthetic", needles, lengths=(160,), depths=(10, 50, 90), k=2,
-                             draws=(0, 1), exclude_top=3, max_new_tokens=3, progress=False)
+    runs = fresh_random_runs(
+        tiny,
+        heads,
+        "synthetic",
+        needles,
+        lengths=(160,),
+        depths=(10, 50, 90),
+        k=2,
+        draws=(0, 1),
+        exclude_top=3,
+        max_new_tokens=3,
+        progress=False,
+    )
     assert len(runs) == 6 and sorted(set(runs.draw)) == [0, 1]
     sets = runs.heads.tolist()
     assert len(set(sets)) > 1  # not one set for the whole grid

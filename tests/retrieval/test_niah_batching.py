@@ -6,10 +6,17 @@ import torch
 
 import workbench as wb
 from workbench.analyses.retrieval.haystack import Needle, PromptBuilder, read_haystack
-from workbench.analyses.retrieval.niah import generate_with_decode_capture, greedy_answers, grid_prompts, run_prompts
+from workbench.analyses.retrieval.niah import (
+    generate_with_decode_capture,
+    greedy_answers,
+    grid_prompts,
+    run_prompts,
+)
 
-NEEDLES = [Needle("The code is blue 42.", "What is the code?", "blue 42"),
-           Needle("The boat is called Marigold.", "What is the boat called?", "Marigold")]
+NEEDLES = [
+    Needle("The code is blue 42.", "What is the code?", "blue 42"),
+    Needle("The boat is called Marigold.", "What is the boat called?", "Marigold"),
+]
 
 
 def _prompts(model):
@@ -23,18 +30,28 @@ def test_batched_answers_equal_one_at_a_time(tiny):
     assert len(set(lengths)) < len(lengths)  # some cells share a length, so some batches hold several runs
     mask = wb.mask_heads([(1, 0), (0, 2)], mode="uniform", scope="decode")
     for interventions in ([], mask):
-        single = [generate_with_decode_capture(tiny, p.ids, max_new_tokens=7, interventions=interventions, spec=None)
-                  for p in prompts]
+        single = [
+            generate_with_decode_capture(
+                tiny, p.ids, max_new_tokens=7, interventions=interventions, spec=None
+            )
+            for p in prompts
+        ]
         same = [i for i, p in enumerate(prompts) if len(p.ids) == lengths[0]]
-        batched = greedy_answers(tiny, torch.stack([prompts[i].ids for i in same]), max_new_tokens=7,
-                                 interventions=interventions)
+        batched = greedy_answers(
+            tiny, torch.stack([prompts[i].ids for i in same]), max_new_tokens=7, interventions=interventions
+        )
         assert batched == [single[i].new_ids.tolist() for i in same]
-        one = run_prompts(tiny, prompts, interventions=interventions, max_new_tokens=7, progress=False, batch_size=1)
-        many = run_prompts(tiny, prompts, interventions=interventions, max_new_tokens=7, progress=False, batch_size=8)
+        one = run_prompts(
+            tiny, prompts, interventions=interventions, max_new_tokens=7, progress=False, batch_size=1
+        )
+        many = run_prompts(
+            tiny, prompts, interventions=interventions, max_new_tokens=7, progress=False, batch_size=8
+        )
         columns = ["needle", "length", "depth", "tokens", "response", "rouge_recall", "success", "new_tokens"]
         assert one.runs[columns].equals(many.runs[columns])
-        assert one.runs["response"].tolist() == [tiny.tokenizer.decode(g.new_ids, skip_special_tokens=True).strip()
-                                                 for g in single]
+        assert one.runs["response"].tolist() == [
+            tiny.tokenizer.decode(g.new_ids, skip_special_tokens=True).strip() for g in single
+        ]
     # the mask changes the answers (so the comparison above is not vacuous)
     plain = run_prompts(tiny, prompts, max_new_tokens=7, progress=False)
     masked = run_prompts(tiny, prompts, interventions=mask, max_new_tokens=7, progress=False)

@@ -47,9 +47,19 @@ def test_folds_hold_every_item_out_once():
 
 def _unit(task, fold, method, condition, correct, seed=None):
     ids = [f"{task}-{fold}-{k}" for k in range(len(correct))]
-    return {"task": task, "fold": fold, "method": method, "condition": condition, "seed": seed, "model": "m",
-            "n_tune": 10, "n_test": len(correct), "n_heads": 0 if condition == "base" else 9,
-            "accuracy": sum(correct) / len(correct), "items": {"id": ids, "correct": correct}}
+    return {
+        "task": task,
+        "fold": fold,
+        "method": method,
+        "condition": condition,
+        "seed": seed,
+        "model": "m",
+        "n_tune": 10,
+        "n_test": len(correct),
+        "n_heads": 0 if condition == "base" else 9,
+        "accuracy": sum(correct) / len(correct),
+        "items": {"id": ids, "correct": correct},
+    }
 
 
 def _synthetic(tmp_path, finished=True):
@@ -60,17 +70,31 @@ def _synthetic(tmp_path, finished=True):
     worse = [1] * 20 + [0] * 80
     units = []
     for fold in (0, 1):
-        units += [_unit("truthfulqa", fold, "act", "base", base), _unit("truthfulqa", fold, "act", "selected", better),
-                  _unit("truthfulqa", fold, "act", "all", worse)]
+        units += [
+            _unit("truthfulqa", fold, "act", "base", base),
+            _unit("truthfulqa", fold, "act", "selected", better),
+            _unit("truthfulqa", fold, "act", "all", worse),
+        ]
         units += [_unit("truthfulqa", fold, "act", "random", base, seed=s) for s in (0, 1)]
         units += [_unit("truthfulqa", fold, "zerotuning", c, base) for c in ("base", "selected", "all")]
         units += [_unit("truthfulqa", fold, "zerotuning", "random", base, seed=s) for s in (0, 1)]
-    searches = [{"task": "truthfulqa", "fold": f, "method": m, "selected": [[None if m == "act" else 2.0, [[3, 1], [4, 2]]]],
-                 "tune_baseline": 0.4, "tune_selected": 0.5} for f in (0, 1) for m in ("act", "zerotuning")]
+    searches = [
+        {
+            "task": "truthfulqa",
+            "fold": f,
+            "method": m,
+            "selected": [[None if m == "act" else 2.0, [[3, 1], [4, 2]]]],
+            "tune_baseline": 0.4,
+            "tune_selected": 0.5,
+        }
+        for f in (0, 1)
+        for m in ("act", "zerotuning")
+    ]
     folder = tmp_path / "calibration" / "run"
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"device": "test", "finished": finished, "units": units,
-                                                     "searches": searches}))
+    (folder / "results.json").write_text(
+        json.dumps({"device": "test", "finished": finished, "units": units, "searches": searches})
+    )
     return tmp_path
 
 
@@ -80,14 +104,22 @@ def test_report_pools_folds_pairs_items_and_applies_the_verdict_rule(tmp_path):
     act_base = entries["ACT on the tuned heads raises held-out accuracy over the base model (TruthfulQA MC1)"]
     assert act_base["value"] == pytest.approx(0.3) and act_base["n"] == 200 and act_base["ci"][0] > 0
     assert act_base["verdict"] == "reproduced"
-    assert entries["ACT on the tuned heads beats as many random heads (TruthfulQA MC1)"]["verdict"] == "reproduced"
+    assert (
+        entries["ACT on the tuned heads beats as many random heads (TruthfulQA MC1)"]["verdict"]
+        == "reproduced"
+    )
     act_all = entries["ACT on the tuned heads beats ACT on all heads of layers 2..L-2 (TruthfulQA MC1)"]
     assert act_all["value"] == pytest.approx(0.5) and act_all["verdict"] == "reproduced"
-    zt = entries["ZeroTuning on the tuned heads raises held-out accuracy over the base model (TruthfulQA MC1)"]
+    zt = entries[
+        "ZeroTuning on the tuned heads raises held-out accuracy over the base model (TruthfulQA MC1)"
+    ]
     assert zt["value"] == 0 and zt["ci"] == [0, 0] and zt["verdict"] == "not reproduced"
     assert not any("ZeroTuning" in name and "all heads" in name for name in entries)  # ACT's claim only
     table = report.table(data)
-    assert "| TruthfulQA MC1 | ACT | 10 | 200 | fold 0: 2, tune 0.400 -> 0.500; fold 1: 2, tune 0.400 -> 0.500 |" in table
+    assert (
+        "| TruthfulQA MC1 | ACT | 10 | 200 | fold 0: 2, tune 0.400 -> 0.500; fold 1: 2, tune 0.400 -> 0.500 |"
+        in table
+    )
     assert "+0.300 [" in table and "(2) |" in table and "complete" in table
 
 
@@ -107,8 +139,17 @@ def test_report_without_data_emits_nothing(tmp_path):
 
 def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
     out = tmp_path / "calibration" / "smoke"
-    command = [sys.executable, str(REPO / "benchmarks" / "calibration_gpu.py"), "--smoke", "--tasks", "sentiment",
-               "--limit", "4", "--out", str(out)]
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "calibration_gpu.py"),
+        "--smoke",
+        "--tasks",
+        "sentiment",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
@@ -120,9 +161,13 @@ def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
     for fold, method in jobs:
         conditions = [u["condition"] for u in result["units"] if (u["fold"], u["method"]) == (fold, method)]
         assert conditions[0] == "base" and conditions[1] == "selected" and conditions[-1] == "all"
-        selected = next(s for s in result["searches"] if (s["fold"], s["method"]) == (fold, method))["selected"]
+        selected = next(s for s in result["searches"] if (s["fold"], s["method"]) == (fold, method))[
+            "selected"
+        ]
         assert conditions.count("random") == (1 if selected else 0)
-    assert {len(s["profile"]) for s in result["searches"] if s["method"] == "zerotuning"} == {4}  # tiny-gqa: 4 head indices
+    assert {len(s["profile"]) for s in result["searches"] if s["method"] == "zerotuning"} == {
+        4
+    }  # tiny-gqa: 4 head indices
     assert {e["n"] for e in report.findings(tmp_path)} == {8}
     subprocess.run([*command[:-2], "--merge", "--out", str(out)], check=True, capture_output=True)
     assert json.loads((out / "results.json").read_text())["units"] == result["units"]

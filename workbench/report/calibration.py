@@ -49,9 +49,13 @@ def per_item(units: list[dict], task: str, method: str, condition: str) -> dict:
 
 
 def seeds(units: list[dict], task: str, method: str) -> int:
-    return len({(u["fold"], u["seed"]) for u in units if (u["task"], u["method"], u["condition"]) == (task, method, "random")}) // max(
-        1, len({u["fold"] for u in units if (u["task"], u["method"]) == (task, method)})
-    )
+    return len(
+        {
+            (u["fold"], u["seed"])
+            for u in units
+            if (u["task"], u["method"], u["condition"]) == (task, method, "random")
+        }
+    ) // max(1, len({u["fold"] for u in units if (u["task"], u["method"]) == (task, method)}))
 
 
 def paired(a: dict, b: dict) -> dict | None:
@@ -61,8 +65,12 @@ def paired(a: dict, b: dict) -> dict | None:
         return None
     diffs = [a[k] - b[k] for k in common]
     low, high = bootstrap_ci(diffs)
-    return {"value": sum(diffs) / len(diffs), "ci": (low, high), "n": len(diffs),
-            "p": paired_test([a[k] for k in common], [b[k] for k in common])}
+    return {
+        "value": sum(diffs) / len(diffs),
+        "ci": (low, high),
+        "n": len(diffs),
+        "p": paired_test([a[k] for k in common], [b[k] for k in common]),
+    }
 
 
 def _accuracy(values: dict) -> str:
@@ -80,8 +88,10 @@ def _diff(result: dict | None) -> str:
 
 
 def _pairs(result: dict) -> list[tuple[str, str]]:
-    return sorted({(u["task"], u["method"]) for u in result["units"]},
-                  key=lambda tm: (list(TASKS).index(tm[0]) if tm[0] in TASKS else 99, tm[0], tm[1]))
+    return sorted(
+        {(u["task"], u["method"]) for u in result["units"]},
+        key=lambda tm: (list(TASKS).index(tm[0]) if tm[0] in TASKS else 99, tm[0], tm[1]),
+    )
 
 
 def _selected(result: dict, task: str, method: str) -> str:
@@ -102,15 +112,28 @@ def _selected(result: dict, task: str, method: str) -> str:
 def table(data: Path) -> str:
     files = result_files(data)
     if not files:
-        return ("No committed results yet: run `benchmarks/calibration_gpu.py` (`bash benchmarks/gpu_calls.sh "
-                "calibration`) and commit its output folder under `docs/results/data/calibration/`.\n")
+        return (
+            "No committed results yet: run `benchmarks/calibration_gpu.py` (`bash benchmarks/gpu_calls.sh "
+            "calibration`) and commit its output folder under `docs/results/data/calibration/`.\n"
+        )
     parts = []
     for path in files:
         result = json.loads(path.read_text())
         units = result["units"]
-        head = ["task", "method", "n tune / search", "held-out n", "heads selected (per fold)", "base acc [95% CI]",
-                "selected acc", "selected - base [95% CI] (p)", "random acc (seeds)", "selected - random", "all heads acc",
-                "selected - all"]
+        head = [
+            "task",
+            "method",
+            "n tune / search",
+            "held-out n",
+            "heads selected (per fold)",
+            "base acc [95% CI]",
+            "selected acc",
+            "selected - base [95% CI] (p)",
+            "random acc (seeds)",
+            "selected - random",
+            "all heads acc",
+            "selected - all",
+        ]
         lines = [
             f"`{path.parent.name}`: {result.get('device', '?')}, "
             f"{'complete' if result.get('finished') else '**partial (the run stopped early)**'}",
@@ -122,10 +145,20 @@ def table(data: Path) -> str:
             base, selected = per_item(units, task, method, "base"), per_item(units, task, method, "selected")
             rand, every = per_item(units, task, method, "random"), per_item(units, task, method, "all")
             tune = sorted({u["n_tune"] for u in units if (u["task"], u["method"]) == (task, method)})
-            cells = [TASKS.get(task, task), METHODS.get(method, method), "/".join(map(str, tune)), str(len(base)),
-                     _selected(result, task, method), _accuracy(base), _accuracy(selected), _diff(paired(selected, base)),
-                     f"{_accuracy(rand)} ({seeds(units, task, method)})" if rand else "-", _diff(paired(selected, rand)),
-                     _accuracy(every), _diff(paired(selected, every))]
+            cells = [
+                TASKS.get(task, task),
+                METHODS.get(method, method),
+                "/".join(map(str, tune)),
+                str(len(base)),
+                _selected(result, task, method),
+                _accuracy(base),
+                _accuracy(selected),
+                _diff(paired(selected, base)),
+                f"{_accuracy(rand)} ({seeds(units, task, method)})" if rand else "-",
+                _diff(paired(selected, rand)),
+                _accuracy(every),
+                _diff(paired(selected, every)),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
@@ -143,26 +176,39 @@ def findings(data: Path) -> list[dict]:
             model = next(u.get("model", "?") for u in units if (u["task"], u["method"]) == (task, method))
             selected = per_item(units, task, method, "selected")
             comparisons = [
-                ("base", f"{name} on the tuned heads raises held-out accuracy over the base model ({label})",
-                 "accuracy(selected) - accuracy(base)"),
-                ("random", f"{name} on the tuned heads beats as many random heads ({label})",
-                 f"accuracy(selected) - accuracy(random heads, mean of {seeds(units, task, method)} draws)"),
+                (
+                    "base",
+                    f"{name} on the tuned heads raises held-out accuracy over the base model ({label})",
+                    "accuracy(selected) - accuracy(base)",
+                ),
+                (
+                    "random",
+                    f"{name} on the tuned heads beats as many random heads ({label})",
+                    f"accuracy(selected) - accuracy(random heads, mean of {seeds(units, task, method)} draws)",
+                ),
             ]
             if method == "act":  # spec §3b: ACT on all heads is worse than on the selected heads
-                comparisons.append(("all", f"ACT on the tuned heads beats ACT on all heads of layers 2..L-2 ({label})",
-                                    "accuracy(selected) - accuracy(all heads of layers 2..L-2)"))
+                comparisons.append(
+                    (
+                        "all",
+                        f"ACT on the tuned heads beats ACT on all heads of layers 2..L-2 ({label})",
+                        "accuracy(selected) - accuracy(all heads of layers 2..L-2)",
+                    )
+                )
             for condition, finding, metric in comparisons:
                 versus = paired(selected, per_item(units, task, method, condition))
                 if versus is None:
                     continue
-                out.append({
-                    "finding": finding,
-                    "paper": PAPERS.get(method, method),
-                    "metric": f"{metric}, held-out items, {model}{state}",
-                    "value": round(versus["value"], 4),
-                    "ci": [round(versus["ci"][0], 4), round(versus["ci"][1], 4)],
-                    "n": versus["n"],
-                    "verdict": verdict(versus["ci"]),
-                    "source": source,
-                })
+                out.append(
+                    {
+                        "finding": finding,
+                        "paper": PAPERS.get(method, method),
+                        "metric": f"{metric}, held-out items, {model}{state}",
+                        "value": round(versus["value"], 4),
+                        "ci": [round(versus["ci"][0], 4), round(versus["ci"][1], 4)],
+                        "n": versus["n"],
+                        "verdict": verdict(versus["ci"]),
+                        "source": source,
+                    }
+                )
     return out

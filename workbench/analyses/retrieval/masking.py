@@ -16,7 +16,13 @@ import torch
 
 from workbench.analyses.heads import top_heads
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder
-from workbench.analyses.retrieval.niah import BATCH_SIZE, grid_prompts, resolve_inputs, run_conditions, run_prompts
+from workbench.analyses.retrieval.niah import (
+    BATCH_SIZE,
+    grid_prompts,
+    resolve_inputs,
+    run_conditions,
+    run_prompts,
+)
 from workbench.seam.interventions import mask_heads
 from workbench.seam.spec import SpecError
 
