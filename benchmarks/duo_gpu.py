@@ -158,13 +158,14 @@ def _prompts(model, args):
 
 
 def _condition(model, prompts, args, name, ratio, seed, full):
-    from workbench.analyses.retrieval.niah import niah_summary, run_prompts_batched
+    from workbench.analyses.retrieval.niah import niah_summary, run_prompts
     from workbench.analyses.retrieval.streaming import streaming_mask
 
     edits = [] if full is None else streaming_mask(model.shape, full, args.sink, args.recent)
     t0 = time.time()
-    runs = run_prompts_batched(
-        model, prompts, interventions=edits, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch
+    runs = run_prompts(
+        model, prompts, interventions=edits, max_new_tokens=args.max_new_tokens, batch_size=args.eval_batch,
+        progress=False,
     ).runs
     return {
         "condition": name,

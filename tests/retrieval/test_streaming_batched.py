@@ -148,12 +148,12 @@ def test_plateau_rule():
 
 def test_batched_niah_decoding_equals_one_at_a_time(tiny):
     from workbench.analyses.retrieval.haystack import PromptBuilder, passkey_needles, read_haystack
-    from workbench.analyses.retrieval.niah import generate_with_decode_capture, run_prompts_batched
+    from workbench.analyses.retrieval.niah import generate_with_decode_capture, run_prompts
 
     builder = PromptBuilder(tiny, read_haystack(None), chat=False)
     prompts = [builder.build(n, 200, d) for n in passkey_needles(2, seed=1) for d in (20, 80)]
     edits = [StreamingMix(1, h, sink=2, recent=8, gate=0.0) for h in range(tiny.shape.num_heads)]
-    batched = run_prompts_batched(tiny, prompts, interventions=edits, max_new_tokens=6, batch_size=3).runs
+    batched = run_prompts(tiny, prompts, interventions=edits, max_new_tokens=6, batch_size=3, progress=False).runs
     for prompt, row in zip(prompts, batched.itertuples(), strict=True):
         single = generate_with_decode_capture(
             tiny, prompt.ids, max_new_tokens=6, interventions=edits, spec=None

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, duo, gpu, influence, kernels, lofit, retrieval, rhythm, sinks
+from workbench.report import binding, calibration, duo, gpu, influence, kernels, lofit, retrieval, rhythm, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -30,6 +30,7 @@ FINDING_BUILDERS: tuple[Callable[[Path], list[dict]], ...] = (
     lofit.findings,
     duo.findings,
     rhythm.findings,
+    calibration.findings,
 )
 
 
@@ -62,8 +63,10 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "retrieval-heads": lambda: retrieval.heads_table(data),
         "retrieval-gpu-masks": lambda: retrieval.masks_table(data),
         "retrieval-gpu-detect4k": lambda: retrieval.detect4k_table(data),
+        "retrieval-random-draws": lambda: retrieval.random_draws_table(data),
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
+        "calibration-gpu": lambda: calibration.table(data),
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
         "binding-tiny-vit-layers": lambda: binding.tiny_vit_layers(data),

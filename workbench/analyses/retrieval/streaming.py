@@ -27,7 +27,7 @@ import torch
 
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
-from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
+from workbench.analyses.retrieval.niah import BATCH_SIZE, grid_prompts, resolve_inputs, run_conditions
 from workbench.seam.interventions import StreamingMix
 from workbench.seam.spec import CaptureSpec, SpecError
 
@@ -310,7 +310,7 @@ def deployment_check(
     progress: bool = True,
     return_runs: bool = False,
     on_condition=None,
-    batch_size: int | None = None,
+    batch_size: int = BATCH_SIZE,
 ):
     """DuoAttention's check (b): NIAH success with full attention, with the top ``ratio`` of KV heads (by
     gate) kept full and the rest streaming, with random full/streaming splits at the same ratio, and with
