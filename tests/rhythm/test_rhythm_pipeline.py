@@ -254,7 +254,7 @@ def test_worked_examples_are_correct_and_precede_the_question():
     for level in LEVELS:
         examples = worked_examples(level)
         assert len(examples) == 2 and examples == worked_examples(level)
-        for question, solution in examples:
+        for _question, solution in examples:
             for a, op, b, c in re.findall(r"(\d+) ([-+x]) (\d+) = (\d+)", solution):
                 assert ops[op](int(a), int(b)) == int(c), solution
             assert solution.count(" = ") >= level[0]

@@ -17,7 +17,18 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, calibration, duo, gpu, influence, kernels, lofit, retrieval, rhythm, sinks
+from workbench.report import (
+    binding,
+    calibration,
+    duo,
+    gpu,
+    influence,
+    kernels,
+    lofit,
+    retrieval,
+    rhythm,
+    sinks,
+)
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
