@@ -35,7 +35,7 @@ KINDS: dict[str, str] = {
     "act": "workbench.analyses.calibration.interventions:ACT",
     "var": "workbench.analyses.calibration.interventions:Redistribute",
     "softpag": "workbench.analyses.calibration.interventions:SoftPAG",
-    "streaming_mix": "workbench.analyses.retrieval.streaming:StreamingMix",
+    "streaming_mix": "workbench.seam.interventions:StreamingMix",
 }
 """Every intervention kind the package defines -> "module:Class". ``Intervention.from_dict`` imports the
 module on first use of a kind, so an intervention file loads in any process (CLI, app, Ray worker, sweep
