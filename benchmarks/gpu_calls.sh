@@ -10,6 +10,8 @@
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
 #           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
+#   all     e2e (with BG) and long in one call, for a session with little device time left: $OUT/e2e and
+#           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
 #   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
 #   retrieval-random  the random-K masking control drawn both ways, 128 held-out NIAH runs (benchmarks/retrieval_gpu.py)
 # BG="lofit calibration ..." on `e2e` starts those verbs in the background (niced, 2 CPU threads each)
@@ -22,6 +24,13 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
 case $verb in
+all)
+    [ $staged = 0 ] || exit $staged
+    mkdir -p "$OUT/e2e" "$OUT/long"
+    OUT="$OUT/e2e" bash benchmarks/gpu_calls.sh e2e
+    cat "$OUT/e2e/gpu_tests.log" >> "$OUT/e2e/e2e_commands.log" 2>/dev/null; rm -f "$OUT/e2e/gpu_tests.log"
+    OUT="$OUT/long" bash benchmarks/gpu_calls.sh long
+    exit 0 ;;
 first)
     mkdir -p /tmp/gpu-tests
     for file in tests/kernels/test_*.py tests/test_seam_kernels.py; do
