@@ -167,7 +167,7 @@ def test_the_schedule_fits_the_time_budget(tiny):
     gates = train_gates(
         tiny,
         None,
-        length=300,
+        length=400,
         steps=10_000,
         sink=4,
         recent=16,
