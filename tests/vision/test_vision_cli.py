@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 
-CHECKPOINT = "vit_checkpoints/tiny-vit-mae-s0.safetensors"
+CHECKPOINT = "workbench/data/vit_checkpoints/tiny-vit-mae-s0.safetensors"
 
 
 @pytest.fixture()

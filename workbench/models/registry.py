@@ -96,7 +96,7 @@ register_model(
     )
 )
 def _load_dinov2(device, dtype):
-    from workbench.vision.models import load_dinov2  # the vision code, only when this model is asked for
+    from workbench.models.vision import load_dinov2  # the vision code, only when this model is asked for
 
     return load_dinov2(device, dtype)
 
@@ -109,6 +109,28 @@ register_model(
         _load_dinov2,
     )
 )
+
+
+def _load_tiny_vit(path: Path, device, dtype):
+    from workbench.models.vision import load_checkpoint
+
+    return load_checkpoint(path, device, dtype)
+
+
+def _register_tiny_vits() -> None:
+    """Every shipped ``tiny-vit-*.safetensors`` (package data) under its file stem; nothing is read yet."""
+    folder = Path(__file__).resolve().parent.parent / "data" / "vit_checkpoints"
+    for path in sorted(folder.glob("tiny-vit-*.safetensors")):
+        register_model(
+            ModelEntry(
+                path.stem,
+                f"tiny ViT (6 blocks, d=192, 3 heads, 64 px / patch 8) trained here on procedural scenes ({path.name})",
+                "vision",
+                lambda device, dtype, path=path: _load_tiny_vit(path, device, dtype),
+            )
+        )
+
+
 register_model(
     ModelEntry(
         "tiny-gqa",
@@ -117,6 +139,7 @@ register_model(
         _load_tiny,
     )
 )
+_register_tiny_vits()
 
 
 def _load_pretrained(name_or_path: str, device, dtype):
