@@ -117,10 +117,14 @@ def _load_tiny_vit(path: Path, device, dtype):
     return load_checkpoint(path, device, dtype)
 
 
+def tiny_vit_dir() -> Path:
+    """The shipped tiny-ViT checkpoints: package data, inside the installed package (wheel or checkout)."""
+    return Path(__file__).resolve().parent.parent / "data" / "vit_checkpoints"
+
+
 def _register_tiny_vits() -> None:
-    """Every shipped ``tiny-vit-*.safetensors`` (package data) under its file stem; nothing is read yet."""
-    folder = Path(__file__).resolve().parent.parent / "data" / "vit_checkpoints"
-    for path in sorted(folder.glob("tiny-vit-*.safetensors")):
+    """Every shipped ``tiny-vit-*.safetensors`` under its file stem; nothing is read yet."""
+    for path in sorted(tiny_vit_dir().glob("tiny-vit-*.safetensors")):
         register_model(
             ModelEntry(
                 path.stem,

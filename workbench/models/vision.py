@@ -9,15 +9,11 @@ returns ``(Dinov2Model/ViTModel with the 'workbench' attention, Preprocess)``.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-
-def checkpoints_dir() -> Path:
-    """The shipped tiny-ViT checkpoints (inside the installed package, wheel or checkout)."""
-    return Path(str(resources.files("workbench") / "data" / "vit_checkpoints"))
+from workbench.models.registry import tiny_vit_dir as checkpoints_dir
 
 
 def checkpoint_paths() -> list[Path]:
