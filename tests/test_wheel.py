@@ -58,8 +58,8 @@ def installed(tmp_path_factory):
     work.mkdir()
     env = {**env, "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}", "WORKBENCH_RESULTS": str(work / "results")}
     where = json.loads(
-        _run([str(python), "-c", "import json, workbench, workbench_kernels, workbench_dashboard as d; "
-              "print(json.dumps([workbench.__file__, workbench_kernels.__file__, list(d.__path__)]))"], work, env).stdout
+        _run([str(python), "-c", "import json, workbench, workbench_kernels.api as k, workbench_dashboard as d; "
+              "print(json.dumps([workbench.__file__, k.__file__, list(d.__path__)]))"], work, env).stdout
     )
     for path in (where[0], where[1], where[2][0]):  # the wheel's files, not this checkout's
         assert Path(path).resolve().is_relative_to(site), path
