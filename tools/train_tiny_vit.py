@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from tiny_vit_model import TinyViT, _Block, save_checkpoint, tiny_config_dict  # this folder (tools/)
+from torch import nn
 
 from workbench.analyses.binding.scenes import (
     GENERATOR_VERSION,

@@ -27,8 +27,8 @@ def test_converted_dinov2_matches_onnxruntime(dinov2_home):
 
 
 def test_ensure_dinov2_is_idempotent_and_registered(dinov2_home):
-    from workbench.models.registry import known_models
     from workbench.models.dinov2 import ensure_dinov2
+    from workbench.models.registry import known_models
     from workbench.runners.vision import load_vision_model
 
     stamp = (dinov2_home / "model.safetensors").stat().st_mtime_ns

@@ -103,7 +103,8 @@ def test_residual_edits_are_data(make_dinov2):
 def test_old_vision_import_paths_alias_the_new_modules():
     import workbench.analyses.binding.analysis as analysis
     import workbench.runners.vision as runner
-    from workbench.vision import binding, runner as old_runner
+    from workbench.vision import binding
+    from workbench.vision import runner as old_runner
 
     assert binding is analysis and old_runner is runner
 

@@ -43,10 +43,10 @@ def binding(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Probe a ViT for object binding on procedural scenes; write the tables and record the run."""
-    from workbench.analyses.heads import write_heads_json
-    from workbench.store import default_store
     from workbench.analyses.binding import BindingConfig, run_binding
+    from workbench.analyses.heads import write_heads_json
     from workbench.runners.vision import load_vision_model
+    from workbench.store import default_store
 
     where = runtime(device, dtype)  # a missing device fails here, before any work
     if scenes < 8:

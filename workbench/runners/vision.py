@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.adapters import VIT_ADAPTER
+from workbench.adapters.vit import VitAdapter
 from workbench.capture import Capture
 from workbench.devices import DEFAULT_DEVICE
 from workbench.models.registry import UnknownModelError
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
-from workbench.adapters import VIT_ADAPTER
-from workbench.adapters.vit import VitAdapter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
