@@ -9,6 +9,7 @@ installs only the built wheel, with ``--no-deps``; nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -46,7 +47,9 @@ def installed(tmp_path_factory):
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, source / name, **({"ignore": ignore} if path.is_dir() else {}))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     started = time.monotonic()
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(base / "dist"), str(source)], base, env)
+    # this venv's setuptools builds it (no download); without one, pip fetches it into an isolated build env
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(base / "dist"), str(source)], base, env)
     wheel = next((base / "dist").glob("attention_workbench-*.whl"))
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], base, env)
