@@ -124,3 +124,10 @@ def test_hf_vit_model_through_the_adapter():
     maps = vision.attention_maps(images)
     reference = _eager_attentions(model, vision.preprocess(images))
     torch.testing.assert_close(maps[:, 1], reference.attentions[1], atol=1e-5, rtol=1e-4)
+
+
+def test_language_model_loader_sends_vision_names_to_the_vision_runner():
+    from workbench.models.registry import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="load_vision_model"):
+        wb.load_model("tiny-vit-dino-s0")

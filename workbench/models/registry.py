@@ -162,6 +162,12 @@ def resolve(name_or_path: str, device="cpu", dtype=None):
     import workbench.seam.attention  # noqa: F401  (registers the seam before any model is built)
 
     if name_or_path in _ENTRIES:
+        if _ENTRIES[name_or_path].kind == "vision":
+            raise UnknownModelError(
+                f"{name_or_path!r} is a vision model: load it with workbench.runners.vision.load_vision_model "
+                f"(or `workbench binding {name_or_path}`); language models: "
+                f"{', '.join(n for n, e in _ENTRIES.items() if e.kind != 'vision')}"
+            )
         model, tokenizer = _ENTRIES[name_or_path].load(device, dtype)
         return name_or_path, model, tokenizer
     local = Path(name_or_path).expanduser()
