@@ -119,7 +119,7 @@ def _load_tiny_vit(path: Path, device, dtype):
 
 def tiny_vit_dir() -> Path:
     """The shipped tiny-ViT checkpoints: package data, inside the installed package (wheel or checkout)."""
-    return Path(__file__).resolve().parent.parent / "data" / "vit_checkpoints"
+    return paths.package_data("vit_checkpoints")
 
 
 def _register_tiny_vits() -> None:
