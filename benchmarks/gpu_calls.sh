@@ -6,11 +6,16 @@
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
-# LOFIT_BG=1 on `e2e` starts `lofit` in the background beside the commands (the 135M model leaves the GPU
-# mostly idle; the commands' wall times then say so in the report's "note"), and `long` first waits for it
-# (so the long-context timings run alone) and returns its output as lofit.tgz.
+#   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, 5-8 min)
+#   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
+#   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
+#           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
+# BG="lofit calibration ..." on `e2e` starts those verbs in the background (niced, 2 CPU threads each)
+# beside the commands: a 135M model leaves the GPU mostly idle and the device time of a session is short.
+# The commands' wall times then say so in the report's "note". `long` first waits for them (BG_WAIT
+# seconds at most, so the long-context timings run alone) and returns all their outputs as bg.tgz.
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
@@ -31,10 +36,15 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
     export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
     python3 -m workbench.cli env --json > "$OUT/env.json" 2>&1
     timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
-    if [ "${LOFIT_BG:-0}" = 1 ]; then
-        rm -f /tmp/lofit.done
-        ( setsid nohup bash -c 'bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; touch /tmp/lofit.done' < /dev/null > /dev/null 2>&1 & )
-        export E2E_NOTE="benchmarks/lofit_gpu.sh (LoFiT training, TruthfulQA) ran on the same GPU during these commands"
+    if [ -n "${BG:-}" ]; then
+        rm -rf /tmp/bg; mkdir -p /tmp/bg
+        for job in $BG; do
+            mkdir -p /tmp/bg/$job
+            ( OUT=/tmp/bg/$job OMP_NUM_THREADS=2 setsid nohup nice -n 10 bash -c \
+                "echo \$\$ > /tmp/bg/$job.pid; bash benchmarks/gpu_calls.sh $job > /tmp/bg/$job/call.log 2>&1; touch /tmp/bg/$job.done" \
+                < /dev/null > /dev/null 2>&1 & )
+        done
+        export E2E_NOTE="these ran on the same GPU at the same time (niced): $BG"
     fi
     timeout ${E2E_TIMEOUT:-500} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e --json "$OUT/gpu_e2e_commands.json" > "$OUT/e2e_commands.log" 2>&1
     echo "e2e commands exit $?"; tail -n 30 "$OUT/e2e_commands.log"
@@ -46,10 +56,16 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
     export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
-    if [ -d /tmp/lofit ]; then  # a background LoFiT run (LOFIT_BG=1 on e2e): let it end, then return it
-        for _ in $(seq 150); do [ -e /tmp/lofit.done ] && break; sleep 1; done
-        [ -e /tmp/lofit.done ] || echo "lofit still running after 150 s; its finished units are returned"
-        tail -n 15 /tmp/lofit/lofit.log; tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    if [ -d /tmp/bg ]; then  # the background verbs (BG on e2e): let them end, then return them
+        for _ in $(seq ${BG_WAIT:-150}); do
+            pending=$(for d in /tmp/bg/*/; do j=$(basename "$d"); [ -e /tmp/bg/$j.done ] || echo $j; done)
+            [ -z "$pending" ] && break; sleep 1
+        done
+        [ -z "$pending" ] || { echo "still running, stopped: $pending (their finished units are returned)"
+                              for j in $pending; do kill -- -"$(cat /tmp/bg/$j.pid)"; done; sleep 3; }
+        for d in /tmp/bg/*/; do echo "== $d"; tail -n 12 "$d/call.log"; done
+        # the work folders too: a stopped verb never reached its own tar
+        tar czf "$OUT/bg.tgz" -C /tmp bg $(cd /tmp && ls -d lofit duo rhythm calibration retrieval-random 2>/dev/null)
     fi
     timeout ${LONG_TIMEOUT:-400} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e-long --only none --long-context \
         --llama-dir /tmp/wb-e2e/llama-1b-random --notebook --pytest-gpu --pytest-timeout 150 \
@@ -60,8 +76,41 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
 lofit)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
-    bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
+    EXTRA="${LOFIT_EXTRA:-}" bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    exit 0 ;;
+duo)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo
+    timeout ${DUO_TIMEOUT:-570} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-500} ${EXTRA:-} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; python3 benchmarks/duo_gpu.py --merge --out /tmp/duo ${EXTRA:-} >> /tmp/duo/duo.log 2>&1
+    tail -n 40 /tmp/duo/duo.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo
+    exit 0 ;;
+rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/rhythm
+    timeout ${RHYTHM_TIMEOUT:-570} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-480} ${EXTRA:-} > /tmp/rhythm/rhythm.log 2>&1
+    echo "rhythm exit $?"; python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm ${EXTRA:-} >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 40 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
+    exit 0 ;;
+duo-rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo /tmp/rhythm
+    # convert the GGUF once before the processes start (two conversions at once would race)
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    timeout ${RHYTHM_TIMEOUT:-540} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
+    rhythm_pid=$!
+    timeout ${DUO_TIMEOUT:-540} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-470} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; wait $rhythm_pid; echo "rhythm exit $?"
+    python3 benchmarks/duo_gpu.py --merge --out /tmp/duo >> /tmp/duo/duo.log 2>&1
+    python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 25 /tmp/duo/duo.log; tail -n 15 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo; tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
     exit 0 ;;
 esac

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, gpu, influence, kernels, lofit, retrieval, sinks
+from workbench.report import binding, duo, gpu, influence, kernels, lofit, retrieval, rhythm, sinks
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -28,6 +28,8 @@ FINDING_BUILDERS: tuple[Callable[[Path], list[dict]], ...] = (
     retrieval.findings,
     sinks.findings,
     lofit.findings,
+    duo.findings,
+    rhythm.findings,
 )
 
 
@@ -71,6 +73,10 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "kernels-model": lambda: kernels.model_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
+        "duo-training": lambda: duo.training_table(data),
+        "duo-deployment": lambda: duo.deployment_table(data),
+        "rhythm-calibration": lambda: rhythm.calibration_table(data),
+        "rhythm-tests": lambda: rhythm.tests_table(data),
         "gpu-e2e-commands": lambda: gpu.commands_table(data),
         "gpu-long-context": lambda: gpu.long_context_table(data),
     }

@@ -105,6 +105,73 @@ def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: in
     return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
 
+def generate_equal_length(model, ids: torch.Tensor, *, max_new_tokens: int = 50, interventions=()) -> list[list[int]]:
+    """The paper-style greedy loop of ``generate_with_decode_capture`` (prefill prompt[:-1], decode from the
+    last prompt token; interventions by scope), for a batch of prompts of one length (batch, T), nothing
+    captured. Each row stops at end-of-sequence or its first newline token (that token kept, as there)."""
+    ids = torch.as_tensor(ids).to(model.device)
+    if ids.ndim != 2 or ids.shape[-1] < 2:
+        raise InputError("generate_equal_length needs prompts of one length >= 2 as a (batch, T) tensor")
+    model.check_length(ids.shape[-1] + max_new_tokens)
+    eos = model.tokenizer.eos_token_id
+    newline: dict[int, bool] = {}
+    batch = ids.shape[0]
+    new = [[] for _ in range(batch)]
+    done = [False] * batch
+    with torch.no_grad(), model.seam(None, interventions):
+        past = cache_of(model.hf(input_ids=ids[:, :-1], use_cache=True))
+        step = ids[:, -1:]
+        for _ in range(max_new_tokens):
+            out = model.hf(input_ids=step, use_cache=True, **with_cache(model.hf, past))
+            past = cache_of(out)
+            tokens = out.logits[:, -1].argmax(-1)
+            for row, token in enumerate(tokens.tolist()):
+                if not done[row]:
+                    new[row].append(token)
+                    done[row] = token == eos or _ends_answer(model, token, newline)
+            if all(done):
+                break
+            step = tokens[:, None]
+    return new
+
+
+def _ends_answer(model, token: int, cache: dict[int, bool]) -> bool:
+    """Whether ``token``'s text holds a newline (the NIAH loop stops there); decoded once per id."""
+    if token not in cache:
+        cache[token] = "\n" in model.tokenizer.decode([token])
+    return cache[token]
+
+
+def run_prompts_batched(model, prompts: Sequence[NiahPrompt], *, interventions=(), max_new_tokens: int = 50,
+                        batch_size: int = 32) -> NiahResult:
+    """``run_prompts`` without detection, prompts of equal token length decoded ``batch_size`` at a time.
+    Rows come back in the order of ``prompts``."""
+    order: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        order.setdefault(int(torch.as_tensor(prompt.ids).numel()), []).append(index)
+    answers: dict[int, tuple[list[int], float]] = {}
+    for indices in order.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            started = time.perf_counter()
+            ids = torch.stack([torch.as_tensor(prompts[i].ids).reshape(-1) for i in chunk])
+            new = generate_equal_length(model, ids, max_new_tokens=max_new_tokens, interventions=interventions)
+            seconds = (time.perf_counter() - started) / len(chunk)
+            for i, tokens in zip(chunk, new, strict=True):
+                answers[i] = (tokens, seconds)
+    rows = []
+    for index, prompt in enumerate(prompts):
+        tokens, seconds = answers[index]
+        response = model.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        recall = rouge1_recall(prompt.needle.answer, response)
+        rows.append({"needle": prompt.needle.needle, "answer": prompt.needle.answer, "length": prompt.length,
+                     "depth": prompt.depth, "tokens": int(torch.as_tensor(prompt.ids).numel()),
+                     "answer_start": prompt.answer_span[0], "answer_end": prompt.answer_span[1],
+                     "response": response, "rouge_recall": recall, "success": recall > SUCCESS_RECALL,
+                     "new_tokens": len(tokens), "seconds": seconds})
+    return NiahResult(pd.DataFrame(rows), [None] * len(rows))
+
+
 def grid_prompts(builder: PromptBuilder, needles: Sequence[Needle], lengths, depths) -> list[NiahPrompt]:
     return [builder.build(n, int(length), float(depth)) for n in needles for length in lengths for depth in depths]
 
@@ -181,15 +248,21 @@ def _unit_key(description: str, index: int, prompt: NiahPrompt, detect: bool) ->
 
 
 def run_conditions(model, prompts: Sequence[NiahPrompt], conditions, *, max_new_tokens: int = 50,
-                   progress: bool = True, on_condition=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   progress: bool = True, on_condition=None, batch_size: int | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same prompts under each condition ``(label, interventions, fields)``; the first condition is
-    the baseline. Returns one row per condition (``fields``, the NIAH summary, ``drop`` = baseline
+    the baseline. ``batch_size`` decodes prompts of equal length that many at a time
+    (``run_prompts_batched``). Returns one row per condition (``fields``, the NIAH summary, ``drop`` = baseline
     success - success) and the per-run table (``fields`` on every run). ``on_condition(rows, runs)``
     sees the partial lists after each condition (a long job can save as it goes)."""
     rows, runs = [], []
     for label, interventions, fields in conditions:
-        result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
-                             progress=progress, description=label)
+        if batch_size:  # prompts of equal length decoded together (no detection here)
+            result = run_prompts_batched(model, prompts, interventions=interventions,
+                                         max_new_tokens=max_new_tokens, batch_size=batch_size)
+        else:
+            result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
+                                 progress=progress, description=label)
         runs.append(result.runs.assign(**fields))
         rows.append({**fields, **niah_summary(result.runs)})
         rows[-1]["drop"] = rows[0]["success_rate"] - rows[-1]["success_rate"]
