@@ -28,8 +28,8 @@ deadline=$(python3 -c "print($start + $TOTAL_MINUTES * 60 - $MARGIN_S)")
 } | tee "$LOG"
 
 # Fail fast (and say why) if the training module's import chain needs a package this machine lacks.
-if ! python3 -c "import workbench.vision.train_tiny" 2> "$DIR/import.err"; then
-  echo "import of workbench.vision.train_tiny failed:" | tee -a "$LOG"; cat "$DIR/import.err" | tee -a "$LOG"
+if ! python3 -c "import sys; sys.path.insert(0, 'tools'); import train_tiny_vit" 2> "$DIR/import.err"; then
+  echo "import of tools/train_tiny_vit.py failed:" | tee -a "$LOG"; cat "$DIR/import.err" | tee -a "$LOG"
   rm -f "$DIR/import.err"; exit 1
 fi
 rm -f "$DIR/import.err"
@@ -38,7 +38,7 @@ pids=()
 for model in $MODELS; do
   objective=${model%%:*}; seed=${model##*:}
   # shellcheck disable=SC2086
-  python3 -m workbench.vision.train_tiny --objective "$objective" --seed "$seed" --minutes "$TOTAL_MINUTES" \
+  python3 tools/train_tiny_vit.py --objective "$objective" --seed "$seed" --minutes "$TOTAL_MINUTES" \
     --deadline "$deadline" --device "$DEVICE" --log-every 100 --out "$DIR" $EXTRA > "$DIR/$objective-$seed.part" 2>&1 &
   pids+=($!)
 done

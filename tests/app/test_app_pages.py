@@ -253,8 +253,8 @@ def test_lofit_folder_runs_against_the_baseline(store, tmp_path):
 
 
 def test_binding_page_draws_probes_heads_and_scenes(store):
-    from workbench.vision.binding import TEST_SEED
-    from workbench.vision.scenes import SceneConfig, make_scene_set, patch_labels
+    from workbench.analyses.binding import TEST_SEED
+    from workbench.analyses.binding.scenes import SceneConfig, make_scene_set, patch_labels
 
     root, ids = store
     at = open_page("binding")

@@ -91,8 +91,7 @@ steps:
 
 @pytest.mark.slow
 def test_binding_step_on_a_tiny_vit(store, tmp_path, write_yaml):
-    pytest.importorskip("workbench.vision.binding")
-    import workbench.vision.models  # noqa: F401  (registers the tiny ViT checkpoints)
+    pytest.importorskip("workbench.analyses.binding")
     from workbench.models.registry import known_models
 
     if "tiny-vit-dino-s0" not in {m.name for m in known_models()}:

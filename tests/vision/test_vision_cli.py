@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 
-CHECKPOINT = "vit_checkpoints/tiny-vit-mae-s0.safetensors"
+CHECKPOINT = "workbench/data/vit_checkpoints/tiny-vit-mae-s0.safetensors"
 
 
 @pytest.fixture()
@@ -61,3 +61,19 @@ def test_binding_bad_input(results, args, message):
 def test_binding_unknown_model(results):
     result = CliRunner().invoke(app, ["binding", "no-such-vit", "--out", str(results / "x")])
     assert result.exit_code == 2 and "dinov2-s14" in result.output
+
+
+def test_models_lists_the_shipped_tiny_vits_without_loading_vision_code():
+    """The tiny-ViT names come from the package data at registry import: no torch, no runner, no analysis."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from workbench.cli import app; "
+        "out = CliRunner().invoke(app, ['models']).output; "
+        "assert all(f'tiny-vit-{o}-s{s}' in out for o in ('dino', 'mae', 'supervised') for s in (0, 1)), out; "
+        "heavy = [m for m in sys.modules if m.startswith(('torch', 'workbench.runners', 'workbench.analyses'))]; "
+        "assert not heavy, heavy; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]

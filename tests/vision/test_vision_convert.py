@@ -9,7 +9,7 @@ import torch
 def test_converted_dinov2_matches_onnxruntime(dinov2_home):
     from transformers import Dinov2Model
 
-    from workbench.vision.convert import onnx_backbone_tokens
+    from workbench.models.dinov2 import onnx_backbone_tokens
 
     assert {p.name for p in dinov2_home.iterdir()} == {"config.json", "model.safetensors"}
     assert not [p for p in dinov2_home.parent.iterdir() if p.name.startswith(".convert-")]  # staging cleaned up
@@ -27,9 +27,9 @@ def test_converted_dinov2_matches_onnxruntime(dinov2_home):
 
 
 def test_ensure_dinov2_is_idempotent_and_registered(dinov2_home):
+    from workbench.models.dinov2 import ensure_dinov2
     from workbench.models.registry import known_models
-    from workbench.vision.convert import ensure_dinov2
-    from workbench.vision.runner import load_vision_model
+    from workbench.runners.vision import load_vision_model
 
     stamp = (dinov2_home / "model.safetensors").stat().st_mtime_ns
     assert ensure_dinov2(progress=lambda line: None) == dinov2_home

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from workbench.vision import probes as P
-from workbench.vision.subspace import binding_basis, project_out, random_basis
+from workbench.analyses.binding import probes as P
+from workbench.analyses.binding.subspace import binding_basis, project_out, random_basis
 
 
 def _scenes(count=20, grid=6, seed=0):

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from workbench.vision.scenes import (
+from workbench.analyses.binding.scenes import (
     NUM_CLASSES,
     SceneConfig,
     make_scene_set,

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.vision.adapter import VIT_ADAPTER
-from workbench.vision.runner import Preprocess, VisionModel
+from workbench.adapters import VIT_ADAPTER
+from workbench.runners.vision import Preprocess, ResidualProjection, VisionModel
 
 
 def _eager_attentions(model, pixels):
@@ -60,11 +60,16 @@ def test_statistics_and_interventions_on_vit(make_dinov2):
     torch.testing.assert_close(maps.rows[5][0, 0, 2], torch.full((17,), 1 / 17))
 
 
+def _zeroing_edit(layer, d=32, first_token=0):
+    """A projection onto nothing: every coordinate removed around a zero mean, so the edited tokens are 0."""
+    return ResidualProjection(layer, torch.eye(d), torch.zeros(d), torch.ones(d), first_token=first_token)
+
+
 def test_residual_edit_changes_only_later_layers(make_dinov2):
     vision = VisionModel("small", make_dinov2(layers=3), Preprocess(image_size=16))
     images = torch.rand(1, 3, 16, 16)
     clean = vision.run(images).hidden
-    edited = vision.run(images, residual_edits={1: lambda h: h * 0}).hidden
+    edited = vision.run(images, residual_edits=[_zeroing_edit(1)]).hidden
     torch.testing.assert_close(edited[:, 0], clean[:, 0])
     assert edited[:, 1].abs().max() == 0
     assert (edited[:, 3] - clean[:, 3]).abs().max() > 1e-4
@@ -72,6 +77,36 @@ def test_residual_edit_changes_only_later_layers(make_dinov2):
     torch.testing.assert_close(after, clean)
     with pytest.raises(ValueError, match="out of range"):
         vision.run(images, layers=[7])
+
+
+def test_residual_edits_are_data(make_dinov2):
+    """The edit keeps the cls token when asked, round-trips through JSON, and a callable is refused."""
+    import json
+
+    vision = VisionModel("small", make_dinov2(layers=3), Preprocess(image_size=16))
+    images = torch.rand(1, 3, 16, 16)
+    clean = vision.run(images).hidden
+    edit = _zeroing_edit(2, first_token=1)
+    assert repr(edit) == "ResidualProjection(layer=2, rank=32, d=32, first_token=1)"
+    again = ResidualProjection.from_dict(json.loads(json.dumps(edit.to_dict())))
+    edited = vision.run(images, residual_edits=[again]).hidden
+    torch.testing.assert_close(edited[:, 2, 0], clean[:, 2, 0])  # cls token untouched
+    assert edited[:, 2, 1:].abs().max() == 0
+    with pytest.raises(TypeError, match="ResidualProjection"):
+        vision.run(images, residual_edits={1: lambda h: h * 0})
+    with pytest.raises(TypeError, match="ResidualProjection"):
+        vision.run(images, residual_edits=[lambda h: h * 0])
+    with pytest.raises(ValueError, match="hidden state 9"):
+        vision.run(images, residual_edits=[_zeroing_edit(9)])
+
+
+def test_old_vision_import_paths_alias_the_new_modules():
+    import workbench.analyses.binding.analysis as analysis
+    import workbench.runners.vision as runner
+    from workbench.vision import binding
+    from workbench.vision import runner as old_runner
+
+    assert binding is analysis and old_runner is runner
 
 
 def test_hf_vit_model_through_the_adapter():
@@ -89,3 +124,10 @@ def test_hf_vit_model_through_the_adapter():
     maps = vision.attention_maps(images)
     reference = _eager_attentions(model, vision.preprocess(images))
     torch.testing.assert_close(maps[:, 1], reference.attentions[1], atol=1e-5, rtol=1e-4)
+
+
+def test_language_model_loader_sends_vision_names_to_the_vision_runner():
+    from workbench.models.registry import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="load_vision_model"):
+        wb.load_model("tiny-vit-dino-s0")

@@ -133,5 +133,7 @@ def adapter_for(model: nn.Module) -> Adapter:
 
 
 from workbench.adapters.decoder import DecoderAdapter  # noqa: E402
+from workbench.adapters.vit import VitAdapter  # noqa: E402
 
 _DECODER = register_adapter(DecoderAdapter())
+VIT_ADAPTER = register_adapter(VitAdapter())

@@ -43,17 +43,17 @@ def binding(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Probe a ViT for object binding on procedural scenes; write the tables and record the run."""
+    from workbench.analyses.binding import BindingConfig, run_binding
     from workbench.analyses.heads import write_heads_json
+    from workbench.runners.vision import load_vision_model
     from workbench.store import default_store
-    from workbench.vision.binding import BindingConfig, run_binding
-    from workbench.vision.runner import load_vision_model
 
     where = runtime(device, dtype)  # a missing device fails here, before any work
     if scenes < 8:
         raise SpecError(f"--scenes must be at least 8 (got {scenes}): probes need train, validation and test scenes")
     if epochs < 1:
         raise SpecError(f"--epochs must be at least 1, got {epochs}")
-    from workbench.vision.probes import PROBES
+    from workbench.analyses.binding.probes import PROBES
 
     kinds = tuple(p.strip() for p in probes.split(",") if p.strip())
     unknown = [k for k in kinds if k not in PROBES]

@@ -41,7 +41,7 @@ def setup() -> None:
     folder = convert_smollm2(smollm2_dir(), progress=typer.echo)
     typer.echo(f"smollm2-135m ready in {folder}")
     try:
-        from workbench.vision.convert import ensure_dinov2  # the vision extra, when present
+        from workbench.models.dinov2 import ensure_dinov2  # the vision extra, when present
     except ImportError:
         return
     typer.echo(f"dinov2-s14 ready in {ensure_dinov2(progress=typer.echo)}")

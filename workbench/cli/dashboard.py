@@ -14,14 +14,23 @@ from workbench.cli.common import DEFAULT_DEVICE, DEFAULT_DTYPE, Device, Dtype, f
 
 
 def app_script() -> Path:
-    """``app/main.py`` of this checkout (the dashboard ships beside the package, not inside it)."""
-    script = Path(__file__).resolve().parents[2] / "app" / "main.py"
-    if not script.exists():
-        raise FileNotFoundError(
-            f"the dashboard is not at {script}: `workbench app` runs from a source checkout "
-            "(pip install -e .), where app/main.py sits beside the workbench package"
-        )
-    return script
+    """The dashboard's ``main.py``: from the installed ``workbench_dashboard`` package (the folder ``app/``,
+    mapped by setup.py, so a wheel carries it), else ``app/`` beside an uninstalled source tree."""
+    import importlib.util
+
+    import workbench
+
+    spec = importlib.util.find_spec("workbench_dashboard")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    folders.append(Path(workbench.__file__).resolve().parent.parent / "app")  # source tree on PYTHONPATH
+    for folder in folders:
+        script = Path(folder) / "main.py"
+        if script.exists():
+            return script
+    raise FileNotFoundError(
+        "the dashboard is not installed: reinstall the workbench (`pip install .`, or `make install`), "
+        "which installs app/ as the package workbench_dashboard"
+    )
 
 
 def streamlit_command(script: Path, host: str, port: int) -> list[str]:

@@ -96,7 +96,7 @@ register_model(
     )
 )
 def _load_dinov2(device, dtype):
-    from workbench.vision.models import load_dinov2  # the vision code, only when this model is asked for
+    from workbench.models.vision import load_dinov2  # the vision code, only when this model is asked for
 
     return load_dinov2(device, dtype)
 
@@ -109,6 +109,32 @@ register_model(
         _load_dinov2,
     )
 )
+
+
+def _load_tiny_vit(path: Path, device, dtype):
+    from workbench.models.vision import load_checkpoint
+
+    return load_checkpoint(path, device, dtype)
+
+
+def tiny_vit_dir() -> Path:
+    """The shipped tiny-ViT checkpoints: package data, inside the installed package (wheel or checkout)."""
+    return paths.package_data("vit_checkpoints")
+
+
+def _register_tiny_vits() -> None:
+    """Every shipped ``tiny-vit-*.safetensors`` under its file stem; nothing is read yet."""
+    for path in sorted(tiny_vit_dir().glob("tiny-vit-*.safetensors")):
+        register_model(
+            ModelEntry(
+                path.stem,
+                f"tiny ViT (6 blocks, d=192, 3 heads, 64 px / patch 8) trained here on procedural scenes ({path.name})",
+                "vision",
+                lambda device, dtype, path=path: _load_tiny_vit(path, device, dtype),
+            )
+        )
+
+
 register_model(
     ModelEntry(
         "tiny-gqa",
@@ -117,6 +143,7 @@ register_model(
         _load_tiny,
     )
 )
+_register_tiny_vits()
 
 
 def _load_pretrained(name_or_path: str, device, dtype):
@@ -135,6 +162,12 @@ def resolve(name_or_path: str, device="cpu", dtype=None):
     import workbench.seam.attention  # noqa: F401  (registers the seam before any model is built)
 
     if name_or_path in _ENTRIES:
+        if _ENTRIES[name_or_path].kind == "vision":
+            raise UnknownModelError(
+                f"{name_or_path!r} is a vision model: load it with workbench.runners.vision.load_vision_model "
+                f"(or `workbench binding {name_or_path}`); language models: "
+                f"{', '.join(n for n, e in _ENTRIES.items() if e.kind != 'vision')}"
+            )
         model, tokenizer = _ENTRIES[name_or_path].load(device, dtype)
         return name_or_path, model, tokenizer
     local = Path(name_or_path).expanduser()

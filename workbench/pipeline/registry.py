@@ -103,7 +103,7 @@ for _entry in (
         "binding",
         "workbench.pipeline.steps.binding:BindingStep",
         "object binding in a ViT: IsSameObject probes and per-head attention AUROC",
-        ("workbench.vision.binding",),
+        ("workbench.analyses.binding",),
     ),
 ):
     register_step(_entry)

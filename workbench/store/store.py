@@ -286,28 +286,58 @@ class Store:
         local = self.root / "runs" / record["run_id"]
         return local if local.exists() else Path(record["path"])
 
-    def head_table(self, run_id: str, name: str = "heads") -> pd.DataFrame:
-        path = self.run_dir(run_id) / f"heads-{name}.parquet"
+    # A run's files: ``heads-<name>.parquet`` (head tables), ``<name>.parquet`` (arrays), ``summary.json``.
+    # Readers take ``columns`` (read only these) and ``filters`` (pyarrow row filters such as
+    # ``[("layer", "==", 3)]``; arrays are written sorted by layer and head, so row-group statistics skip
+    # the rest): a page or notebook never has to read a whole per-token array of a long run.
+
+    def head_table_path(self, run_id: str, name: str = "heads") -> Path:
+        return self.run_dir(run_id) / f"heads-{name}.parquet"
+
+    def array_path(self, run_id: str, name: str) -> Path:
+        return self.run_dir(run_id) / f"{name}.parquet"
+
+    def summary_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "summary.json"
+
+    def head_table(
+        self, run_id: str, name: str = "heads", columns: list[str] | None = None, filters=None
+    ) -> pd.DataFrame:
+        path = self.head_table_path(run_id, name)
         if not path.exists():
             raise StoreError(f"run {run_id} has no head table {name!r}")
-        return pd.read_parquet(path)
+        return _read_parquet(path, columns, filters)
 
     def head_table_names(self, run_id: str) -> list[str]:
         return sorted(p.stem[len("heads-") :] for p in self.run_dir(run_id).glob("heads-*.parquet"))
 
-    def array(self, run_id: str, name: str, filters=None) -> pd.DataFrame:
-        path = self.run_dir(run_id) / f"{name}.parquet"
+    def array(self, run_id: str, name: str, filters=None, columns: list[str] | None = None) -> pd.DataFrame:
+        path = self.array_path(run_id, name)
         if not path.exists():
             raise StoreError(f"run {run_id} has no array {name!r}")
-        return pd.read_parquet(path, filters=filters)
+        return _read_parquet(path, columns, filters)
 
     def array_names(self, run_id: str) -> list[str]:
         return sorted(
             p.stem for p in self.run_dir(run_id).glob("*.parquet") if not p.stem.startswith("heads-")
         )
 
+    def array_schema(self, run_id: str, name: str) -> tuple[list[str], int] | None:
+        """(column names, row count) of an array from its Parquet footer (cheap, even for a 128k-token
+        array); ``None`` when the run has no such array."""
+        return _footer(self.array_path(run_id, name))
+
+    def head_table_schema(self, run_id: str, name: str = "heads") -> tuple[list[str], int] | None:
+        return _footer(self.head_table_path(run_id, name))
+
+    def files(self, run_id: str) -> pd.DataFrame:
+        """The run's files and their sizes (columns ``file``, ``bytes``)."""
+        folder = self.run_dir(run_id)
+        rows = [{"file": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()]
+        return pd.DataFrame(rows, columns=["file", "bytes"])
+
     def summary(self, run_id: str) -> dict:
-        path = self.run_dir(run_id) / "summary.json"
+        path = self.summary_path(run_id)
         return json.loads(path.read_text()) if path.exists() else {}
 
     def query(self, sql: str, params=None) -> pd.DataFrame:
@@ -318,6 +348,20 @@ class Store:
             return con.execute(sql, params or []).df()
         finally:
             con.close()
+
+
+def _read_parquet(path: Path, columns=None, filters=None) -> pd.DataFrame:
+    filters = list(filters) if filters else None  # a tuple of conditions (hashable, for caches) works too
+    return pd.read_parquet(path, columns=list(columns) if columns else None, filters=filters)
+
+
+def _footer(path: Path) -> tuple[list[str], int] | None:
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    return list(metadata.schema.to_arrow_schema().names), metadata.num_rows
 
 
 def _first_line(error: Exception) -> str:

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench import paths
 from workbench.seam.spec import SpecError
 
 TASKS = ("truthfulqa", "clutrr")
@@ -29,7 +30,7 @@ SPLIT_SEED = 1234  # fixed: parts of a file are the same on every run and machin
 QA_TEMPLATE = "Q: {question}\nA:"
 KINSHIP_TEMPLATE = "{story}\nQuestion: How is {second} related to {first}?\nAnswer: {second} is {first}'s"
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "lofit"
+SAMPLE_DIR = paths.package_data("lofit")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """``binding``: object binding in a ViT (IsSameObject probes per layer, per-head attention AUROC;
-workbench.vision.binding). The pipeline's ``model`` is a vision model (``dinov2-s14``, ``tiny-vit-*``).
+workbench.analyses.binding). The pipeline's ``model`` is a vision model (``dinov2-s14``, ``tiny-vit-*``).
 
     - id: binding
       step: binding
@@ -50,8 +50,8 @@ class BindingStep(Step):
                 raise PipelineError(f"step {config['id']!r}: {key} must be a list of integers")
 
     def run(self, ctx: Context, config: dict, inputs) -> StepOutput:
-        from workbench.vision.binding import BindingConfig, run_binding
-        from workbench.vision.runner import load_vision_model
+        from workbench.analyses.binding import BindingConfig, run_binding
+        from workbench.runners.vision import load_vision_model
 
         model = load_vision_model(ctx.pipeline.model)
         baselines = bool(config.get("baselines", True))

@@ -18,9 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from workbench.vision import probes as P
-from workbench.vision.runner import VisionModel
-from workbench.vision.scenes import (
+from workbench.analyses.binding import probes as P
+from workbench.analyses.binding.scenes import (
     GENERATOR_VERSION,
     NUM_CLASSES,
     make_scene_set,
@@ -28,7 +27,8 @@ from workbench.vision.scenes import (
     patch_mode,
     scene_config_for,
 )
-from workbench.vision.subspace import ablation_edit, binding_basis, project_out, random_basis
+from workbench.analyses.binding.subspace import ablation_edit, binding_basis, project_out, random_basis
+from workbench.runners.vision import VisionModel
 
 TRAIN_SEED, TEST_SEED = 1000, 2000
 
@@ -78,7 +78,7 @@ def _split(count, seed, config, model, cap, purity) -> _Split:
 
 
 def extract(
-    model: VisionModel, images: torch.Tensor, layers, batch: int = 8, residual_edits=None, desc=None
+    model: VisionModel, images: torch.Tensor, layers, batch: int = 8, residual_edits=(), desc=None
 ) -> dict:
     """layer -> (scenes, patches, d) fp16 patch tokens (cls dropped)."""
     chunks: dict[int, list] = {layer: [] for layer in layers}
@@ -318,7 +318,7 @@ def _ablation(model, feats_test, test, kept, best_layer, layers, config, progres
             ablated_here = project_out(feats_test[best_layer], basis, standardizer)
             measured = {best_layer: ablated_here}
             if downstream:
-                edit = {best_layer: ablation_edit(basis, standardizer)}
+                edit = [ablation_edit(basis, standardizer, best_layer)]
                 measured.update(
                     extract(
                         model,

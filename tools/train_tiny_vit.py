@@ -1,6 +1,6 @@
 """Train a tiny ViT on procedural scenes: supervised, MAE-style or DINO-style (vision.md §3.4, scaled down).
 
-    PYTHONPATH=. python3 -m workbench.vision.train_tiny --objective dino --seed 0 --minutes 4 --out DIR
+    python3 tools/train_tiny_vit.py --objective dino --seed 0 --minutes 4 --out DIR   # workbench importable
     bash benchmarks/gpu_train_tiny.sh DIR      # all six (3 objectives x seeds 0, 1) at once on one GPU
 
 Scenes are rendered on the fly on the training device (training seeds >= 10**9 never meet the probe scenes,
@@ -9,7 +9,10 @@ whose seeds are small); half of each batch comes from an easier scene configurat
 prelude of the schedule) and written into the checkpoint with the exact command (``--steps N --prelude
 60``) that repeats the run; the learning-rate, weight-decay and EMA schedules follow steps, not the clock.
 ``--max-minutes`` / ``--deadline`` stop a run at a wall-clock cap and still save it (``--stop-after``
-in the command). Only the encoder is saved (fp16, ``tiny_vit.save_checkpoint``).
+in the command). Only the encoder is saved (fp16, ``tiny_vit_model.save_checkpoint``); copy the files into
+``workbench/data/vit_checkpoints/`` to ship them (the library registers every file there as a model name).
+
+A tool, not part of the library: the wheel holds the checkpoints, not the training.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tiny_vit_model import TinyViT, _Block, save_checkpoint, tiny_config_dict  # this folder (tools/)
 from torch import nn
 
-from workbench.vision.scenes import (
+from workbench.analyses.binding.scenes import (
     GENERATOR_VERSION,
     NUM_CLASSES,
     make_scenes,
     scene_config_for,
     texture_bank,
 )
-from workbench.vision.tiny_vit import TinyViT, _Block, save_checkpoint, tiny_config_dict
 
 TRAIN_SCENES = scene_config_for(64)
 # Half of every training batch: scenes with a low-level foothold (six distinct textures per scene, none shared
@@ -395,7 +398,7 @@ def train(
             break
     seconds = time.time() - started
     command = (
-        f"PYTHONPATH=. python3 -m workbench.vision.train_tiny --objective {objective} --seed {seed} "
+        f"python3 tools/train_tiny_vit.py --objective {objective} --seed {seed} "
         f"--steps {total} --batch {batch} --prelude {prelude}"
         + (f" --stop-after {step}" if step < total else "")
         + f" --out {out}"

@@ -1,29 +1,35 @@
 """The ViT runner: an HF ViT encoder whose attention goes through the workbench seam.
 
 ``VisionModel.run`` returns per-layer patch embeddings (hidden-state index 0 = embeddings, l = output of
-block l, before the final norm) and, with a spec, the seam's ``Capture``. ``residual_edits`` change the
-residual stream after a block (the binding-subspace ablation); they are applied before the state is
-recorded and before the next block reads it. Hooks are removed on exit, also after an exception.
+block l, before the final norm) and, with a spec, the seam's ``Capture``. Attention is measured and changed
+through the seam (``CaptureSpec``, interventions); the residual stream is changed by ``residual_edits``,
+data too (``ResidualProjection``: remove a subspace after one block, the binding-subspace ablation), applied
+before the state is recorded and before the next block reads it. Where the hidden states come from is the
+adapter's ``residual_modules``; the forward hooks are owned by one context manager and removed on exit,
+also after an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from workbench.adapters import VIT_ADAPTER
+from workbench.adapters.vit import VitAdapter
 from workbench.capture import Capture
 from workbench.devices import DEFAULT_DEVICE
 from workbench.models.registry import UnknownModelError
 from workbench.seam.attention import instrument
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
-from workbench.vision.adapter import VIT_ADAPTER, VitAdapter
-from workbench.vision.convert import IMAGENET_MEAN, IMAGENET_STD
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,57 @@ class Preprocess:
         mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
+
+
+@dataclass(frozen=True, eq=False)
+class ResidualProjection:
+    """Remove a subspace from the residual stream after hidden state ``layer`` (0 = embeddings, l = block l).
+
+    Tokens from ``first_token`` on (default 1: the patches, not the cls token) are standardised with
+    ``mean``/``std`` (d,), their component in the span of ``basis`` (d, rank; orthonormal columns) is removed,
+    i.e. mean-replaced, and they are mapped back: ``x' = x - std * (U U^T ((x - mean) / std))``. Round-trips
+    through JSON (``to_dict``/``from_dict``)."""
+
+    layer: int
+    basis: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    first_token: int = 1
+
+    def __repr__(self) -> str:
+        d, rank = tuple(self.basis.shape)
+        return f"ResidualProjection(layer={self.layer}, rank={rank}, d={d}, first_token={self.first_token})"
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """``features`` (..., d) with the subspace removed, in float32 on the CPU (as the probes see them)."""
+        z = (features.float().cpu() - self.mean) / self.std
+        z = z - (z @ self.basis) @ self.basis.T
+        return z * self.std + self.mean
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, d) -> the same with tokens ``first_token:`` projected; dtype and device kept."""
+        edited = self.project(hidden[:, self.first_token :]).to(hidden.device, hidden.dtype)
+        return torch.cat([hidden[:, : self.first_token], edited], dim=1)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "residual_projection",
+            "layer": self.layer,
+            "basis": self.basis.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "first_token": self.first_token,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ResidualProjection:
+        return cls(
+            int(data["layer"]),
+            torch.tensor(data["basis"], dtype=torch.float32),
+            torch.tensor(data["mean"], dtype=torch.float32),
+            torch.tensor(data["std"], dtype=torch.float32),
+            int(data.get("first_token", 1)),
+        )
 
 
 @dataclass
@@ -92,24 +149,31 @@ class VisionModel:
         return "+".join(sorted(self.backends)) or None
 
     @contextlib.contextmanager
-    def _hooks(self, layers: Sequence[int], residual_edits: dict[int, Callable] | None, store: dict):
-        modules = [self.adapter.embeddings(self.hf)] + self.adapter.blocks(self.hf)
-        edits = dict(residual_edits or {})
-        for index in edits:
-            if not 0 <= index < len(modules):
-                raise ValueError(
-                    f"residual edit at hidden state {index}: the model has 0..{len(modules) - 1}"
+    def _residual_hooks(self, layers: Sequence[int], edits: Sequence[ResidualProjection], store: dict):
+        """Record hidden states ``layers`` into ``store`` and apply ``edits``, on the adapter's residual modules."""
+        modules = self.adapter.residual_modules(self.hf)
+        by_layer: dict[int, list[ResidualProjection]] = {}
+        for edit in edits:
+            if not isinstance(edit, ResidualProjection):
+                raise TypeError(
+                    f"residual edits are data (ResidualProjection), got {type(edit).__name__}; "
+                    "build one with workbench.analyses.binding.subspace.ablation_edit"
                 )
+            if not 0 <= edit.layer < len(modules):
+                raise ValueError(
+                    f"residual edit at hidden state {edit.layer}: the model has 0..{len(modules) - 1}"
+                )
+            by_layer.setdefault(edit.layer, []).append(edit)
         handles = []
 
         def make_hook(index):
             def hook(module, inputs, output):
                 tensor = output[0] if isinstance(output, tuple) else output
-                if index in edits:
-                    tensor = edits[index](tensor)
+                for edit in by_layer.get(index, ()):
+                    tensor = edit.apply(tensor)
                 if index in layers:
                     store[index] = tensor.detach().float().cpu()
-                if index in edits:
+                if index in by_layer:
                     return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
                 return None
 
@@ -117,7 +181,7 @@ class VisionModel:
 
         try:
             for index, module in enumerate(modules):
-                if index in layers or index in edits:
+                if index in layers or index in by_layer:
                     handles.append(module.register_forward_hook(make_hook(index)))
             yield
         finally:
@@ -131,7 +195,7 @@ class VisionModel:
         layers: Sequence[int] | None = None,
         spec: CaptureSpec | None = None,
         interventions: Sequence[Intervention] = (),
-        residual_edits: dict[int, Callable] | None = None,
+        residual_edits: Sequence[ResidualProjection] = (),
     ) -> VisionRun:
         """One forward pass over a batch of images; ``layers`` are hidden-state indices (default all)."""
         pixels = self.preprocess(images).to(self.device)
@@ -146,9 +210,14 @@ class VisionModel:
             raise ValueError(
                 f"hidden-state index {bad} out of range: {self.name} has 0..{self.shape.num_layers}"
             )
+        if isinstance(residual_edits, dict):
+            raise TypeError(
+                "residual_edits is a sequence of ResidualProjection (each names its hidden state), not a dict "
+                "of callables"
+            )
         store: dict[int, torch.Tensor] = {}
         with torch.no_grad(), instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
-            with self._hooks(layers, residual_edits, store):
+            with self._residual_hooks(layers, tuple(residual_edits or ()), store):
                 self.hf(pixel_values=pixels.to(next(self.hf.parameters()).dtype))
             session.check_fired()
         self.backends |= session.ran()
@@ -187,8 +256,8 @@ def load_vision_model(name_or_path: str, device=DEFAULT_DEVICE, dtype=None) -> V
     device = resolve_device(device) if isinstance(device, str) else device
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype, device)
+    from workbench.models import vision as vision_models
     from workbench.models.registry import known_models
-    from workbench.vision import models as vision_models
 
     entries = {entry.name: entry for entry in known_models()}
     if name_or_path in entries:
