@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from workbench.exec.jobs import JobSpec, Shard, ShardResult, shard_key
+from workbench.store.record import StepOutput
 from workbench.store.store import Store, content_hash
 
 TaskFunction = Callable[..., pd.DataFrame]
@@ -68,9 +69,11 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     table = capture.head_table()
     if job.params.get("save_captures"):
         from workbench.devices import run_record
-        from workbench.store.captures import save_capture
+        from workbench.pipeline.runner import write_run
+        from workbench.store.captures import capture_record
 
-        save_capture(store, capture, model=model.name, input_ids=ids, kind="capture", runtime=run_record(model))
+        record = capture_record(capture, input_ids=ids, kind="capture")
+        write_run(store, record, model=model.name, runtime=run_record(model))
     table.insert(0, "tokens", int(ids.shape[-1]))
     return table
 
@@ -137,17 +140,18 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
         rows.insert(0, "prompt", shard.start + offset)
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
-    store.put_run(
-        "shard",
-        job.model,
-        content_hash(shard.to_dict()),
-        spec=job.to_dict(),
-        params={"start": shard.start, "prompts": len(shard.prompts)},
+    from workbench.pipeline.runner import write_run
+
+    record = StepOutput(
         arrays={"result": frame},
         summary={"job": job.key, "task": job.task, "label": job.label, "rows": len(frame)},
-        run_id=key,
-        runtime=run_record(model),  # where it ran; the key stays the job's (any executor computes the same shard)
+        kind="shard",
+        input_hash=content_hash(shard.to_dict()),
+        spec=job.to_dict(),
+        params={"start": shard.start, "prompts": len(shard.prompts)},
     )
+    # where it ran; the key stays the job's (any executor computes the same shard)
+    write_run(store, record, model=job.model, runtime=run_record(model), run_id=key)
     if used is not None:
         used |= before  # a caller that reads the model's backends afterwards (a pipeline step) sees all of them
     return ShardResult(key, job, shard.start, frame)
