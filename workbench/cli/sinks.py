@@ -14,16 +14,19 @@ from workbench.cli.common import (
     DEFAULT_DTYPE,
     Device,
     Dtype,
+    build_options,
     friendly,
     load,
+    option,
     parse_ints,
-    read_text,
     record,
+    run_step,
     runtime,
     uses_store,
     write_json,
 )
 from workbench.cli.groups import eval_app, heads_app
+from workbench.pipeline.steps.sinks import SinksOptions
 from workbench.seam.spec import SpecError
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Search heads for an attention calibration (ACT, ZeroTuning); writes CAL.json.")
@@ -48,34 +51,23 @@ def heads_sinks(
     model: str = typer.Argument(..., help="model name (see `workbench models`), HF id or local path"),
     text: Path = typer.Option(..., "--text", help="UTF-8 text; cut into windows, no BOS or template added"),
     out: Path = typer.Option(..., "--out", help="SINKS.json"),
-    window: int = typer.Option(64, "--window", help="tokens per window (a last short window is dropped)"),
-    eps: float = typer.Option(0.3, "--eps", help="Sink_k threshold on a key's column mean"),
-    max_windows: int | None = typer.Option(None, "--max-windows", help="use at most this many windows"),
+    window: int | None = option(SinksOptions, "window"),
+    eps: float | None = option(SinksOptions, "eps"),
+    max_windows: int | None = option(SinksOptions, "max_windows"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Sink_k, first-token mass per head, hidden sinks and massive activations over a text."""
-    from workbench.analyses.sinks import sinks_report
-    from workbench.store import default_store
-
-    where = runtime(device, dtype)  # a missing device fails here, before any work
+    options = build_options(SinksOptions, model=model, device=device, dtype=dtype, text=text, window=window,
+                            eps=eps, max_windows=max_windows)  # fmt: skip
     _check_out(out)
-    if window < 2:
-        raise SpecError(f"--window must be at least 2 tokens, got {window}")
-    content = read_text(text)
-    loaded = load(model, where)
-    report, tables = sinks_report(loaded, content, window=window, eps=eps, max_windows=max_windows, progress=True)
-    run_id = default_store().put_run(
-        "sinks", loaded.name, _hash(content), params=report["params"], head_tables={"heads": tables["heads"]},
-        arrays={name: table for name, table in tables.items() if name != "heads"},
-        summary={"sink_1": report["sink_1"], "sink_k": report["sink_k"], "sink_dims": report["massive_dims"]["sink_dims"]},
-        runtime=record(loaded),
-    )
+    done = run_step("sinks", options)
+    report = done.output.artifacts["report"]
     write_json(out, report)
     hidden = report["hidden_sinks"]
     typer.echo(f"Sink_1 = {report['sink_1']:.3f} over {report['params']['windows']} windows; "
                f"{hidden['positions_flagged']} hidden-sink positions; sink dims {report['massive_dims']['sink_dims']}")
-    typer.echo(f"wrote {out}; run {run_id}")
+    typer.echo(f"wrote {out}; run {done.run_id}")
 
 
 def _task(task: str, split: str, limit: int | None, chat: bool, length_norm: bool):

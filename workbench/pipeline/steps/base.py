@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pandas as pd
-
 from workbench.pipeline.errors import PipelineError
 from workbench.pipeline.options import OptionError, StepOptions, from_config, option_help
 from workbench.store.record import StepOutput, write_parquet  # noqa: F401  (the run record; re-exported)
