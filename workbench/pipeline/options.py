@@ -90,8 +90,9 @@ def from_config(cls, config: dict, *, where: str, base: Path | None = None, **ru
             value = _coerce(config[f.name], hints[f.name])
         except TypeError as error:
             raise OptionError(f"{where}: option {f.name!r} must be {error}, got {config[f.name]!r}") from None
-        if isinstance(value, Path) and base is not None and not value.is_absolute() and f.metadata.get("path"):
-            value = Path(base) / value
+        if f.metadata.get("path") and base is not None and isinstance(value, (str, Path)):
+            if str(value) not in f.metadata.get("names", ()) and not Path(value).is_absolute():
+                value = type(value)(Path(base) / value)  # relative to the pipeline file's folder
         values[f.name] = value
     values.update({k: v for k, v in runtime.items() if v is not None})
     try:
@@ -166,9 +167,10 @@ def _name(hint) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, str(hint))
 
 
-def help_field(default=dataclasses.MISSING, help: str = "", path: bool = False, **kwargs):  # noqa: A002
-    """A dataclass field with its help text (and whether it is a file path, resolved against a pipeline's folder)."""
-    metadata = {"help": help, "path": path}
+def help_field(default=dataclasses.MISSING, help: str = "", path: bool = False, names=(), **kwargs):  # noqa: A002
+    """A dataclass field with its help text; ``path``: a file path, resolved against a pipeline's folder
+    (except the built-in ``names``, such as ``synthetic``)."""
+    metadata = {"help": help, "path": path, "names": tuple(names)}
     if default is dataclasses.MISSING:
         return field(metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)

@@ -82,6 +82,30 @@ for _entry in (
         ("workbench.analyses.retrieval.niah",),
     ),
     StepEntry(
+        "niah-eval",
+        "workbench.pipeline.steps.retrieval:NiahEvalStep",
+        "needle-in-a-haystack success, optionally with heads masked",
+        ("workbench.analyses.retrieval.niah",),
+    ),
+    StepEntry(
+        "retrieval-validate",
+        "workbench.pipeline.steps.retrieval:ValidateRetrievalStep",
+        "causal check of retrieval heads: NIAH with top-K vs random heads masked",
+        ("workbench.analyses.retrieval.masking",),
+    ),
+    StepEntry(
+        "streaming",
+        "workbench.pipeline.steps.streaming:StreamingStep",
+        "streaming vs retrieval heads: DuoAttention gates or the long-range-mass proxy",
+        ("workbench.analyses.retrieval.streaming",),
+    ),
+    StepEntry(
+        "influence",
+        "workbench.pipeline.steps.streaming:InfluenceStep",
+        "AttentionInfluence: loss increase per document with the top retrieval heads made uniform",
+        ("workbench.analyses.retrieval.influence",),
+    ),
+    StepEntry(
         "sinks",
         "workbench.pipeline.steps.sinks:SinksStep",
         "attention-sink scores per head",

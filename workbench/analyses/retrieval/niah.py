@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.analyses.retrieval.grid import DEFAULT_DEPTHS, DEFAULT_LENGTHS  # noqa: F401  (re-exported)
 from workbench.analyses.retrieval.haystack import (
     Haystack,
     Needle,
@@ -28,8 +29,6 @@ from workbench.runners.hf import Generation, InputError, cache_of, with_cache
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
-DEFAULT_LENGTHS = (500, 1000)
-DEFAULT_DEPTHS = (0, 50, 100)
 ARGMAX_SPEC = CaptureSpec(statistics=("argmax",))
 
 
