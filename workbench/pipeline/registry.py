@@ -106,6 +106,24 @@ for _entry in (
         ("workbench.analyses.retrieval.influence",),
     ),
     StepEntry(
+        "calibrate-act",
+        "workbench.pipeline.steps.calibration:ActStep",
+        "ACT attention calibration: head groups searched on a task's calibration split",
+        ("workbench.analyses.calibration",),
+    ),
+    StepEntry(
+        "calibrate-zerotuning",
+        "workbench.pipeline.steps.calibration:ZeroTuningStep",
+        "ZeroTuning attention calibration: head groups and strength searched on a calibration split",
+        ("workbench.analyses.calibration",),
+    ),
+    StepEntry(
+        "eval-task",
+        "workbench.pipeline.steps.calibration:EvalTaskStep",
+        "task accuracy with bootstrap CIs, baseline and with interventions",
+        ("workbench.analyses.calibration.evaluate",),
+    ),
+    StepEntry(
         "sinks",
         "workbench.pipeline.steps.sinks:SinksStep",
         "attention-sink scores per head",
