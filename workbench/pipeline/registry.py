@@ -142,6 +142,18 @@ for _entry in (
         ("workbench.analyses.lofit",),
     ),
     StepEntry(
+        "lofit-train",
+        "workbench.pipeline.steps.lofit:LofitTrainStep",
+        "LoFiT offsets learned for chosen heads (model frozen)",
+        ("workbench.analyses.lofit",),
+    ),
+    StepEntry(
+        "lofit-eval",
+        "workbench.pipeline.steps.lofit:LofitEvalStep",
+        "MC1/MC2 or accuracy of a model with or without LoFiT offsets",
+        ("workbench.analyses.lofit",),
+    ),
+    StepEntry(
         "binding",
         "workbench.pipeline.steps.binding:BindingStep",
         "object binding in a ViT: IsSameObject probes and per-head attention AUROC",

@@ -51,11 +51,13 @@ class Context:
         path = self.work_file(config, ".jsonl")
         return None if path is None else UnitLog(path)
 
-    def training_checkpoint(self, config: dict):
-        """The running step's training state (``workbench.checkpoint.TrainingCheckpoint``)."""
+    def training_checkpoint(self, config: dict | None = None):
+        """The running step's training state (``workbench.checkpoint.TrainingCheckpoint``); None for a
+        Step run on its own."""
         from workbench.checkpoint import TrainingCheckpoint
 
-        return TrainingCheckpoint(self.work_file(config, ".safetensors"))
+        path = self.work_file(config, ".safetensors")
+        return None if path is None else TrainingCheckpoint(path)
 
     def texts(self, name: str) -> list[str]:
         from workbench.pipeline.data import load_texts
