@@ -132,7 +132,7 @@ def load(model: str, where):
 
 
 def record(model) -> dict:
-    """Where ``model`` ran, for ``Store.put_run(runtime=...)``."""
+    """Where ``model`` ran, for ``workbench.pipeline.runner.write_run(runtime=...)``."""
     from workbench.devices import run_record
 
     return run_record(model)

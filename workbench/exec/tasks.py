@@ -78,6 +78,26 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     return table
 
 
+@register_task("step")
+def step_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
+    """An analysis Step on the prompt (its text), as its command would run it: ``params.step`` names the
+    Step (``workbench pipeline steps``), ``params.options`` its options as in a pipeline file. The Step's
+    run is recorded by the pipeline runner (the same record as the command's for the same options and
+    text); the row holds its run id and the summary's numbers. The job's interventions are not applied."""
+    from workbench.pipeline.options import from_config
+    from workbench.pipeline.registry import load_step
+    from workbench.pipeline.runner import run_step
+
+    step = load_step(str(job.params.get("step")))
+    if step.Options is None:
+        raise ValueError(f"step {job.params.get('step')!r} is not an analysis Step (it has no options class)")
+    where = f"task step {step.kind!r}"
+    options = from_config(step.Options, dict(job.params.get("options") or {}), where=where, model=model.name)
+    done = run_step(step, options, model=model, store=store, texts=[prompt], echo=lambda *_: None)
+    numbers = {k: [v] for k, v in done.output.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return pd.DataFrame({"run_id": [done.run_id], "kind": [done.output.kind], **numbers})
+
+
 _BUILDERS: dict = {}  # (model name, haystack) -> PromptBuilder: the haystack is tokenised once per worker
 
 

@@ -67,6 +67,11 @@ for _entry in (
         "capture", "workbench.pipeline.steps.capture:CaptureStep", "attention statistics -> head table"
     ),
     StepEntry(
+        "capture-text",
+        "workbench.pipeline.steps.capture:CaptureTextStep",
+        "one text's full capture: head table, per-token statistics, pooled map",
+    ),
+    StepEntry(
         "select", "workbench.pipeline.steps.select:SelectStep", "choose heads by a rule over head tables"
     ),
     StepEntry(

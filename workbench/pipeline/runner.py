@@ -201,11 +201,13 @@ def run_step(
     store: Store | None = None,
     model=None,
     inputs: dict[str, StepOutput] | None = None,
+    texts: list[str] | None = None,
     echo=print,
 ) -> StepRun:
     """Run one analysis Step on its own, as a one-step pipeline: the device is resolved and the options
     validated before anything else (so a bad one writes nothing), the store checked before the model
-    loads, then the Step runs and exactly one run is recorded. ``model``: one already loaded (a notebook's)."""
+    loads, then the Step runs and exactly one run is recorded. ``model``: one already loaded (a notebook's,
+    a sweep worker's); ``texts``: the texts of a Step that reads a data set (a sweep's prompt)."""
     from workbench.devices import resolve_runtime, run_record
     from workbench.pipeline.registry import load_step
 
@@ -214,7 +216,8 @@ def run_step(
     step.validate_options(options)
     store = store or default_store()
     store.check()  # a corrupt or locked store fails here, before any model is loaded
-    ctx = Context(None, store, None, Path("."), echo, loaded=model, where=where, model_name=options.model)
+    ctx = Context(None, store, None, Path("."), echo, loaded=model, where=where, model_name=options.model,
+                  data=None if texts is None else {"default": list(texts)})
     output = step.execute(ctx, options, inputs or {})
     if output.kind is None:
         output.kind = step.record_kind or step.kind

@@ -33,6 +33,7 @@ class Context:
     loaded: Any = None  # the model, when the caller has it already (a Step run on its own)
     where: Any = None  # a Step run on its own: its resolved ``Runtime`` (device, dtype)
     model_name: str | None = None  # a Step run on its own: the model to load
+    data: dict[str, list[str]] | None = None  # a Step run on its own: its texts (a sweep's prompt)
 
     def work_file(self, config: dict | None, suffix: str) -> Path | None:
         """Where the running step keeps its partial work: ``.work/<id>-<key><suffix>`` in the output
@@ -60,9 +61,17 @@ class Context:
         return None if path is None else TrainingCheckpoint(path)
 
     def texts(self, name: str) -> list[str]:
+        if self.pipeline is None:
+            if not self.data or name not in self.data:
+                raise ValueError("this Step reads texts: give them (run_step(..., texts=[...])) or a file option")
+            return self.data[name]
         from workbench.pipeline.data import load_texts
 
         return load_texts(self.pipeline.data[name])
+
+    def step_texts(self) -> list[str]:
+        """The running step's texts: its data set in a pipeline, the given texts when run on its own."""
+        return self.texts(self.config.get("data", "default") if self.config else "default")
 
     def model(self):
         """The pipeline's model, loaded once (shared with a local executor)."""

@@ -17,7 +17,11 @@ All options are optional; ``statistics`` defaults to the standard row statistics
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from workbench.pipeline.errors import PipelineError
+from workbench.pipeline.options import OptionError, StepOptions, help_field
 from workbench.pipeline.steps.base import Context, Step, StepOutput, option, write_parquet
 from workbench.seam.spec import DEFAULT_ROW_STATISTICS, CaptureSpec, SpecError
 
@@ -136,3 +140,47 @@ class CaptureStep(Step):
             for column in PLOTTED
             if column in table
         ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureTextOptions(StepOptions):
+    text: Path = help_field(help="UTF-8 text file; tokenised with no BOS or chat template", path=True)
+    window: int | None = help_field(None, "keep only the first N tokens")
+    layers: tuple[int, ...] | None = help_field(None, "comma-separated layers (default all)")
+    heads: tuple[int, ...] | None = help_field(None, "comma-separated query heads (default all)")
+    spec: str | None = help_field(None, "a capture spec as JSON (overrides --layers/--heads)")
+    pooled: int = help_field(128, "side of the stored pooled attention map (0 = none; one text only, not a folder)")
+
+    def capture_spec(self, folder: bool = False) -> CaptureSpec:
+        if self.spec:
+            return CaptureSpec.from_json(self.spec)
+        return CaptureSpec(layers=self.layers, heads=self.heads, key_statistics=("received",),
+                           pooled_cells=0 if folder else self.pooled)  # fmt: skip
+
+
+class CaptureTextStep(Step):
+    """One text's full capture (head table, per-token statistics, pooled map): ``workbench capture``."""
+
+    kind = "capture-text"
+    record_kind = "capture"
+    Options = CaptureTextOptions
+
+    def validate_options(self, o: CaptureTextOptions) -> None:
+        o.capture_spec()  # a bad --spec fails here
+        if o.window is not None and o.window < 2:
+            raise OptionError("--window must be at least 2 tokens")
+
+    def execute(self, ctx: Context, o: CaptureTextOptions, inputs) -> StepOutput:
+        from workbench.store.captures import capture_record
+        from workbench.texts import read_text
+
+        spec = o.capture_spec()
+        content = read_text(o.text)
+        model = ctx.model()
+        spec.validate_for(model.shape.num_layers, model.shape.num_heads)
+        ids = model.encode(content, window=o.window)
+        ctx.echo(f"{model}: {ids.shape[-1]} tokens")
+        _, result = model.run(ids, spec, progress=ctx.pipeline is None, all_logits=False)  # the table needs no logits
+        record = capture_record(result, input_ids=ids, params={"window": o.window})
+        record.artifacts = {"table": record.table("heads"), "capture": result}
+        return record

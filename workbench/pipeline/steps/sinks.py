@@ -56,7 +56,7 @@ class SinksStep(Step):
         if options.text is not None:
             text = read_text(options.text)
         else:
-            text = "\n\n".join(ctx.texts(ctx.config.get("data", "default")))
+            text = "\n\n".join(ctx.step_texts())
         report, tables = sinks_report(
             ctx.model(), text, window=options.window, eps=options.eps, max_windows=options.max_windows,
             progress=ctx.pipeline is None,
