@@ -19,7 +19,6 @@ from workbench.cli.common import (
     build_options,
     friendly,
     option,
-    parse_ints,
     run_step,
     uses_store,
 )
@@ -47,11 +46,7 @@ def binding(
     from workbench.analyses.heads import write_heads_json
     from workbench.store import default_store
 
-    options = build_options(
-        B, model=model, device=device, dtype=dtype, layers=parse_ints(layers), scenes=scenes, seed=seed, epochs=epochs,
-        head_scenes=head_scenes, probes=None if probes is None else tuple(p.strip() for p in probes.split(",") if p.strip()),
-        ranks=None if ranks is None else (parse_ints(ranks) or ()), baselines=baselines,
-    )  # fmt: skip
+    options = build_options(B, locals())
     done = run_step("binding", options)
     record = done.output
     heads = record.artifacts["heads"]  # written even when empty (--head-scenes 0)

@@ -154,9 +154,54 @@ def option(options_class, name: str, *flags: str, help: str | None = None, **kwa
     return typer.Option(None, *(flags or (flag(name),)), help=text, show_default=False, **kwargs)
 
 
-def build_options(options_class, **given):
-    """The Step's options from the command's arguments; an argument left out (None) keeps its default."""
-    return options_class(**{name: value for name, value in given.items() if value is not None})
+def build_options(options_class, arguments: dict, **renamed: str):
+    """The Step's options from a command's arguments (its ``locals()``): each options field takes the
+    argument of its name (``renamed``: field -> argument where they differ); an argument left out (None)
+    keeps the options' default; a comma-separated string becomes a tuple field's values."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(options_class)
+    values = {}
+    for field in dataclasses.fields(options_class):
+        value = arguments.get(renamed.get(field.name, field.name))
+        if value is None:
+            continue
+        if isinstance(value, str) and _is_tuple(hints[field.name]):
+            value = _split(value, _item_type(hints[field.name]), field.name)
+            if value == () and field.default is None:
+                continue  # "" = the default (all layers, ...)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[field.name] = value
+    return options_class(**values)
+
+
+def _is_tuple(hint) -> bool:
+    import typing
+
+    return any(typing.get_origin(h) is tuple for h in (hint, *typing.get_args(hint)))
+
+
+def _item_type(hint):
+    import typing
+
+    for h in (hint, *typing.get_args(hint)):
+        if typing.get_origin(h) is tuple:
+            return typing.get_args(h)[0]
+    return str
+
+
+def _split(value: str, kind, name: str) -> tuple:
+    """``"1,2"`` -> ``(1, 2)`` for a tuple option (``""`` -> ``()``)."""
+    from workbench.pipeline.options import flag
+
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        return tuple(kind(part) for part in parts)
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(kind, "values")
+        raise SpecError(f"{flag(name)} expects comma-separated {what}, got {value!r}") from None
 
 
 def run_step(step: str, options, **kwargs):

@@ -16,7 +16,6 @@ from workbench.cli.common import (
     friendly,
     load,
     option,
-    parse_ints,
     run_step,
     runtime,
     uses_store,
@@ -77,8 +76,7 @@ def capture(
 
     if out.suffix != ".parquet":
         raise FileNotFoundError(f"--out must be a .parquet path, got {out}")
-    options = build_options(C, model=model, device=device, dtype=dtype, text=text, window=window,
-                            layers=parse_ints(layers), heads=parse_ints(heads), spec=spec_json, pooled=pooled)  # fmt: skip
+    options = build_options(C, locals(), spec="spec_json")
     if text.is_dir():
         return capture_folder(options, out)
     done = run_step("capture-text", options)

@@ -76,8 +76,7 @@ def select(
     from workbench.analyses.heads import top_heads, write_heads_json
     from workbench.analyses.lofit import save_scales
 
-    options = build_options(S, model=model, device=device, dtype=dtype, task=task, file=data, part=part, limit=limit,
-                            epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, l1=l1, seed=seed)  # fmt: skip
+    options = build_options(S, locals(), file="data")
     _check_out_dir(out)
     done = run_step("lofit", options)
     table, found = done.output.table("heads"), done.output.artifacts
@@ -121,11 +120,7 @@ def train(
     """Step 2: learn an offset vector per chosen head (model frozen); write the LoFiT artifact."""
     from workbench.analyses.lofit import export_folded as export
 
-    options = build_options(
-        T, model=model, device=device, dtype=dtype, task=task, heads=heads, k=k, random_seed=random_seed, file=data,
-        part=part, limit=limit, val=val, val_part=val_part, val_limit=val_limit, epochs=epochs, steps=steps,
-        eval_every=eval_every, batch_size=batch_size, lr=lr, seed=seed,
-    )  # fmt: skip
+    options = build_options(T, locals(), file="data")
     _check_out_dir(out)
     done = run_step("lofit-train", options)
     artifact, log = done.output.artifacts["artifact"], done.output.artifacts["log"]
@@ -156,8 +151,7 @@ def evaluate_command(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """MC1/MC2 (truthfulqa) or accuracy (clutrr) of the base model or of the model with LoFiT offsets."""
-    options = build_options(E, model=model, device=device, dtype=dtype, task=task, lofit=lofit, file=data, part=part,
-                            limit=limit, batch_size=batch_size)  # fmt: skip
+    options = build_options(E, locals(), file="data")
     target = out if out.suffix == ".json" else out / "eval.json"
     if out.suffix != ".json":
         _check_out_dir(out)

@@ -17,7 +17,6 @@ from workbench.cli.common import (
     build_options,
     friendly,
     option,
-    parse_ints,
     run_step,
     uses_store,
     write_json,
@@ -26,19 +25,6 @@ from workbench.cli.groups import eval_app, heads_app, validate_app
 from workbench.pipeline.steps.retrieval import NiahEvalOptions, RetrievalOptions, ValidateRetrievalOptions
 from workbench.pipeline.steps.streaming import InfluenceOptions, StreamingOptions
 from workbench.seam.spec import SpecError
-
-
-def _floats(value: str | None, name: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(",")) if value else ()
-    except ValueError:
-        raise SpecError(f"{name} expects comma-separated numbers, got {value!r}") from None
-
-
-def _ints(value: str | None) -> tuple[int, ...] | None:
-    return None if value is None else (parse_ints(value) or ())
 
 
 def _check_out(out: Path, suffix: str) -> None:
@@ -64,10 +50,7 @@ def heads_retrieval(
     """Retrieval score per head (Wu et al. 2024) from NIAH runs; write HEADS.json, record the run."""
     from workbench.analyses.heads import write_heads_json
 
-    options = build_options(
-        RetrievalOptions, model=model, device=device, dtype=dtype, haystack=haystack, needles=needles,
-        lengths=_ints(lengths), depths=_floats(depths, "--depths"), threshold=threshold, max_new_tokens=max_new_tokens,
-    )  # fmt: skip
+    options = build_options(RetrievalOptions, locals())
     _check_out(out, ".json")
     done = run_step("retrieval", options)
     summary, table = done.output.summary, done.output.table("heads")
@@ -100,12 +83,7 @@ def eval_niah(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """NIAH success (ROUGE-1 recall > 0.5), optionally with heads masked; write RESULT.json, record the run."""
-    options = build_options(
-        NiahEvalOptions, model=model, device=device, dtype=dtype, mask_heads=mask_heads, top=top,
-        mask_random=mask_random, seed=seed, exclude_top=exclude_top, mask_mode=mask_mode, mask_scope=mask_scope,
-        haystack=haystack, needles=needles, lengths=_ints(lengths), depths=_floats(depths, "--depths"),
-        max_new_tokens=max_new_tokens,
-    )  # fmt: skip
+    options = build_options(NiahEvalOptions, locals())
     _check_out(out, ".json")
     done = run_step("niah-eval", options)
     summary, result = done.output.summary, done.output.artifacts["result"]
@@ -139,13 +117,7 @@ def validate_retrieval(
     """The causal check: NIAH success with no mask, top-K masked, K random masked (several seeds)."""
     from workbench.analyses.heads import write_heads_json
 
-    options = build_options(
-        ValidateRetrievalOptions, model=model, device=device, dtype=dtype, heads=heads, top=_ints(top),
-        seeds=_ints(seeds), exclude_top=exclude_top, mask_mode=mask_mode, mask_scope=mask_scope, haystack=haystack,
-        needles=needles, lengths=_ints(lengths), depths=_floats(depths, "--depths"),
-        detect_lengths=_ints(detect_lengths), detect_depths=_floats(detect_depths, "--detect-depths"),
-        max_new_tokens=max_new_tokens,
-    )  # fmt: skip
+    options = build_options(ValidateRetrievalOptions, locals())
     if out is not None:
         _check_out(out, ".json")
     done = run_step("retrieval-validate", options)
@@ -188,10 +160,7 @@ def heads_streaming(
     """Streaming vs retrieval heads: DuoAttention gates or the pattern proxy, with their correlations."""
     from workbench.analyses.heads import write_heads_json
 
-    options = build_options(
-        StreamingOptions, model=model, device=device, dtype=dtype, method=method, haystack=haystack, length=length,
-        steps=steps, sink=sink, recent=recent, l1=l1, lr=lr, samples=samples, retrieval=retrieval, seed=seed,
-    )  # fmt: skip
+    options = build_options(StreamingOptions, locals())
     _check_out(out, ".json")
     done = run_step("streaming", options)
     write_heads_json(out, done.output.table("heads"), done.model.name, params=done.output.params)
@@ -217,8 +186,7 @@ def influence(
     """AttentionInfluence: relative loss increase per document with the top retrieval heads made uniform."""
     from workbench.store.record import write_parquet
 
-    options = build_options(InfluenceOptions, model=model, device=device, dtype=dtype, heads=heads, docs=docs,
-                            fraction=fraction, top=top, max_tokens=max_tokens)  # fmt: skip
+    options = build_options(InfluenceOptions, locals())
     _check_out(out, ".parquet")
     done = run_step("influence", options)
     scores = done.output.table("scores")

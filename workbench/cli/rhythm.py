@@ -16,7 +16,6 @@ from workbench.cli.common import (
     build_options,
     friendly,
     option,
-    parse_ints,
     run_step,
     uses_store,
 )
@@ -51,11 +50,7 @@ def rhythm(
     from workbench.analyses.rhythm.summary import markdown_tables
     from workbench.runners.hf import InputError
 
-    options = build_options(
-        R, model=model, device=device, dtype=dtype, problems=problems, max_new_tokens=max_new_tokens, limit=limit,
-        layers=parse_ints(layers), instruction=instruction, batch_size=batch_size, perturb=perturb,
-        shuffles=shuffles, seed=seed, alpha=alpha, amplification=amplification, tau_waad=tau_waad, tau_delta=tau_delta,
-    )  # fmt: skip
+    options = build_options(R, locals())
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     done = run_step("rhythm", options)

@@ -15,7 +15,6 @@ from workbench.cli.common import (
     build_options,
     friendly,
     option,
-    parse_ints,
     run_step,
     uses_store,
     write_json,
@@ -47,8 +46,7 @@ def heads_sinks(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Sink_k, first-token mass per head, hidden sinks and massive activations over a text."""
-    options = build_options(SinksOptions, model=model, device=device, dtype=dtype, text=text, window=window,
-                            eps=eps, max_windows=max_windows)  # fmt: skip
+    options = build_options(SinksOptions, locals())
     _check_out(out)
     done = run_step("sinks", options)
     report = done.output.artifacts["report"]
@@ -91,11 +89,7 @@ def calibrate_act(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """ACT: profile head groups one at a time on the calibration split, add them greedily, write CAL.json."""
-    options = build_options(
-        ActOptions, model=model, device=device, dtype=dtype, task=task, split=split, limit=limit, candidates=candidates,
-        layers=parse_ints(layers), threshold=threshold, beta=beta, budget=budget, select=select, chat=chat,
-        length_norm=length_norm, batch_size=batch_size,
-    )  # fmt: skip
+    options = build_options(ActOptions, locals())
     _calibrate("calibrate-act", options, out, "ACT")
 
 
@@ -119,15 +113,7 @@ def calibrate_zerotuning(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """ZeroTuning: profile head groups at trial gammas, add them greedily, tune the strength, write CAL.json."""
-    try:
-        trial = None if gammas is None else tuple(float(g) for g in gammas.split(","))
-    except ValueError:
-        raise SpecError(f"--gammas must be comma-separated numbers, got {gammas!r}") from None
-    options = build_options(
-        ZeroTuningOptions, model=model, device=device, dtype=dtype, task=task, split=split, limit=limit,
-        candidates=candidates, layers=parse_ints(layers), gammas=trial, budget=budget, chat=chat,
-        length_norm=length_norm, batch_size=batch_size,
-    )  # fmt: skip
+    options = build_options(ZeroTuningOptions, locals())
     _calibrate("calibrate-zerotuning", options, out, "ZeroTuning")
 
 
@@ -149,11 +135,7 @@ def eval_task(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Accuracy with 95% bootstrap CIs, baseline and (with --intervention) calibrated, plus the paired difference."""
-    options = build_options(
-        EvalTaskOptions, model=model, device=device, dtype=dtype, task=task, split=split, limit=limit,
-        intervention=tuple(intervention) if intervention else None, bootstrap=bootstrap, chat=chat,
-        length_norm=length_norm, batch_size=batch_size,
-    )  # fmt: skip
+    options = build_options(EvalTaskOptions, locals())
     if out is not None:
         _check_out(out)
     done = run_step("eval-task", options)
