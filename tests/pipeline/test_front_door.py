@@ -16,7 +16,7 @@ from workbench.pipeline.options import OptionError, StepOptions, from_config
 from workbench.pipeline.registry import known_steps, load_step
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUMBING = {"capture", "select", "validate", "report"}  # pipeline steps over other steps' outputs
+PLUMBING = {"select", "validate", "report"}  # pipeline steps over other steps' outputs
 
 # command path -> (step name, {CLI parameter: options field} where the names differ)
 COMMANDS = {
