@@ -578,6 +578,8 @@ def main(argv=None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     report = {"gpu": gpu_name(), "date": now(),
               "device": args.device, "dtype": args.dtype, "dinov2": stage_dinov2(env)}
+    if os.environ.get("E2E_NOTE"):  # e.g. other work that shared the GPU during this run (its wall times)
+        report["note"] = os.environ["E2E_NOTE"]
     started = time.perf_counter()
     report["commands"] = run_commands(args, env)
     if args.long_context:
