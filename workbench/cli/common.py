@@ -150,7 +150,7 @@ def option(options_class, name: str, *flags: str, help: str | None = None, **kwa
     default = field.default
     if default is not dataclasses.MISSING and default is not None:
         shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
-        text += f" [default: {shown}]"
+        text += f" (default {shown})"
     return typer.Option(None, *(flags or (flag(name),)), help=text, show_default=False, **kwargs)
 
 
