@@ -34,6 +34,7 @@ COMMANDS = {
     ("lofit", "train"): ("lofit-train", {"data": "file"}),
     ("lofit", "eval"): ("lofit-eval", {"data": "file"}),
     ("binding",): ("binding", {}),
+    ("capture",): ("capture-text", {"spec_json": "spec"}),
 }
 
 
