@@ -581,17 +581,24 @@ def main(argv=None) -> int:
     if os.environ.get("E2E_NOTE"):  # e.g. other work that shared the GPU during this run (its wall times)
         report["note"] = os.environ["E2E_NOTE"]
     started = time.perf_counter()
+
+    def save() -> None:  # after every section, so that a run cut by its time limit keeps what finished
+        report["total_s"] = round(time.perf_counter() - started, 1)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
     report["commands"] = run_commands(args, env)
+    save()
     if args.long_context:
         report["long_context"] = run_long_context(args, env)
+        save()
     if args.notebook:
         report["notebook"] = run_notebook(args, env)
+        save()
     if args.pytest_gpu:
         report["pytest_gpu"] = run_gpu_tests(args, env)
-    report["total_s"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    save()
     bad = [r["command"] for r in report["commands"] if r["status"] != "ok"]
     print(f"{len(report['commands']) - len(bad)}/{len(report['commands'])} commands ok" + (f"; failed: {bad}" if bad else ""))
     return 0 if not bad else 1

@@ -6,16 +6,31 @@
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
+#   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, 5-8 min)
+#   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
+#   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
+#           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
+#   all     e2e (with BG) and long in one call, for a session with little device time left: $OUT/e2e and
+#           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
+#   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
+#   retrieval-random  the random-K masking control drawn both ways, 128 held-out NIAH runs (benchmarks/retrieval_gpu.py)
 # BG="lofit calibration ..." on `e2e` starts those verbs in the background (niced, 2 CPU threads each)
 # beside the commands: a 135M model leaves the GPU mostly idle and the device time of a session is short.
 # The commands' wall times then say so in the report's "note". `long` first waits for them (BG_WAIT
 # seconds at most, so the long-context timings run alone) and returns all their outputs as bg.tgz.
 set -u
-verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit}
+verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm|calibration|retrieval-random}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
 case $verb in
+all)
+    [ $staged = 0 ] || exit $staged
+    mkdir -p "$OUT/e2e" "$OUT/long"
+    OUT="$OUT/e2e" bash benchmarks/gpu_calls.sh e2e
+    cat "$OUT/e2e/gpu_tests.log" >> "$OUT/e2e/e2e_commands.log" 2>/dev/null; rm -f "$OUT/e2e/gpu_tests.log"
+    OUT="$OUT/long" bash benchmarks/gpu_calls.sh long
+    exit 0 ;;
 first)
     mkdir -p /tmp/gpu-tests
     for file in tests/kernels/test_*.py tests/test_seam_kernels.py; do
@@ -75,5 +90,62 @@ lofit)
     EXTRA="${LOFIT_EXTRA:-}" bash benchmarks/lofit_gpu.sh /tmp/lofit > /dev/null 2>&1; echo "lofit exit $?"
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    exit 0 ;;
+duo)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo
+    timeout ${DUO_TIMEOUT:-570} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-500} ${EXTRA:-} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; python3 benchmarks/duo_gpu.py --merge --out /tmp/duo ${EXTRA:-} >> /tmp/duo/duo.log 2>&1
+    tail -n 40 /tmp/duo/duo.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo
+    exit 0 ;;
+rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/rhythm
+    timeout ${RHYTHM_TIMEOUT:-570} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-480} ${EXTRA:-} > /tmp/rhythm/rhythm.log 2>&1
+    echo "rhythm exit $?"; python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm ${EXTRA:-} >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 40 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
+    exit 0 ;;
+duo-rhythm)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    mkdir -p /tmp/duo /tmp/rhythm
+    # convert the GGUF once before the processes start (two conversions at once would race)
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    timeout ${RHYTHM_TIMEOUT:-540} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
+    rhythm_pid=$!
+    timeout ${DUO_TIMEOUT:-540} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-470} > /tmp/duo/duo.log 2>&1
+    echo "duo exit $?"; wait $rhythm_pid; echo "rhythm exit $?"
+    python3 benchmarks/duo_gpu.py --merge --out /tmp/duo >> /tmp/duo/duo.log 2>&1
+    python3 benchmarks/rhythm_gpu.py --merge --out /tmp/rhythm >> /tmp/rhythm/rhythm.log 2>&1
+    tail -n 25 /tmp/duo/duo.log; tail -n 15 /tmp/rhythm/rhythm.log
+    tar czf "$OUT/duo.tgz" -C /tmp duo; tar czf "$OUT/rhythm.tgz" -C /tmp rhythm
+    exit 0 ;;
+calibration)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    bash benchmarks/calibration_gpu.sh /tmp/calibration > /dev/null 2>&1; echo "calibration exit $?"
+    tail -n 40 /tmp/calibration/calibration.log
+    tar czf "$OUT/calibration.tgz" -C /tmp calibration
+    exit 0 ;;
+retrieval-random)  # one process for the fixed sets (batched), one per fresh draw (DRAWS, default 5), side by side
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    out=/tmp/retrieval-random; mkdir -p $out
+    essays=$WORKBENCH_DATA/niah/essays
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    date; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+    timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fixed --haystack "$essays" --out $out \
+        > $out/random-fixed.log 2>&1 &
+    for draw in $(seq 0 $((${DRAWS:-5} - 1))); do
+        timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fresh --draw $draw --haystack "$essays" \
+            --out $out > $out/random-fresh-d$draw.log 2>&1 &
+    done
+    wait; date
+    for f in $out/*.log; do echo "== $f"; grep -v "Warning\|forward_call" "$f" | tail -4; done
+    tar czf "$OUT/retrieval-random.tgz" -C /tmp retrieval-random
     exit 0 ;;
 esac

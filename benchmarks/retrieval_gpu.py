@@ -6,6 +6,14 @@ stopped at its time limit still leaves everything it finished. Runs from source,
 
     python3 benchmarks/retrieval_gpu.py masks --mode uniform --haystack ESSAYS --out DIR
     python3 benchmarks/retrieval_gpu.py streaming --haystack ESSAYS --out DIR
+    python3 benchmarks/retrieval_gpu.py random-fixed --haystack ESSAYS --out DIR
+    python3 benchmarks/retrieval_gpu.py random-fresh --draw D --haystack ESSAYS --out DIR   # D = 0, 1, ...
+
+``random-fixed`` and ``random-fresh`` (issue 17 item 6) measure the random-K control both ways on one
+held-out grid (RANDOM_LENGTHS x RANDOM_DEPTHS x the 8 held-out needles = 128 runs): the project's fixed
+sets (one set of K heads per seed for the whole grid, outside the top 50 and, separately, outside the top
+100), next to no mask and the top-K mask; and the reference repository's draw (a fresh set of K heads for
+every run, outside the top 100), one process per draw.
 
 The same functions serve notebooks and the CLI (``workbench validate retrieval``, ``workbench heads
 streaming``); this script only fixes the grids of docs/results/4-retrieval.md and saves as it goes.
@@ -25,6 +33,8 @@ from workbench.jsonfiles import write_json
 
 HELD_OUT_LENGTHS = (600, 900)  # detection used 400 / 700 / 1000
 HELD_OUT_DEPTHS = (10, 40, 60, 90)  # detection used 0 / 25 / 50 / 75 / 100
+RANDOM_LENGTHS = HELD_OUT_LENGTHS
+RANDOM_DEPTHS = (10, 20, 30, 40, 60, 70, 80, 90)  # none of the detection depths: 128 runs with 8 needles
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -120,6 +130,71 @@ def streaming(args) -> None:
     print(check.drop(columns=["full_kv_heads"]).to_string(index=False), flush=True)
 
 
+def random_fixed(args) -> None:
+    """none, top-K, and K random heads per seed for the whole grid, outside the top 50 and the top 100."""
+    from workbench.analyses.heads import top_heads
+    from workbench.analyses.retrieval.haystack import PromptBuilder
+    from workbench.analyses.retrieval.masking import build_mask, random_heads
+    from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
+
+    model = load(args)
+    lengths, depths = ints(args.lengths), ints(args.depths)
+    haystack, needles = resolve_inputs(args.haystack, None, "heldout")
+    prompts = grid_prompts(PromptBuilder(model, haystack, chat=None), needles, lengths, depths)
+    heads = shipped_heads()
+    ranking = top_heads(heads, len(heads))
+    conditions = [("none", 0, None, None, []), (f"top-{args.k}", args.k, None, None, ranking[: args.k])]
+    for exclude in (50, 100):
+        for seed in range(args.seeds):
+            conditions.append((f"random-{args.k}", args.k, seed, exclude,
+                               random_heads(model.shape, args.k, seed, ranking[:exclude])))
+    labelled = [(f"{name} seed {seed} excl {exclude}" if seed is not None else name,
+                 build_mask(model, chosen, args.mode, "decode") if chosen else [],
+                 {"condition": name, "k": k, "seed": seed, "exclude_top": exclude,
+                  "heads": ";".join(f"{a}.{b}" for a, b in chosen)})
+                for name, k, seed, exclude, chosen in conditions]
+    out = out_dir(args) / "random-fixed.json"
+    started = time.time()
+
+    def save(rows, runs):
+        frame = pd.concat(runs)
+        write_json(out, {"rows": rows, "runs": frame.to_dict("records"), "lengths": lengths, "depths": depths,
+                         "mode": args.mode, "scope": "decode", "max_new_tokens": 32, "batch_size": args.batch,
+                         "conditions_expected": len(labelled), "seconds": round(time.time() - started, 1)})
+        row = rows[-1]
+        print(f"[random-fixed] {row['condition']} seed {row['seed']} excl {row['exclude_top']}: success "
+              f"{row['success_rate']:.3f} drop {row['drop']:+.3f} ({time.time() - started:.0f} s)", flush=True)
+
+    run_conditions(model, prompts, labelled, max_new_tokens=32, progress=False, on_condition=save,
+                   batch_size=args.batch)
+
+
+def random_fresh(args) -> None:
+    """The reference repository's random control: a fresh set of K heads outside the top 100 for every run."""
+    from workbench.analyses.retrieval.masking import fresh_random_runs
+
+    model = load(args)
+    lengths, depths = ints(args.lengths), ints(args.depths)
+    out = out_dir(args) / f"random-fresh-d{args.draw}.json"
+    started = time.time()
+    from workbench.analyses.retrieval.niah import resolve_inputs
+
+    expected = len(lengths) * len(depths) * len(resolve_inputs(args.haystack, None, "heldout")[1])
+
+    def save(rows):
+        if len(rows) % 4 == 0 or len(rows) == expected:  # every few runs: a timeout loses at most 3
+            write_json(out, {"runs": rows, "lengths": lengths, "depths": depths, "mode": args.mode, "scope": "decode",
+                             "max_new_tokens": 32, "draw": args.draw, "exclude_top": 100, "k": args.k,
+                             "runs_expected": expected, "seconds": round(time.time() - started, 1)})
+
+    runs = fresh_random_runs(model, shipped_heads(), args.haystack, None, lengths, depths, k=args.k, draws=(args.draw,),
+                             exclude_top=100, mode=args.mode, scope="decode", max_new_tokens=32, progress=False,
+                             on_run=save)
+    save(runs.to_dict("records"))
+    print(f"[random-fresh d{args.draw}] {len(runs)} runs, success {runs.success.mean():.3f} "
+          f"({time.time() - started:.0f} s)", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="job", required=True)
@@ -138,13 +213,23 @@ def main(argv=None) -> None:
     two.add_argument("--train-minutes", type=float, default=3.5, help="stop the gate optimisation after this long")
     two.add_argument("--eval-lengths", default="600")
     two.add_argument("--lrm-length", type=int, default=2048)
-    for p in (one, two):
+    three = sub.add_parser("random-fixed")
+    three.add_argument("--seeds", type=int, default=10, help="fixed sets per exclusion (seeds 0-4 are §6.1's sets)")
+    three.add_argument("--batch", type=int, default=64, help="runs of one length generated together")
+    four = sub.add_parser("random-fresh")
+    four.add_argument("--draw", type=int, required=True)
+    for p in (three, four):
+        p.add_argument("--k", type=int, default=10)
+        p.add_argument("--mode", choices=("uniform", "zero", "mean"), default="uniform")
+        p.add_argument("--lengths", default=",".join(map(str, RANDOM_LENGTHS)))
+        p.add_argument("--depths", default=",".join(map(str, RANDOM_DEPTHS)))
+    for p in (one, two, three, four):
         p.add_argument("--haystack", required=True)
         p.add_argument("--out", required=True)
         p.add_argument("--model", default="smollm2-135m")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    {"masks": masks, "streaming": streaming}[args.job](args)
+    {"masks": masks, "streaming": streaming, "random-fixed": random_fixed, "random-fresh": random_fresh}[args.job](args)
 
 
 if __name__ == "__main__":

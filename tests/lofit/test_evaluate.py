@@ -36,13 +36,13 @@ def test_shared_prompt_scores_equal_full_sequence_scores(tiny_model):
 def test_truthfulqa_mc_uses_best_vs_incorrect_and_mass_on_correct(tiny_model, monkeypatch):
     question = MCQuestion("q", "b.", ("b.", "c."), ("x.", "y."))
     fixed = {" b.": -1.0, " c.": -5.0, " x.": -2.0, " y.": -0.5}
-    monkeypatch.setattr(
-        evaluate_module, "score_options", lambda model, pairs, *a, **k: [fixed[o] for _, o in pairs]
-    )
-    result = lofit.truthfulqa_mc(tiny_model, [question])
-    assert result["mc1"] == 0.0  # y. beats the best answer
-    true, false = math.exp(-1) + math.exp(-5), math.exp(-2) + math.exp(-0.5)
-    assert math.isclose(result["mc2"], true / (true + false)) and result["n"] == 1
+    for scorer in ("score_options", "score_sequences"):  # the per-question path and the batched default
+        monkeypatch.setattr(evaluate_module, scorer, lambda model, pairs, *a, **k: [fixed[o] for _, o in pairs])
+    for batched in (True, False):
+        result = lofit.truthfulqa_mc(tiny_model, [question], batched=batched)
+        assert result["mc1"] == 0.0  # y. beats the best answer
+        true, false = math.exp(-1) + math.exp(-5), math.exp(-2) + math.exp(-0.5)
+        assert math.isclose(result["mc2"], true / (true + false)) and result["n"] == 1
 
 
 def test_accuracy_is_greedy_exact_match_followed_by_a_word_end(tiny_model):

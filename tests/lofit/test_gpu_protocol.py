@@ -127,3 +127,21 @@ def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
     table = lofit_report.table(tmp_path, "truthfulqa")
     assert "| LoFiT heads | 2 | " in table and "| all heads, same budget | 2 |" in table
     assert {e["n"] for e in lofit_report.findings(tmp_path)} == {12}
+
+
+def test_padded_batches_score_like_one_sequence_at_a_time(tiny_model, monkeypatch):
+    """Batched, right-padded scoring equals batch size 1 in float32, also under ACT (a probability edit
+    that reads whole columns: the padded batch needs its attention mask, checked by removing it)."""
+    from workbench.analyses.calibration import act
+    from workbench.analyses.lofit import losses
+
+    pairs = [(q.prompt, " " + a) for q in QUESTIONS for a in (*q.correct_answers, *q.incorrect_answers)]
+    calibration = act([(0, 1), (1, 0), (1, 3)], threshold=0.05)
+    for interventions in ([], calibration):
+        alone = torch.tensor(score_sequences(tiny_model, pairs, interventions, batch_size=1))
+        batched = torch.tensor(score_sequences(tiny_model, pairs, interventions, batch_size=len(pairs)))
+        assert (batched - alone).abs().max() < 1e-4
+    assert (alone - torch.tensor(score_sequences(tiny_model, pairs, [], batch_size=1))).abs().max() > 1e-3
+    monkeypatch.setattr(losses, "needs_padding_mask", lambda interventions: False)
+    unmasked = torch.tensor(score_sequences(tiny_model, pairs, calibration, batch_size=len(pairs)))
+    assert (unmasked - alone).abs().max() > 1e-4  # without the mask the pads would change ACT's rows

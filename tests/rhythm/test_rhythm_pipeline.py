@@ -197,3 +197,71 @@ def test_smollm2_rhythm_matches_exact_rows_on_a_worked_answer(smollm2):
     # head groups really differ in reach; WAAD stays within [0, W]
     assert result.distance[result.global_].min() > 2 * result.distance[result.local].max()
     assert 0 <= result.waad.min() and result.waad.max() <= 10
+
+
+def test_batched_analysis_equals_one_at_a_time(tiny):
+    """Many responses per forward (right-padded) give the statistics of one forward per response."""
+    from workbench.analyses.rhythm.pipeline import analyse_batch
+
+    texts = [QUESTION, "Ben has 4 apples. He gets 3 more.", "x"]
+    problems = [Problem(f"p{i}", t, "#### 7") for i, t in enumerate(texts)]
+    prompts = [tiny.encode(t)[0] for t in texts]
+    responses = generate_batch(tiny, prompts, 30, batch_size=3)
+    params = RhythmParams(fai_window=(3, 9))
+    batched = analyse_batch(tiny, problems, prompts, responses, layers=(0, 1), params=params, batch_size=3)
+    assert (
+        len({int(p.numel() + r.numel()) for p, r in zip(prompts, responses, strict=True)}) > 1
+    )  # padding used
+    for problem, prompt, response, got in zip(problems, prompts, responses, batched, strict=True):
+        single = analyse_response(tiny, problem, prompt, response, layers=(0, 1), params=params)
+        for name in ("waad", "fai", "delta", "entropy", "entropy_next", "distance"):
+            np.testing.assert_allclose(
+                getattr(got, name), getattr(single, name), rtol=1e-5, atol=1e-6, err_msg=name
+            )
+        assert np.array_equal(got.local, single.local) and np.array_equal(got.global_, single.global_)
+        assert np.array_equal(got.top_ids, single.top_ids) and got.text == single.text
+        for name in ("is_preplan", "is_anchor", "credit_coupled"):
+            assert np.array_equal(got.credit[name], single.credit[name]), name
+
+
+def test_generated_problems_are_seeded_and_solvable():
+    from workbench.analyses.rhythm.generator import LEVELS, choose_level, generate_problems, wilson_lower
+
+    first = generate_problems(LEVELS[7], 20, seed=3)
+    assert first == generate_problems(LEVELS[7], 20, seed=3) != generate_problems(LEVELS[7], 20, seed=4)
+    assert any("boxes" in p.question for p in first)
+    for problem in first:
+        assert problem.answer.startswith("#### ") and int(problem.answer[5:]) >= 0
+        assert problem.question.count("Then") == LEVELS[7][0]
+    for problem in generate_problems(LEVELS[0], 20, seed=3):  # add only, operands <= 5
+        assert "gives" not in problem.question and "boxes" not in problem.question
+        numbers = [int(w) for w in problem.question.replace(".", " ").split() if w.isdigit()]
+        assert max(numbers) <= 5 and sum(numbers) == int(problem.answer[5:])
+    assert is_correct("so she has 9.\n#### 9", "#### 9")
+    assert abs(wilson_lower(30, 100) - 0.2189) < 1e-3 and wilson_lower(0, 0) == 0.0
+    chosen = choose_level({0: (40, 48), 1: (30, 48), 2: (20, 48), 3: (5, 48)})
+    assert chosen["level"] == 1 and chosen["meets_target"]  # 20/48 has a Wilson lower bound of 0.288
+    fallback = choose_level({0: (10, 48), 1: (12, 48), 2: (3, 48)})
+    assert fallback["level"] == 1 and not fallback["meets_target"]
+
+
+def test_worked_examples_are_correct_and_precede_the_question():
+    import re
+
+    from workbench.analyses.rhythm.generator import LEVELS, chat_messages, generate_problems, worked_examples
+
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
+    for level in LEVELS:
+        examples = worked_examples(level)
+        assert len(examples) == 2 and examples == worked_examples(level)
+        for _question, solution in examples:
+            for a, op, b, c in re.findall(r"(\d+) ([-+x]) (\d+) = (\d+)", solution):
+                assert ops[op](int(a), int(b)) == int(c), solution
+            assert solution.count(" = ") >= level[0]
+            assert is_correct(solution, "#### " + solution.rsplit("#### ", 1)[1])
+        problem = generate_problems(level, 1, seed=0)[0]
+        turns = chat_messages(problem, level)
+        assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+        assert turns[-1]["content"].startswith(problem.question)
+        assert problem.question not in {q for q, _ in examples}
+    assert chat_messages(problem, LEVELS[0], "instruction") == [{"role": "user", "content": problem.prompt()}]

@@ -17,7 +17,18 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench.report import binding, gpu, influence, kernels, lofit, retrieval, sinks
+from workbench.report import (
+    binding,
+    calibration,
+    duo,
+    gpu,
+    influence,
+    kernels,
+    lofit,
+    retrieval,
+    rhythm,
+    sinks,
+)
 from workbench.report.markers import MarkerError, fill_tables, table_names
 
 FIELDS = ("finding", "paper", "metric", "value", "ci", "n", "verdict", "source")
@@ -28,6 +39,9 @@ FINDING_BUILDERS: tuple[Callable[[Path], list[dict]], ...] = (
     retrieval.findings,
     sinks.findings,
     lofit.findings,
+    duo.findings,
+    rhythm.findings,
+    calibration.findings,
 )
 
 
@@ -60,8 +74,10 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "retrieval-heads": lambda: retrieval.heads_table(data),
         "retrieval-gpu-masks": lambda: retrieval.masks_table(data),
         "retrieval-gpu-detect4k": lambda: retrieval.detect4k_table(data),
+        "retrieval-random-draws": lambda: retrieval.random_draws_table(data),
         "sinks-sink-k": lambda: sinks.sink_k_table(data),
         "sinks-per-layer": lambda: sinks.per_layer_table(data),
+        "calibration-gpu": lambda: calibration.table(data),
         "binding-tiny-vit": lambda: binding.tiny_vit_table(data),
         "binding-tiny-vit-heads": lambda: binding.tiny_vit_heads(data),
         "binding-tiny-vit-layers": lambda: binding.tiny_vit_layers(data),
@@ -71,6 +87,10 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "kernels-model": lambda: kernels.model_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
+        "duo-training": lambda: duo.training_table(data),
+        "duo-deployment": lambda: duo.deployment_table(data),
+        "rhythm-calibration": lambda: rhythm.calibration_table(data),
+        "rhythm-tests": lambda: rhythm.tests_table(data),
         "gpu-e2e-commands": lambda: gpu.commands_table(data),
         "gpu-long-context": lambda: gpu.long_context_table(data),
     }

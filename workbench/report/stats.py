@@ -42,3 +42,21 @@ def paired_test(
     signs = rng.choice(np.array([-1.0, 1.0]), size=(resamples, diff.size))
     flipped = np.abs((signs * diff).mean(axis=1))
     return float((1 + (flipped >= observed - 1e-12).sum()) / (resamples + 1))
+
+
+def bootstrap_ci_two_level(
+    matrix: Sequence[Sequence[float]], level: float = 0.95, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
+    """Percentile interval of the grand mean of ``matrix`` (rows: random draws, e.g. fixed head sets;
+    columns: items, e.g. NIAH runs), resampling rows and columns independently with replacement, so the
+    spread between draws counts as well as the spread between items."""
+    data = np.asarray(matrix, dtype=np.float64)
+    if data.ndim != 2 or data.size == 0:
+        raise ValueError("bootstrap_ci_two_level needs a non-empty (draws, items) matrix")
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, data.shape[0], size=(resamples, data.shape[0]))
+    columns = rng.integers(0, data.shape[1], size=(resamples, data.shape[1]))
+    row_means = np.stack([data[rows[b]][:, columns[b]].mean() for b in range(resamples)])
+    tail = (1 - level) / 2
+    low, high = np.quantile(row_means, [tail, 1 - tail])
+    return float(low), float(high)

@@ -18,7 +18,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from workbench.adapters import Adapter, ModelShape, adapter_for
-from workbench.seam import cuda_path, torch_path
+from workbench.seam import cuda_path, streaming, torch_path
 from workbench.seam.interventions import Intervention, validate_interventions
 from workbench.seam.plan import make_plan, phase_of
 from workbench.seam.spec import CaptureSpec
@@ -115,6 +115,10 @@ class Session:
             output = plan.apply_output_edits(plain_attention(query, key, value, mask, scaling, causal))
             self.backends.setdefault(layer, set()).add(SDPA_OUTPUT_EDITS)
             return output.to(query.dtype)
+        mix = streaming.layer_mix(plan, query.shape[1], query.device)
+        if mix is not None:  # DuoAttention's gates: two SDPA calls mixed per head (seam/streaming.py)
+            self.backends.setdefault(layer, set()).add(streaming.BACKEND)
+            return streaming.attend(query, key, value, mask, scaling, causal, *mix)
         backend = torch_path.BACKEND
         if self.use_kernels == "always" or (self.use_kernels and query.is_cuda):
             reason = cuda_path.unsupported(query, mask, plan)

@@ -190,6 +190,47 @@ class ScaleKeys(ProbabilityEdit):
         return torch.where(total > 0, scaled / total.clamp_min(1e-30), scaled)
 
 
+@register_intervention
+@dataclass(frozen=True)
+class StreamingMix(ProbabilityEdit):
+    """DuoAttention's mix: p <- gate * p + (1 - gate) * p_stream, where p_stream is p restricted to the
+    keys j < ``sink`` or i - j < ``recent`` and renormalised (causal attention over the sink and the
+    recent window). ``gate`` may be a 0-d tensor that requires grad (gate training); 1 is full
+    attention, 0 a streaming head.
+
+    A layer whose only interventions are StreamingMix edits of one (sink, recent) runs as two SDPA calls
+    (full and windowed) mixed per head (``workbench.seam.streaming``): head outputs are linear in the
+    probability row, so that equals this per-head edit, without a probability edit per head.
+    """
+
+    sink: int = 16
+    recent: int = 64
+    gate: float | torch.Tensor = 1.0
+
+    kind: ClassVar[str] = "streaming_mix"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sink < 0 or self.recent < 1:
+            raise SpecError(f"StreamingMix needs sink >= 0 and recent >= 1, got {self.sink}, {self.recent}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not isinstance(self.gate, torch.Tensor) and float(self.gate) == 1.0
+
+    def window(self, query_positions: torch.Tensor, num_keys: int) -> torch.Tensor:
+        """Bool (query, key): the sink keys and the ``recent`` keys ending at each query (itself included)."""
+        keys = torch.arange(num_keys, device=query_positions.device)
+        return (keys[None, :] < self.sink) | ((query_positions[:, None] - keys[None, :]) < self.recent)
+
+    def edit(self, p, query_positions):
+        p = p.clone()  # the seam writes the result back into the tensor p views; autograd needs our own copy
+        stream = p * self.window(query_positions, p.shape[-1])
+        stream = stream / stream.sum(-1, keepdim=True).clamp_min(1e-30)
+        gate = torch.as_tensor(self.gate, dtype=p.dtype, device=p.device)
+        return gate * p + (1 - gate) * stream
+
+
 # --- output stage ------------------------------------------------------------------------------
 
 
@@ -319,6 +360,7 @@ __all__ = [
     "LogitBias",
     "ProbabilityEdit",
     "ScaleKeys",
+    "StreamingMix",
     "OutputEdit",
     "HeadGate",
     "HeadOutputAffine",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from workbench.analyses.batching import SCORE_BATCH
 from workbench.analyses.calibration import interventions as methods
 from workbench.analyses.calibration.evaluate import objective
 from workbench.analyses.calibration.search import Candidate, candidates, greedy, profile
@@ -81,7 +82,7 @@ def calibrate_zerotuning(
     scales: Sequence[float] = (0.5, 2.0),
     budget: int = 2,
     pool_size: int = 6,
-    batch_size: int = 16,
+    batch_size: int = SCORE_BATCH,
     progress: bool = False,
 ) -> dict:
     if not gammas or any(g <= 0 or g == 1 for g in gammas):
@@ -134,7 +135,7 @@ def calibrate_act(
     budget: int = 2,
     pool_size: int = 4,
     select: str = "greedy",
-    batch_size: int = 16,
+    batch_size: int = SCORE_BATCH,
     progress: bool = False,
 ) -> dict:
     if select not in ("greedy", "filter"):

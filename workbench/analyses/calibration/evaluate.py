@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from workbench.analyses.batching import SCORE_BATCH
 from workbench.analyses.calibration.tasks import Scores, Task, score_task
 from workbench.runners.hf import Model
 
@@ -31,7 +32,7 @@ def bootstrap(correct: torch.Tensor, other: torch.Tensor | None = None, samples:
     return out
 
 
-def evaluate(model: Model, task: Task, interventions=(), samples: int = 2000, seed: int = 0, batch_size: int = 16, progress: bool = False,
+def evaluate(model: Model, task: Task, interventions=(), samples: int = 2000, seed: int = 0, batch_size: int = SCORE_BATCH, progress: bool = False,
              baseline: list[int] | None = None) -> dict:
     """Accuracy of ``task`` without and with ``interventions``, each with a CI, and the paired difference.
     ``baseline``: per-item correctness from an earlier pass over the same items (skips the baseline pass)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from workbench.analyses.batching import SCORE_BATCH
 from workbench.runners.hf import InputError, Model
 
 TASK_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
@@ -240,7 +241,7 @@ def resolve_mode(model: Model, task: Task) -> str:
     return "label"
 
 
-def score_task(model: Model, task: Task, interventions=(), batch_size: int = 16, progress: bool = False) -> Scores:
+def score_task(model: Model, task: Task, interventions=(), batch_size: int = SCORE_BATCH, progress: bool = False) -> Scores:
     """Score every option of every item with ``interventions`` active (no gradients)."""
     mode = resolve_mode(model, task)
     out: list[list[float]] = []

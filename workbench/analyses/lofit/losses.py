@@ -65,16 +65,37 @@ def pad_id(model: Model) -> int:
     return 0  # pragma: no cover
 
 
+def padding_mask(batch: TokenBatch) -> torch.Tensor | None:
+    """(batch, T) attention mask of a right-padded batch (1 up to each row's last scored token), or None
+    when no row is padded."""
+    length = batch.targets.shape[1]
+    ends = length - batch.targets.flip(1).to(torch.int8).argmax(1)  # one past each row's last target
+    mask = (torch.arange(length)[None, :] < ends[:, None]).long()
+    return None if bool(mask.all()) else mask
+
+
+def needs_padding_mask(interventions: Sequence[Intervention]) -> bool:
+    """Probability edits read whole attention rows (ACT's column means count the queries that see a key),
+    so pads must be masked for them; every other intervention sees real tokens only under right padding."""
+    from workbench.seam.interventions import ProbabilityEdit
+
+    return any(isinstance(i, ProbabilityEdit) for i in interventions)
+
+
 def target_logits(model: Model, batch: TokenBatch, interventions: Sequence[Intervention] = ()):
     """(logits (batch, kept, vocab) fp32, targets (batch, kept) ids, mask (batch, kept) bool).
 
-    Runs ``model.hf`` inside the seam; gradients flow into any tensors the interventions hold.
+    Runs ``model.hf`` inside the seam; gradients flow into any tensors the interventions hold. A padded
+    batch gets an attention mask only when an intervention edits probabilities (``needs_padding_mask``):
+    the unmasked call keeps the fast attention path.
     """
     device = model.device
     ids = batch.ids.to(device)
     keep = batch.keep.to(device)
+    attention = padding_mask(batch) if needs_padding_mask(interventions) else None
+    kwargs = {} if attention is None else {"attention_mask": attention.to(device)}
     with model.seam(None, interventions):
-        logits = model.hf(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+        logits = model.hf(input_ids=ids, use_cache=False, logits_to_keep=keep, **kwargs).logits
     next_ids = ids[:, keep + 1]
     mask = batch.targets.to(device)[:, keep + 1]
     return logits.float(), next_ids, mask

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from workbench.analyses.batching import SCORE_BATCH
 from workbench.analyses.lofit.data import Completion, MCQuestion
 from workbench.analyses.lofit.losses import encode_pair, make_batch, pad_id, sequence_logprobs, target_logits
 from workbench.runners.hf import Model, cache_of, with_cache
@@ -97,12 +98,14 @@ def score_sequences(
     pairs: Sequence[tuple[str, str]],
     interventions: Sequence[Intervention] = (),
     *,
-    batch_size: int = 64,
+    batch_size: int = SCORE_BATCH,
     max_prompt: int = 128,
     max_target: int = 128,
 ) -> list[float]:
-    """``score_options`` for accelerators: whole (prompt, answer) sequences in length-sorted batches
-    (one forward per ``batch_size`` options instead of two per question)."""
+    """Whole (prompt, answer) sequences in length-sorted, right-padded batches (one forward per
+    ``batch_size`` options, across questions), the same numbers as scoring each sequence alone. Equal to
+    ``score_options`` (one question at a time on a shared prompt cache) for interventions that do not read
+    later tokens; ACT's column means do, so calibration scores whole sequences. One copy per batch."""
     encoded = [encode_pair(model, p, a, max_prompt=max_prompt, max_target=max_target) for p, a in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     scores = [0.0] * len(encoded)
@@ -132,15 +135,16 @@ def truthfulqa_mc(
     questions: Sequence[MCQuestion],
     interventions: Sequence[Intervention] = (),
     *,
-    batch_size: int = 16,  # used when ``batched``
+    batch_size: int = SCORE_BATCH,  # used when ``batched``
     progress: bool = False,
     per_question: bool = False,
-    batched: bool = False,
+    batched: bool = True,
 ) -> dict:
     """{"mc1", "mc2", "n"} (and "questions": per-question rows when ``per_question``).
 
-    ``batched`` scores all options in batches of ``batch_size`` whole sequences (GPU); the default
-    shares each question's prompt cache (CPU).
+    ``batched`` (the default) scores all options, across questions, in batches of ``batch_size`` whole
+    sequences; ``batched=False`` goes one question at a time on a shared prompt cache (fewer tokens, one
+    small forward per question).
     """
     index: dict[tuple[str, str], int] = {}  # each distinct (prompt, option) is scored once
 
@@ -183,7 +187,7 @@ def completion_accuracy(
     items: Sequence[Completion],
     interventions: Sequence[Intervention] = (),
     *,
-    batch_size: int = 16,
+    batch_size: int = SCORE_BATCH,
     max_prompt: int = 384,
     progress: bool = False,
     per_item: bool = False,

@@ -16,7 +16,13 @@ import torch
 
 from workbench.analyses.heads import top_heads
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder
-from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
+from workbench.analyses.retrieval.niah import (
+    BATCH_SIZE,
+    grid_prompts,
+    resolve_inputs,
+    run_conditions,
+    run_prompts,
+)
 from workbench.seam.interventions import mask_heads
 from workbench.seam.spec import SpecError
 
@@ -120,6 +126,7 @@ def causal_check(
     progress: bool = True,
     return_runs: bool = False,
     on_condition=None,
+    batch_size: int = BATCH_SIZE,
 ):
     """NIAH success with no mask, the top-K heads masked, and K random heads (outside the top
     ``exclude_top``) for each seed. Default needles are the built-in held-out set.
@@ -144,7 +151,7 @@ def causal_check(
                  {"condition": name, "k": k, "seed": seed, "heads": ";".join(f"{a}.{b}" for a, b in chosen)})
                 for name, k, seed, chosen in conditions]
     table, runs = run_conditions(model, prompts, labelled, max_new_tokens=max_new_tokens, progress=progress,
-                                 on_condition=on_condition)
+                                 on_condition=on_condition, batch_size=batch_size)
     table = table[["condition", "k", "seed", "success_rate", "mean_rouge_recall", "num_runs", "heads", "drop"]]
     table.attrs["params"] = {
         "mode": mode, "scope": scope, "exclude_top": exclude_top, "seeds": list(seeds), "top_k": list(top_k),
@@ -169,3 +176,58 @@ def summarise_check(table: pd.DataFrame) -> pd.DataFrame:
             "random_drop_min": float(rand["drop"].min()),
         })
     return pd.DataFrame(out)
+
+
+def per_run_seed(seed: int, draw: int, run: int) -> int:
+    """The seed of run ``run``'s random heads in draw ``draw`` (distinct for every (seed, draw, run))."""
+    return seed * 1_000_000 + draw * 10_000 + run
+
+
+def fresh_random_runs(
+    model,
+    heads: pd.DataFrame,
+    haystack=None,
+    needles=None,
+    lengths: Sequence[int] = (600, 900),
+    depths: Sequence[float] = (10, 30, 60, 90),
+    *,
+    k: int = 10,
+    draws: Sequence[int] = (0,),
+    seed: int = 0,
+    exclude_top: int = 100,
+    mode: str = "uniform",
+    scope: str = "decode",
+    chat: bool | None = None,
+    max_new_tokens: int = 50,
+    progress: bool = True,
+    on_run=None,
+) -> pd.DataFrame:
+    """The random control as Wu et al.'s repository draws it: every run gets its own K random heads from
+    outside the top ``exclude_top`` (a fresh set per run), instead of one fixed set per seed for the whole
+    grid (``causal_check``). Each (draw, run) masks ``random_heads(shape, k, per_run_seed(seed, draw, run))``.
+
+    Returns the per-run table (one row per run and draw: the NIAH run's fields, ``draw``, ``run``,
+    ``heads``). No baseline: pair it with ``causal_check``'s ``none`` runs of the same grid. ``on_run(rows)``
+    sees the finished rows after every run (a long job can save as it goes).
+    """
+    haystack, needles = resolve_inputs(haystack, needles, "heldout")
+    builder = PromptBuilder(model, haystack, chat=chat)
+    prompts = grid_prompts(builder, needles, lengths, depths)
+    means = reference_means(model, haystack) if mode == "mean" else None
+    excluded = top_heads(heads, len(heads))[:exclude_top]
+    rows: list[dict] = []
+    for draw in draws:
+        for run, prompt in enumerate(prompts):
+            chosen = random_heads(model.shape, k, per_run_seed(seed, draw, run), excluded)
+            mask = build_mask(model, chosen, mode, scope, means=means)
+            result = run_prompts(model, [prompt], interventions=mask, max_new_tokens=max_new_tokens, progress=False,
+                                 description=f"fresh draw {draw} run {run}")
+            row = result.runs.iloc[0].to_dict()
+            rows.append({**{key: (v.item() if hasattr(v, "item") else v) for key, v in row.items()},
+                         "condition": f"fresh-random-{k}", "k": k, "draw": draw, "run": run, "seed": seed,
+                         "exclude_top": exclude_top, "heads": ";".join(f"{a}.{b}" for a, b in chosen)})
+            if on_run is not None:
+                on_run(rows)
+            if progress:
+                print(f"fresh draw {draw} run {run}: success {row['success']}", flush=True)
+    return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.analyses.batching import GENERATE_BATCH
 from workbench.analyses.retrieval.grid import DEFAULT_DEPTHS, DEFAULT_LENGTHS  # noqa: F401  (re-exported)
 from workbench.analyses.retrieval.haystack import (
     Haystack,
@@ -29,6 +30,7 @@ from workbench.runners.hf import Generation, InputError, cache_of, with_cache
 from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
+BATCH_SIZE = GENERATE_BATCH  # evaluation runs of one token length generated together; detection goes one at a time
 ARGMAX_SPEC = CaptureSpec(statistics=("argmax",))
 
 
@@ -104,6 +106,42 @@ def generate_with_decode_capture(model, ids: torch.Tensor, *, max_new_tokens: in
     return Generation(ids[0].cpu(), torch.tensor(new, dtype=torch.long), text, capture)
 
 
+def greedy_answers(model, ids: torch.Tensor, *, max_new_tokens: int = 50, interventions=()) -> list[list[int]]:
+    """``generate_with_decode_capture`` with nothing captured, for a batch of prompts of one length.
+
+    ``ids``: (batch, prompt) token ids, every row the same length (so no padding and no attention mask: each
+    row's numbers are those of running it alone, up to the order of floating-point sums). Prefill
+    prompt[:-1], then decode from the last prompt token, greedily; a row stops at end of text, a newline or
+    ``max_new_tokens`` (the batch runs until every row stopped; a stopped row's later tokens are dropped).
+    The new tokens stay on the model's device between steps; one copy per step reads them.
+    """
+    ids = torch.as_tensor(ids)
+    if ids.dim() != 2 or ids.shape[-1] < 2:
+        raise InputError(f"greedy_answers needs (batch, prompt >= 2) ids, got shape {tuple(ids.shape)}")
+    ids = ids.to(model.device)
+    model.check_length(ids.shape[-1] + max_new_tokens)
+    eos = model.tokenizer.eos_token_id
+    new: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    running = set(range(ids.shape[0]))
+    with torch.no_grad():
+        with model.seam(None, interventions):
+            past = cache_of(model.hf(input_ids=ids[:, :-1], use_cache=True))
+        with model.seam(None, interventions):
+            step = ids[:, -1:]
+            while running:
+                out = model.hf(input_ids=step, use_cache=True, **with_cache(model.hf, past))
+                past = cache_of(out)
+                tokens = out.logits[:, -1].argmax(-1)
+                for row, token in enumerate(tokens.tolist()):
+                    if row not in running:
+                        continue
+                    new[row].append(token)
+                    if token == eos or len(new[row]) == max_new_tokens or "\n" in model.tokenizer.decode([token]):
+                        running.discard(row)
+                step = tokens[:, None]
+    return new
+
+
 def grid_prompts(builder: PromptBuilder, needles: Sequence[Needle], lengths, depths) -> list[NiahPrompt]:
     return [builder.build(n, int(length), float(depth)) for n in needles for length in lengths for depth in depths]
 
@@ -118,56 +156,83 @@ def run_prompts(
     progress: bool = True,
     description: str = "niah",
     units=None,
+    batch_size: int = BATCH_SIZE,
 ) -> NiahResult:
     """Generate an answer for each prompt; score success, and the heads when ``detect``.
 
-    ``units`` (a ``workbench.checkpoint.UnitLog`` for this exact job) keeps each finished run, so a rerun
-    after an interruption reads those back and generates only the rest."""
+    Without detection, prompts of the same token length run ``batch_size`` at a time (``greedy_answers``);
+    detection captures one run at a time. ``units`` (a ``workbench.checkpoint.UnitLog`` for this exact job)
+    keeps each finished run, so a rerun after an interruption reads those back and generates only the rest."""
     from tqdm.auto import tqdm
 
-    rows, scores = [], []
-    for index, prompt in enumerate(tqdm(prompts, desc=description, unit="run", disable=not progress, leave=False)):
-        unit = _unit_key(description, index, prompt, detect)
-        done = units.get(unit) if units is not None else None
-        if done is not None:
-            rows.append(done["row"])
-            scores.append(None if done["score"] is None else np.asarray(done["score"], dtype=done["dtype"]))
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    rows: list = [None] * len(prompts)
+    scores: list = [None] * len(prompts)
+    keys = [_unit_key(description, index, prompt, detect) for index, prompt in enumerate(prompts)]
+    todo = []
+    for index in range(len(prompts)):
+        done = units.get(keys[index]) if units is not None else None
+        if done is None:
+            todo.append(index)
             continue
-        started = time.perf_counter()
-        # the same paper-style loop with and without detection: under generate() the first answer token
-        # would come from the prefill, which a decode-scope mask (the repo's) leaves untouched
-        gen = generate_with_decode_capture(model, prompt.ids, max_new_tokens=max_new_tokens,
-                                           interventions=interventions, spec=ARGMAX_SPEC if detect else None)
-        seconds = time.perf_counter() - started
-        response = gen.text.strip()
+        rows[index] = done["row"]
+        scores[index] = None if done["score"] is None else np.asarray(done["score"], dtype=done["dtype"])
+
+    def finish(index: int, new_ids: list[int], seconds: float, run_score=None) -> None:
+        prompt = prompts[index]
+        response = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         recall = rouge1_recall(prompt.needle.answer, response)
-        run_score = None
-        if detect:
-            argmax = decode_argmax(gen.capture, len(gen.prompt_ids), len(gen.new_ids))
-            run_score = retrieval_hits(argmax, gen.prompt_ids, gen.new_ids, prompt.answer_span).numpy()
-        scores.append(run_score)
-        rows.append(
-            {
-                "needle": prompt.needle.needle,
-                "answer": prompt.needle.answer,
-                "length": prompt.length,
-                "depth": prompt.depth,
-                "tokens": int(len(gen.prompt_ids)),
-                "answer_start": prompt.answer_span[0],
-                "answer_end": prompt.answer_span[1],
-                "response": response,
-                "rouge_recall": recall,
-                "success": recall > SUCCESS_RECALL,
-                "new_tokens": int(len(gen.new_ids)),
-                "seconds": seconds,
-            }
-        )
+        scores[index] = run_score
+        rows[index] = {
+            "needle": prompt.needle.needle,
+            "answer": prompt.needle.answer,
+            "length": prompt.length,
+            "depth": prompt.depth,
+            "tokens": int(torch.as_tensor(prompt.ids).numel()),
+            "answer_start": prompt.answer_span[0],
+            "answer_end": prompt.answer_span[1],
+            "response": response,
+            "rouge_recall": recall,
+            "success": recall > SUCCESS_RECALL,
+            "new_tokens": len(new_ids),
+            "seconds": seconds,
+        }
         if units is not None:
-            units.add(unit, {
-                "row": {k: (v.item() if hasattr(v, "item") else v) for k, v in rows[-1].items()},
+            units.add(keys[index], {
+                "row": {k: (v.item() if hasattr(v, "item") else v) for k, v in rows[index].items()},
                 "score": None if run_score is None else run_score.tolist(),
                 "dtype": None if run_score is None else str(run_score.dtype),
             })
+
+    bar = tqdm(total=len(todo), desc=description, unit="run", disable=not progress, leave=False)
+    if detect:
+        for index in todo:
+            started = time.perf_counter()
+            # the paper-style loop: under generate() the first answer token would come from the prefill,
+            # which a decode-scope mask (the repo's) leaves untouched
+            gen = generate_with_decode_capture(model, prompts[index].ids, max_new_tokens=max_new_tokens,
+                                               interventions=interventions, spec=ARGMAX_SPEC)
+            argmax = decode_argmax(gen.capture, len(gen.prompt_ids), len(gen.new_ids))
+            run_score = retrieval_hits(argmax, gen.prompt_ids, gen.new_ids, prompts[index].answer_span).numpy()
+            finish(index, gen.new_ids.tolist(), time.perf_counter() - started, run_score)
+            bar.update(1)
+    else:
+        by_length: dict[int, list[int]] = {}
+        for index in todo:
+            by_length.setdefault(int(torch.as_tensor(prompts[index].ids).numel()), []).append(index)
+        for length in sorted(by_length):
+            group = by_length[length]
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                started = time.perf_counter()
+                ids = torch.stack([torch.as_tensor(prompts[i].ids).reshape(-1) for i in chunk])
+                answers = greedy_answers(model, ids, max_new_tokens=max_new_tokens, interventions=interventions)
+                seconds = (time.perf_counter() - started) / len(chunk)  # the batch's time, shared
+                for index, new_ids in zip(chunk, answers, strict=True):
+                    finish(index, new_ids, seconds)
+                bar.update(len(chunk))
+    bar.close()
     return NiahResult(pd.DataFrame(rows), scores)
 
 
@@ -180,15 +245,17 @@ def _unit_key(description: str, index: int, prompt: NiahPrompt, detect: bool) ->
 
 
 def run_conditions(model, prompts: Sequence[NiahPrompt], conditions, *, max_new_tokens: int = 50,
-                   progress: bool = True, on_condition=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   progress: bool = True, on_condition=None,
+                   batch_size: int = BATCH_SIZE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same prompts under each condition ``(label, interventions, fields)``; the first condition is
-    the baseline. Returns one row per condition (``fields``, the NIAH summary, ``drop`` = baseline
+    the baseline. ``batch_size`` decodes prompts of equal length that many at a time
+    (``run_prompts``). Returns one row per condition (``fields``, the NIAH summary, ``drop`` = baseline
     success - success) and the per-run table (``fields`` on every run). ``on_condition(rows, runs)``
     sees the partial lists after each condition (a long job can save as it goes)."""
     rows, runs = [], []
     for label, interventions, fields in conditions:
         result = run_prompts(model, prompts, interventions=interventions, max_new_tokens=max_new_tokens,
-                             progress=progress, description=label)
+                             progress=progress, description=label, batch_size=batch_size)
         runs.append(result.runs.assign(**fields))
         rows.append({**fields, **niah_summary(result.runs)})
         rows[-1]["drop"] = rows[0]["success_rate"] - rows[-1]["success_rate"]

@@ -3,8 +3,9 @@
 Gate optimisation: one gate alpha in [0, 1] per KV head mixes full attention with streaming attention
 (causal attention restricted to the first ``sink`` keys plus the last ``recent`` keys):
 ``out = alpha * FullAttn + (1 - alpha) * StreamAttn``. Head outputs are linear in the probability row,
-and StreamAttn's row is the full row restricted to the window and renormalised, so the mix is applied
-as a probability edit (``StreamingMix``); gradients reach alpha through the seam's PyTorch path. The
+and StreamAttn's row is the full row restricted to the window and renormalised, so the mix is one
+probability edit per head (``StreamingMix``), which the seam runs per layer as two SDPA calls (full and
+windowed) mixed per head (``workbench.seam.streaming``); gradients reach alpha through both. The
 loss distils the final hidden states of the unmodified model on the passkey answer positions, plus
 ``l1`` times the mean |alpha|. All model weights stay frozen.
 
@@ -19,7 +20,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,46 +27,13 @@ import torch
 
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
-from workbench.analyses.retrieval.niah import grid_prompts, resolve_inputs, run_conditions
-from workbench.seam.interventions import ProbabilityEdit, register_intervention
+from workbench.analyses.retrieval.niah import BATCH_SIZE, grid_prompts, resolve_inputs, run_conditions
+from workbench.seam.interventions import StreamingMix
 from workbench.seam.spec import CaptureSpec, SpecError
 
 NATO = ("alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa "
         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
-
-
-@register_intervention
-@dataclass(frozen=True)
-class StreamingMix(ProbabilityEdit):
-    """p <- gate * p + (1 - gate) * p_stream, p_stream = p on (j < sink) or (i - j < recent), renormalised.
-
-    ``gate`` may be a 0-d tensor that requires grad (gate training); 1 is full attention, 0 streaming.
-    """
-
-    sink: int = 16
-    recent: int = 64
-    gate: float | torch.Tensor = 1.0
-
-    kind: ClassVar[str] = "streaming_mix"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.sink < 0 or self.recent < 1:
-            raise SpecError(f"StreamingMix needs sink >= 0 and recent >= 1, got {self.sink}, {self.recent}")
-
-    @property
-    def is_identity(self) -> bool:
-        return not isinstance(self.gate, torch.Tensor) and float(self.gate) == 1.0
-
-    def edit(self, p, query_positions):
-        p = p.clone()  # the seam writes the result back into the tensor p views; autograd needs our own copy
-        keys = torch.arange(p.shape[-1], device=p.device)
-        window = (keys[None, :] < self.sink) | ((query_positions[:, None] - keys[None, :]) < self.recent)
-        stream = p * window
-        stream = stream / stream.sum(-1, keepdim=True).clamp_min(1e-30)
-        gate = torch.as_tensor(self.gate, dtype=p.dtype, device=p.device)
-        return gate * p + (1 - gate) * stream
 
 
 # --- passkey data ------------------------------------------------------------------------------
@@ -123,7 +90,8 @@ def _lr_factor(step: int, total: int) -> float:
 
 
 def _last_hidden(model, ids):
-    return model.hf(input_ids=ids, use_cache=False, output_hidden_states=True).hidden_states[-1]
+    """The decoder's last hidden state, after the final norm (no vocabulary projection: not needed)."""
+    return model.hf.base_model(input_ids=ids, use_cache=False).last_hidden_state
 
 
 def _sample_length(length: int | tuple[int, int], rng: random.Random) -> int:
@@ -134,6 +102,36 @@ def _sample_length(length: int | tuple[int, int], rng: random.Random) -> int:
     if not 0 < low <= high:
         raise SpecError(f"a length range needs 0 < low <= high, got {length}")
     return rng.randint(low, high)
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """When the gate optimisation counts as converged (fixed before any run).
+
+    Every ``window`` steps (once ``2 * window`` steps and the warm-up are done) compare the mean loss of
+    the last ``window`` steps with the mean of the ``window`` before: converged when the relative change
+    is below ``tolerance`` *and* no gate moved by more than ``gate_tolerance`` between the two window ends.
+    The loss of one step is noisy (a new random sample each step), hence means over windows.
+    """
+
+    window: int = 100
+    tolerance: float = 0.02
+    gate_tolerance: float = 0.05
+
+    def check(self, losses: Sequence[float], gates_then, gates_now) -> dict:
+        w = self.window
+        recent, before = float(np.mean(losses[-w:])), float(np.mean(losses[-2 * w : -w]))
+        change = abs(recent - before) / max(abs(before), 1e-12)
+        moved = float(np.abs(np.asarray(gates_now) - np.asarray(gates_then)).max())
+        return {"step": len(losses), "mean_loss": recent, "previous_mean_loss": before, "relative_change": change,
+                "max_gate_change": moved, "converged": change < self.tolerance and moved < self.gate_tolerance}
+
+
+def _passkey_batch(model, ids_pool, length, rng, batch, passkeys, words):
+    """``batch`` passkey samples of one length (drawn once per step): ids (batch, T), labels (batch, T)."""
+    tokens = _sample_length(length, rng)
+    samples = [passkey_sample(model.tokenizer, ids_pool, tokens, rng, passkeys, words) for _ in range(batch)]
+    return torch.cat([s.ids for s in samples]), torch.stack([s.label_mask for s in samples])
 
 
 def train_gates(
@@ -149,14 +147,24 @@ def train_gates(
     passkeys: int = 2,
     words: int = 8,
     seed: int = 0,
+    batch: int = 1,
+    plateau: Plateau | None = None,
     progress: bool = True,
     max_seconds: float | None = None,
+    on_window=None,
+    fit_schedule: bool = False,
 ) -> pd.DataFrame:
     """Optimise one gate per KV head; returns ``layer, kv_head, gate`` with the loss history in attrs.
 
-    ``length`` is one context length, or a ``(low, high)`` range each step's sample length is drawn from.
-    ``max_seconds`` stops the optimisation early (the schedule stays the one for ``steps``; the steps
-    actually taken are in ``attrs["params"]["steps_done"]``).
+    ``length`` is one context length, or a ``(low, high)`` range each step's length is drawn from;
+    ``batch`` samples of that length per step. The mix runs through the seam's batched layer path (two
+    SDPA calls per layer, ``workbench.seam.streaming``). ``plateau`` (a ``Plateau``) stops the run once
+    converged; the schedule stays the one for ``steps``. ``max_seconds`` stops it early too. What stopped
+    it is ``attrs["params"]["stopped"]`` (``plateau``, ``steps`` or ``time``), the checks are
+    ``attrs["plateau_checks"]``, and ``on_window(table)`` sees the gates after every plateau window.
+    ``fit_schedule`` (with ``max_seconds``): after step 15 the schedule's length becomes the smaller of
+    ``steps`` and the steps that fit in ``max_seconds`` at the pace of steps 5-15 (so its decay phase
+    runs inside the time); ``attrs["params"]["schedule_steps"]`` records it.
     """
     from tqdm.auto import tqdm
 
@@ -167,17 +175,29 @@ def train_gates(
     ids_pool = _haystack_ids(model, haystack)
     alpha = torch.nn.Parameter(torch.ones(shape.num_layers, shape.num_kv_heads, device=model.device))  # on the model: no copy per head
     optimiser = torch.optim.AdamW([alpha], lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, steps))
+    total = [steps]  # the schedule's length; fit_schedule may shorten it once
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: _lr_factor(s, total[0]))
     frozen = [p.requires_grad for p in model.hf.parameters()]
     for p in model.hf.parameters():
         p.requires_grad_(False)
-    history = []
+    history, checks, stopped = [], [], "steps"
+    window_start = alpha.detach().clamp(0, 1).cpu().numpy().copy()
+    paced = None
     try:
         for step in tqdm(range(steps), desc="gates", disable=not progress, leave=False):
-            if max_seconds is not None and step and time.monotonic() - started > max_seconds:
+            if step >= total[0]:
                 break
-            sample = passkey_sample(model.tokenizer, ids_pool, _sample_length(length, rng), rng, passkeys, words)
-            ids = sample.ids.to(model.device)
+            if max_seconds is not None and step and time.monotonic() - started > max_seconds:
+                stopped = "time"
+                break
+            if fit_schedule and max_seconds is not None:
+                if step == 5:
+                    paced = time.monotonic()
+                elif step == 15:
+                    pace = (time.monotonic() - paced) / 10
+                    total[0] = max(16, min(steps, int((max_seconds - (time.monotonic() - started)) / pace) + 15))
+            ids, labels = _passkey_batch(model, ids_pool, length, rng, batch, passkeys, words)
+            ids, labels = ids.to(model.device), labels.to(model.device)
             with torch.no_grad():
                 teacher = _last_hidden(model, ids)
             with torch.no_grad():
@@ -186,25 +206,45 @@ def train_gates(
                    for layer in range(shape.num_layers) for head in range(shape.num_heads)]
             with model.seam(None, mix):
                 student = _last_hidden(model, ids)
-            labels = sample.label_mask.to(model.device)
-            distill = ((teacher[0, labels] - student[0, labels]) ** 2).mean(-1).mean()
+            distill = ((teacher - student) ** 2).mean(-1)[labels].mean()
             regular = alpha.abs().mean()
             loss = distill + l1 * regular
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
-            history.append({"step": step, "tokens": int(ids.shape[-1]), "loss": loss.item(), "distill": distill.item(), "l1": regular.item()})
+            history.append({"step": step, "tokens": int(ids.shape[-1]), "loss": loss.item(), "distill": distill.item(),
+                            "l1": regular.item(), "seconds": round(time.monotonic() - started, 3)})
+            if plateau is not None and (step + 1) % plateau.window == 0:
+                now = alpha.detach().clamp(0, 1).cpu().numpy().copy()
+                if step + 1 >= max(2 * plateau.window, int(0.2 * total[0])):
+                    checks.append(plateau.check([h["loss"] for h in history], window_start, now))
+                if on_window is not None:
+                    on_window(_gate_table(now, shape))
+                window_start = now
+                if checks and checks[-1]["converged"]:
+                    stopped = "plateau"
+                    break
     finally:
         for p, flag in zip(model.hf.parameters(), frozen, strict=True):
             p.requires_grad_(flag)
-    gates = alpha.detach().clamp(0, 1).cpu().numpy()
-    table = pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": float(gates[layer, kv])}
-                          for layer in range(shape.num_layers) for kv in range(shape.num_kv_heads)])
+    final = alpha.detach().clamp(0, 1).cpu().numpy()
+    if plateau is not None and stopped != "plateau" and len(history) >= 2 * plateau.window:
+        if not checks or checks[-1]["step"] != len(history):  # where the run ended, off the window grid
+            checks.append(plateau.check([h["loss"] for h in history], window_start, final))
+            checks[-1]["at_end"] = True
+    table = _gate_table(alpha.detach().clamp(0, 1).cpu().numpy(), shape)
     table.attrs["history"] = history
+    table.attrs["plateau_checks"] = checks
     table.attrs["params"] = {"length": length if isinstance(length, int) else list(length), "steps": steps, "sink": sink, "recent": recent, "l1": l1, "lr": lr,
-                             "passkeys": passkeys, "words": words, "seed": seed, "steps_done": len(history)}
+                             "passkeys": passkeys, "words": words, "seed": seed, "batch": batch, "steps_done": len(history),
+                             "schedule_steps": total[0], "stopped": stopped, "plateau": None if plateau is None else vars(plateau)}
     return table
+
+
+def _gate_table(gates: np.ndarray, shape) -> pd.DataFrame:
+    return pd.DataFrame([{"layer": layer, "kv_head": kv, "gate": float(gates[layer, kv])}
+                         for layer in range(shape.num_layers) for kv in range(shape.num_kv_heads)])
 
 
 # --- pattern proxy -----------------------------------------------------------------------------
@@ -270,6 +310,7 @@ def deployment_check(
     progress: bool = True,
     return_runs: bool = False,
     on_condition=None,
+    batch_size: int = BATCH_SIZE,
 ):
     """DuoAttention's check (b): NIAH success with full attention, with the top ``ratio`` of KV heads (by
     gate) kept full and the rest streaming, with random full/streaming splits at the same ratio, and with
@@ -277,7 +318,7 @@ def deployment_check(
 
     Returns one row per condition: ``condition, ratio, seed, success_rate, mean_rouge_recall, num_runs,
     full_kv_heads, drop``. ``on_condition`` receives the partial results after each condition (see
-    ``run_conditions``).
+    ``run_conditions``). ``batch_size`` decodes the prompts of one length that many at a time.
     """
     haystack, needles = resolve_inputs(haystack, needles, "heldout")
     prompts = grid_prompts(PromptBuilder(model, haystack), needles, lengths, depths)
@@ -293,7 +334,7 @@ def deployment_check(
                   "full_kv_heads": "all" if full is None else ";".join(f"{a}.{b}" for a, b in full)})
                 for name, ratio, seed, full in conditions]
     table, runs = run_conditions(model, prompts, labelled, max_new_tokens=max_new_tokens, progress=progress,
-                                 on_condition=on_condition)
+                                 on_condition=on_condition, batch_size=batch_size)
     table.attrs["params"] = {"lengths": [int(x) for x in lengths], "depths": [float(x) for x in depths],
                              "ratios": list(ratios), "seeds": list(seeds), "sink": sink, "recent": recent,
                              "haystack": haystack.source, "needles": [n.to_dict() for n in needles]}

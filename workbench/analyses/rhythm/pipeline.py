@@ -141,19 +141,72 @@ def analyse_response(
 ) -> ResponseRhythm:
     """One extra forward over prompt + response; WAAD from the local group, FAI from the global group."""
     prompt_ids, new_ids = prompt_ids.reshape(-1), new_ids.reshape(-1)
-    start, n = int(prompt_ids.numel()), int(new_ids.numel())
     ids = torch.cat([prompt_ids, new_ids])[None]
     logits, cap = model.run(ids, capture_spec(layers, params))
-    grouped = group_rhythm(
+    return _rhythm(
+        model,
+        problem,
+        prompt_ids,
+        new_ids,
+        logits[0],
         cap.row["mean_distance"][0].numpy(),
         cap.row["waad"][0].numpy(),
         cap.key["fai"][0].numpy(),
-        start,
-        group_fraction=params.group_fraction,
-        fai_window=params.fai_window,
+        params,
+    )
+
+
+def analyse_batch(
+    model,
+    problems: Sequence[Problem],
+    prompts: Sequence[torch.Tensor],
+    responses: Sequence[torch.Tensor],
+    *,
+    layers: Sequence[int],
+    params: RhythmParams,
+    batch_size: int = 16,
+) -> list[ResponseRhythm]:
+    """``analyse_response`` for many responses, ``batch_size`` per forward (right-padded; padded positions
+    are masked out of every statistic, so each result equals the one-at-a-time result)."""
+    spec = capture_spec(layers, params)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
+    out = []
+    for start in range(0, len(problems), max(1, batch_size)):
+        chunk = range(start, min(len(problems), start + batch_size))
+        sequences = [torch.cat([prompts[i].reshape(-1), responses[i].reshape(-1)]) for i in chunk]
+        width = max(int(s.numel()) for s in sequences)
+        ids = torch.full((len(sequences), width), pad or 0, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, : sequence.numel()] = sequence
+            mask[row, : sequence.numel()] = 1
+        logits, cap = model.run(ids, spec, attention_mask=mask)
+        for row, i in enumerate(chunk):
+            total = int(sequences[row].numel())
+            out.append(
+                _rhythm(
+                    model,
+                    problems[i],
+                    prompts[i].reshape(-1),
+                    responses[i].reshape(-1),
+                    logits[row, :total],
+                    cap.row["mean_distance"][row, ..., :total].numpy(),
+                    cap.row["waad"][row, ..., :total].numpy(),
+                    cap.key["fai"][row, ..., :total].numpy(),
+                    params,
+                )
+            )
+    return out
+
+
+def _rhythm(model, problem, prompt_ids, new_ids, logits, mean_distance, waad, fai, params) -> ResponseRhythm:
+    """The per-token rhythm of one response from its forward's logits (T, vocab) and seam statistics."""
+    start, n = int(prompt_ids.numel()), int(new_ids.numel())
+    grouped = group_rhythm(
+        mean_distance, waad, fai, start, group_fraction=params.group_fraction, fai_window=params.fai_window
     )
     waad, fai = grouped["waad"], grouped["fai"]
-    log_probs = torch.log_softmax(logits[0].double(), dim=-1)  # on the model's device; copied once below
+    log_probs = torch.log_softmax(logits.double(), dim=-1)  # on the model's device; copied once below
     entropy_all = -(log_probs.exp() * log_probs).sum(-1).cpu().numpy()
     producing = log_probs[start - 1 : start + n - 1]
     top_ids = producing.topk(min(ALTERNATIVES, producing.shape[-1]), dim=-1).indices.cpu().numpy()
