@@ -25,3 +25,16 @@ def read_texts(path: str | Path) -> dict[str, str]:
             raise InputError(f"the text file {file} is empty")
         texts[file.stem] = text
     return texts
+
+
+def read_text(path: str | Path) -> str:
+    """One UTF-8 text file (errors replaced); FileNotFoundError if missing, InputError if empty."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"text file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        from workbench.runners.hf import InputError
+
+        raise InputError(f"the text file {path} is empty")
+    return text

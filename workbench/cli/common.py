@@ -15,6 +15,7 @@ import typer
 from workbench.devices import DEFAULT_DEVICE, DEFAULT_DTYPE, DEVICES_HELP, DTYPES_HELP
 from workbench.jsonfiles import write_json  # noqa: F401  (re-exported for the commands)
 from workbench.seam.spec import SpecError
+from workbench.texts import read_text  # noqa: F401  (re-exported for the commands)
 
 # every command that loads a model takes these two (``device: Device = DEFAULT_DEVICE``)
 Device = Annotated[str, typer.Option("--device", help=f"where the model runs: {DEVICES_HELP}")]
@@ -107,17 +108,6 @@ def uses_store(function):
     return wrapper
 
 
-def read_text(path: Path) -> str:
-    if not path.exists():
-        raise FileNotFoundError(f"text file {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        from workbench.runners.hf import InputError
-
-        raise InputError(f"the text file {path} is empty")
-    return text
-
-
 def parse_ints(value: str | None) -> tuple[int, ...] | None:
     if value is None or value == "":
         return None
@@ -142,7 +132,80 @@ def load(model: str, where):
 
 
 def record(model) -> dict:
-    """Where ``model`` ran, for ``Store.put_run(runtime=...)``."""
+    """Where ``model`` ran, for ``workbench.pipeline.runner.write_run(runtime=...)``."""
     from workbench.devices import run_record
 
     return run_record(model)
+
+
+def option(options_class, name: str, *flags: str, help: str | None = None, **kwargs):  # noqa: A002
+    """A Typer option for the field ``name`` of a Step's options: its default is None, meaning the
+    options' own default (the one place it is typed), which the help text shows."""
+    import dataclasses
+
+    from workbench.pipeline.options import flag
+
+    field = {f.name: f for f in dataclasses.fields(options_class)}[name]
+    text = help if help is not None else field.metadata.get("help", "")
+    default = field.default
+    if default is not dataclasses.MISSING and default is not None:
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        text += f" (default {shown})"
+    return typer.Option(None, *(flags or (flag(name),)), help=text, show_default=False, **kwargs)
+
+
+def build_options(options_class, arguments: dict, **renamed: str):
+    """The Step's options from a command's arguments (its ``locals()``): each options field takes the
+    argument of its name (``renamed``: field -> argument where they differ); an argument left out (None)
+    keeps the options' default; a comma-separated string becomes a tuple field's values."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(options_class)
+    values = {}
+    for field in dataclasses.fields(options_class):
+        value = arguments.get(renamed.get(field.name, field.name))
+        if value is None:
+            continue
+        if isinstance(value, str) and _is_tuple(hints[field.name]):
+            value = _split(value, _item_type(hints[field.name]), field.name)
+            if value == () and field.default is None:
+                continue  # "" = the default (all layers, ...)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[field.name] = value
+    return options_class(**values)
+
+
+def _is_tuple(hint) -> bool:
+    import typing
+
+    return any(typing.get_origin(h) is tuple for h in (hint, *typing.get_args(hint)))
+
+
+def _item_type(hint):
+    import typing
+
+    for h in (hint, *typing.get_args(hint)):
+        if typing.get_origin(h) is tuple:
+            return typing.get_args(h)[0]
+    return str
+
+
+def _split(value: str, kind, name: str) -> tuple:
+    """``"1,2"`` -> ``(1, 2)`` for a tuple option (``""`` -> ``()``)."""
+    from workbench.pipeline.options import flag
+
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        return tuple(kind(part) for part in parts)
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(kind, "values")
+        raise SpecError(f"{flag(name)} expects comma-separated {what}, got {value!r}") from None
+
+
+def run_step(step: str, options, **kwargs):
+    """Run the Step ``step`` on its own through the pipeline runner (which records exactly one run)."""
+    from workbench.pipeline.runner import run_step as run
+
+    return run(step, options, echo=lambda line: typer.echo(line, err=True), **kwargs)

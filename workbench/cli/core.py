@@ -12,14 +12,17 @@ from workbench.cli.common import (
     DEFAULT_DTYPE,
     Device,
     Dtype,
+    build_options,
     friendly,
     load,
-    parse_ints,
-    read_text,
-    record,
+    option,
+    run_step,
     runtime,
     uses_store,
 )
+from workbench.cli.common import record as record_of
+from workbench.pipeline.steps.capture import CaptureTextOptions as C
+from workbench.pipeline.steps.capture import CaptureTextStep
 
 
 @app.command()
@@ -59,86 +62,58 @@ def capture(
         ..., "--out", help="Parquet file: one row per (layer, head); for a folder the mean over its texts, "
         "and OUT_STEM.TEXT_STEM.parquet beside it for each text"
     ),
-    window: int | None = typer.Option(None, "--window", help="keep only the first N tokens"),
-    layers: str | None = typer.Option(None, "--layers", help="comma-separated layers (default all)"),
-    heads: str | None = typer.Option(None, "--heads", help="comma-separated query heads (default all)"),
-    spec_json: str | None = typer.Option(
-        None, "--spec", help="a capture spec as JSON (overrides --layers/--heads)"
-    ),
-    pooled: int = typer.Option(
-        128, "--pooled", help="side of the stored pooled attention map (0 = none; one text only, not a folder)"
-    ),
+    window: int | None = option(C, "window"),
+    layers: str | None = option(C, "layers"),
+    heads: str | None = option(C, "heads"),
+    spec_json: str | None = option(C, "spec", "--spec"),
+    pooled: int | None = option(C, "pooled"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Capture attention statistics over a text; write the per-head table and record the run."""
-    from workbench.seam.spec import CaptureSpec
     from workbench.store import default_store
-    from workbench.store.captures import save_capture
+    from workbench.store.record import write_parquet
 
     if out.suffix != ".parquet":
         raise FileNotFoundError(f"--out must be a .parquet path, got {out}")
-    where = runtime(device, dtype)
-    if spec_json:
-        spec = CaptureSpec.from_json(spec_json)
-    else:
-        spec = CaptureSpec(
-            layers=parse_ints(layers),
-            heads=parse_ints(heads),
-            key_statistics=("received",),
-            pooled_cells=0 if text.is_dir() else pooled,
-        )
+    options = build_options(C, locals(), spec="spec_json")
     if text.is_dir():
-        return capture_folder(model, text, out, window, spec, where)
-    content = read_text(text)
-    loaded = load(model, where)
-    spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
-    if window is not None and window < 2:
-        raise FileNotFoundError("--window must be at least 2 tokens")
-    ids = loaded.encode(content, window=window)
-    typer.echo(f"{loaded}: {ids.shape[-1]} tokens", err=True)
-    _, result = loaded.run(ids, spec, progress=True, all_logits=False)  # the table needs no logits
-    table = result.head_table()
-    run_id = save_capture(
-        default_store(), result, model=loaded.name, input_ids=ids, params={"window": window},
-        runtime=record(loaded),
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.parquet")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out)
+        return capture_folder(options, out)
+    done = run_step("capture-text", options)
+    table, result = done.output.artifacts["table"], done.output.artifacts["capture"]
+    write_parquet(table, out)
+    loaded = done.model
     typer.echo(f"device {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}; attention backend: {result.backend_summary()}")
-    typer.echo(f"wrote {out} ({len(table)} heads); run {run_id} in {default_store().root}")
+    typer.echo(f"wrote {out} ({len(table)} heads); run {done.run_id} in {default_store().root}")
 
 
-def capture_folder(model: str, folder: Path, out: Path, window: int | None, spec, where) -> None:
+def capture_folder(options, out: Path) -> None:
     """`capture --text FOLDER`: one capture over every *.txt, in padded batches; writes the mean table to
-    OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text."""
+    OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text (through the runner)."""
+    from workbench.pipeline.runner import write_run
     from workbench.store import default_store
-    from workbench.store.captures import save_capture
+    from workbench.store.captures import capture_record
+    from workbench.store.record import write_parquet
     from workbench.texts import read_texts
 
-    texts = read_texts(folder)
-    loaded = load(model, where)
+    where = runtime(options.device, options.dtype)
+    CaptureTextStep().validate_options(options)
+    store = default_store()
+    spec = options.capture_spec(folder=True)
+    texts = read_texts(options.text)
+    loaded = load(options.model, where)
     spec.validate_for(loaded.shape.num_layers, loaded.shape.num_heads)
-    if window is not None and window < 2:
-        raise FileNotFoundError("--window must be at least 2 tokens")
-    typer.echo(f"{loaded}: {len(texts)} texts from {folder}", err=True)
-    result = loaded.capture_texts(texts, spec, window=window)
+    typer.echo(f"{loaded}: {len(texts)} texts from {options.text}", err=True)
+    result = loaded.capture_texts(texts, spec, window=options.window)
     tables = {out: result.head_table()}
     for name, table in result.head_tables().items():
         tables[out.with_name(f"{out.stem}.{name}.parquet")] = table
-    store = default_store()
     for part in result.split():
-        ids = loaded.encode(texts[part.meta["text"]], window=window)
-        save_capture(
-            store, part, model=loaded.name, input_ids=ids, params={"window": window}, runtime=record(loaded)
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
+        ids = loaded.encode(texts[part.meta["text"]], window=options.window)
+        record = capture_record(part, input_ids=ids, params={"window": options.window})
+        write_run(store, record, model=loaded.name, runtime=record_of(loaded))
     for path, table in tables.items():
-        tmp = path.with_suffix(".tmp.parquet")
-        table.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_parquet(table, path)
     typer.echo(f"attention backend: {result.backend_summary()}")
     typer.echo(
         f"wrote {out} (mean over {len(texts)} texts) and {len(texts)} per-text tables "

@@ -7,8 +7,6 @@ target_text) or any prompt, completion rows. Without --data the small shipped sa
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import typer
@@ -19,13 +17,19 @@ from workbench.cli.common import (
     DEFAULT_DTYPE,
     Device,
     Dtype,
+    build_options,
     friendly,
     load,
-    record,
+    option,
+    run_step,
     runtime,
     uses_store,
     write_json,
 )
+from workbench.pipeline.steps.lofit import TASK_HELP
+from workbench.pipeline.steps.lofit import LofitEvalOptions as E
+from workbench.pipeline.steps.lofit import LofitSelectOptions as S
+from workbench.pipeline.steps.lofit import LofitTrainOptions as T
 from workbench.seam.spec import SpecError
 
 lofit_app = typer.Typer(
@@ -35,22 +39,6 @@ lofit_app = typer.Typer(
 app.add_typer(lofit_app, name="lofit")
 
 MODEL_HELP = "model name (see `workbench models`), HF id or local path"
-TASK_HELP = "truthfulqa (DPO on answer pairs; MC1/MC2) or clutrr (completion-only SFT; accuracy)"
-DATA_HELP = "CSV/JSON/JSONL data file (default: the shipped sample for the task)"
-PART_HELP = "use only part i of n of the file (fixed seeded split), e.g. 1/2"
-
-
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _items(task: str, data: Path | None, part: str | None, limit: int | None):
-    from workbench.analyses.lofit import load_task, parse_part, sample_path
-
-    if limit is not None and limit < 1:
-        raise SpecError(f"--limit must be at least 1, got {limit}")
-    path = data if data is not None else sample_path(task)
-    return path, load_task(task, path, parse_part(part), limit)
 
 
 def _check_task(task: str) -> None:
@@ -65,15 +53,6 @@ def _check_out_dir(out: Path) -> None:
         raise SpecError(f"--out {out} exists and is not a folder")
 
 
-def _record(kind: str, model, data_path: Path, params: dict, summary: dict, head_tables=None) -> str:
-    from workbench.store import default_store
-
-    return default_store().put_run(
-        kind, model.name, _hash(str(data_path), params), params=params, summary=summary, head_tables=head_tables,
-        runtime=record(model),
-    )
-
-
 @lofit_app.command("select")
 @friendly
 @uses_store
@@ -81,46 +60,31 @@ def select(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     out: Path = typer.Option(..., "--out", help="folder: HEADS.json, scales.safetensors, log.json"),
-    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
-    part: str | None = typer.Option(None, "--part", help=PART_HELP),
-    limit: int | None = typer.Option(None, "--limit", help="use at most N questions/items"),
-    epochs: int = typer.Option(5, "--epochs"),
-    steps: int | None = typer.Option(None, "--steps", help="cap on optimiser steps (CPU: keep small)"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr", help="default: spec §5 (truthfulqa 5e-3, clutrr 5e-4)"),
-    l1: float | None = typer.Option(
-        None, "--l1", help="L1 weight on the scales (truthfulqa 5e-4, clutrr 5e-3)"
-    ),
-    seed: int = typer.Option(0, "--seed"),
+    data: Path | None = option(S, "file", "--data"),
+    part: str | None = option(S, "part"),
+    limit: int | None = option(S, "limit"),
+    epochs: int | None = option(S, "epochs"),
+    steps: int | None = option(S, "steps"),
+    batch_size: int | None = option(S, "batch_size"),
+    lr: float | None = option(S, "lr"),
+    l1: float | None = option(S, "l1"),
+    seed: int | None = option(S, "seed"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Step 1: learn a scale vector per head (task loss + L1) and rank heads by its norm."""
     from workbench.analyses.heads import top_heads, write_heads_json
-    from workbench.analyses.lofit import TrainConfig, save_scales, select_heads
+    from workbench.analyses.lofit import save_scales
 
-    where = runtime(device, dtype)  # a missing device fails here, before any work
-    _check_task(task)
+    options = build_options(S, locals(), file="data")
     _check_out_dir(out)
-    config = TrainConfig.defaults(
-        task, 1, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, l1=l1, seed=seed
-    )
-    path, items = _items(task, data, part, limit)
-    loaded = load(model, where)
-    table, scales, log = select_heads(loaded, items, config, progress=True)
-    save_scales(out / "scales.safetensors", scales)
-    write_json(out / "log.json", log)
-    write_heads_json(out / "HEADS.json", table, loaded.name)
-    run_id = _record(
-        "lofit_select",
-        loaded,
-        path,
-        table.attrs["params"],
-        {"top": top_heads(table, 10)},
-        {"heads": table},
-    )
+    done = run_step("lofit", options)
+    table, found = done.output.table("heads"), done.output.artifacts
+    save_scales(out / "scales.safetensors", found["scales"])
+    write_json(out / "log.json", found["log"])
+    write_heads_json(out / "HEADS.json", table, done.model.name, params=done.output.params)
     typer.echo(f"top heads: {top_heads(table, 8)}")
-    typer.echo(f"wrote {out / 'HEADS.json'}; run {run_id}")
+    typer.echo(f"wrote {out / 'HEADS.json'}; run {done.run_id}")
 
 
 @lofit_app.command("train")
@@ -130,29 +94,21 @@ def train(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     out: Path = typer.Option(..., "--out", help="artifact folder: lofit.safetensors + lofit.json"),
-    heads: Path | None = typer.Option(
-        None, "--heads", help="HEADS.json (from `lofit select` or any head finder)"
-    ),
-    k: int = typer.Option(8, "--k", help="number of heads (top K of --heads, or K random heads)"),
-    random_seed: int | None = typer.Option(
-        None, "--random", help="ignore --heads: K random heads drawn with this seed"
-    ),
-    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
-    part: str | None = typer.Option(None, "--part", help=PART_HELP),
-    limit: int | None = typer.Option(None, "--limit"),
-    val: Path | None = typer.Option(
-        None, "--val", help="validation file: keep the offsets with the lowest val loss"
-    ),
-    val_part: str | None = typer.Option(None, "--val-part", help=PART_HELP),
-    val_limit: int | None = typer.Option(None, "--val-limit"),
-    epochs: int = typer.Option(5, "--epochs"),
-    steps: int | None = typer.Option(None, "--steps"),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", help="validate every N steps (default: per epoch)"
-    ),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr", help="default 1e-2 (spec §5)"),
-    seed: int = typer.Option(0, "--seed"),
+    heads: Path | None = option(T, "heads"),
+    k: int | None = option(T, "k", "--k"),
+    random_seed: int | None = option(T, "random_seed", "--random"),
+    data: Path | None = option(T, "file", "--data"),
+    part: str | None = option(T, "part"),
+    limit: int | None = option(T, "limit"),
+    val: Path | None = option(T, "val"),
+    val_part: str | None = option(T, "val_part"),
+    val_limit: int | None = option(T, "val_limit"),
+    epochs: int | None = option(T, "epochs"),
+    steps: int | None = option(T, "steps"),
+    eval_every: int | None = option(T, "eval_every"),
+    batch_size: int | None = option(T, "batch_size"),
+    lr: float | None = option(T, "lr"),
+    seed: int | None = option(T, "seed"),
     export_folded: Path | None = typer.Option(
         None,
         "--export-folded",
@@ -162,54 +118,21 @@ def train(
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Step 2: learn an offset vector per chosen head (model frozen); write the LoFiT artifact."""
-    from workbench.analyses.heads import read_heads_json, top_heads
-    from workbench.analyses.lofit import TrainConfig, random_heads, train_offsets
     from workbench.analyses.lofit import export_folded as export
 
-    where = runtime(device, dtype)  # a missing device fails here, before any work
-    _check_task(task)
+    options = build_options(T, locals(), file="data")
     _check_out_dir(out)
-    if heads is None and random_seed is None:
-        raise SpecError("give --heads HEADS.json (e.g. from `workbench lofit select`) or --random SEED")
-    config = TrainConfig.defaults(
-        task, 2, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every
-    )
-    path, items = _items(task, data, part, limit)
-    val_items = _items(task, val, val_part, val_limit)[1] if val is not None else None
-    table = read_heads_json(heads) if random_seed is None else None
-    if table is not None and not 1 <= k <= len(table):
-        raise SpecError(f"--k must be between 1 and {len(table)} (the heads in {heads}), got {k}")
-    loaded = load(model, where)
-    if table is not None:
-        chosen, scores, source = top_heads(table, k), [float(s) for s in table["score"].head(k)], str(heads)
-    else:
-        chosen, scores, source = random_heads(loaded, k, random_seed), None, f"random:{random_seed}"
-    artifact, log = train_offsets(
-        loaded,
-        chosen,
-        items,
-        config,
-        val_items=val_items,
-        scores=scores,
-        progress=True,
-        extra_params={"heads_from": source},
-    )
+    done = run_step("lofit-train", options)
+    artifact, log = done.output.artifacts["artifact"], done.output.artifacts["log"]
     artifact.save(out)
     write_json(out / "log.json", log)  # training and validation losses (which step was kept)
     if export_folded is not None:
-        export(loaded, artifact, export_folded)
+        export(done.model, artifact, export_folded)
         typer.echo(f"wrote folded checkpoint {export_folded}")
-    run_id = _record(
-        "lofit_train",
-        loaded,
-        path,
-        artifact.params,
-        {"heads": artifact.heads, "final_loss": log["loss"][-1]},
-    )
     typer.echo(
         f"heads {artifact.heads}; {artifact.num_parameters} parameters; final loss {log['loss'][-1]:.4f}"
     )
-    typer.echo(f"wrote {out}; run {run_id}")
+    typer.echo(f"wrote {out}; run {done.run_id}")
 
 
 @lofit_app.command("eval")
@@ -219,41 +142,24 @@ def evaluate_command(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     out: Path = typer.Option(..., "--out", help="a .json file, or a folder (writes eval.json in it)"),
-    lofit: Path | None = typer.Option(None, "--lofit", help="LoFiT artifact folder (none: the base model)"),
-    data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
-    part: str | None = typer.Option(None, "--part", help=PART_HELP),
-    limit: int | None = typer.Option(None, "--limit"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    lofit: Path | None = option(E, "lofit"),
+    data: Path | None = option(E, "file", "--data"),
+    part: str | None = option(E, "part"),
+    limit: int | None = option(E, "limit"),
+    batch_size: int | None = option(E, "batch_size"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """MC1/MC2 (truthfulqa) or accuracy (clutrr) of the base model or of the model with LoFiT offsets."""
-    from workbench.analyses.lofit import LofitArtifact, evaluate
-
-    where = runtime(device, dtype)  # a missing device fails here, before any work
-    _check_task(task)
+    options = build_options(E, locals(), file="data")
     target = out if out.suffix == ".json" else out / "eval.json"
     if out.suffix != ".json":
         _check_out_dir(out)
-    artifact = LofitArtifact.load(lofit) if lofit is not None else None
-    if artifact is not None and artifact.task != task:
-        raise SpecError(f"{lofit} was trained for task {artifact.task!r}, not {task!r}")
-    path, items = _items(task, data, part, limit)
-    loaded = load(model, where)
-    interventions = []
-    if artifact is not None:
-        artifact.check_model(loaded)
-        interventions = artifact.interventions()
-    result = evaluate(loaded, task, items, interventions, batch_size=batch_size, progress=True)
-    result.update(
-        {"model": loaded.name, "task": task, "data": str(path), "lofit": str(lofit) if lofit else None}
-    )
+    done = run_step("lofit-eval", options)
+    result = done.output.summary
     write_json(target, result)
     metrics = {key: round(result[key], 4) for key in ("mc1", "mc2", "accuracy") if key in result}
-    run_id = _record(
-        "lofit_eval", loaded, path, {"lofit": str(lofit), "part": part, "limit": limit}, result
-    )
-    typer.echo(f"{metrics} over {result['n']} items; wrote {target}; run {run_id}")
+    typer.echo(f"{metrics} over {result['n']} items; wrote {target}; run {done.run_id}")
 
 
 @lofit_app.command("fold")

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from workbench.exec.jobs import JobSpec, Shard, ShardResult, shard_key
+from workbench.store.record import StepOutput
 from workbench.store.store import Store, content_hash
 
 TaskFunction = Callable[..., pd.DataFrame]
@@ -68,11 +69,33 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     table = capture.head_table()
     if job.params.get("save_captures"):
         from workbench.devices import run_record
-        from workbench.store.captures import save_capture
+        from workbench.pipeline.runner import write_run
+        from workbench.store.captures import capture_record
 
-        save_capture(store, capture, model=model.name, input_ids=ids, kind="capture", runtime=run_record(model))
+        record = capture_record(capture, input_ids=ids, kind="capture")
+        write_run(store, record, model=model.name, runtime=run_record(model))
     table.insert(0, "tokens", int(ids.shape[-1]))
     return table
+
+
+@register_task("step")
+def step_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
+    """An analysis Step on the prompt (its text), as its command would run it: ``params.step`` names the
+    Step (``workbench pipeline steps``), ``params.options`` its options as in a pipeline file. The Step's
+    run is recorded by the pipeline runner (the same record as the command's for the same options and
+    text); the row holds its run id and the summary's numbers. The job's interventions are not applied."""
+    from workbench.pipeline.options import from_config
+    from workbench.pipeline.registry import load_step
+    from workbench.pipeline.runner import run_step
+
+    step = load_step(str(job.params.get("step")))
+    if step.Options is None:
+        raise ValueError(f"step {job.params.get('step')!r} is not an analysis Step (it has no options class)")
+    where = f"task step {step.kind!r}"
+    options = from_config(step.Options, dict(job.params.get("options") or {}), where=where, model=model.name)
+    done = run_step(step, options, model=model, store=store, texts=[prompt], echo=lambda *_: None)
+    numbers = {k: [v] for k, v in done.output.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return pd.DataFrame({"run_id": [done.run_id], "kind": [done.output.kind], **numbers})
 
 
 _BUILDERS: dict = {}  # (model name, haystack) -> PromptBuilder: the haystack is tokenised once per worker
@@ -137,17 +160,18 @@ def run_shard(model, job: JobSpec, shard: Shard, store: Store) -> ShardResult:
         rows.insert(0, "prompt", shard.start + offset)
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
-    store.put_run(
-        "shard",
-        job.model,
-        content_hash(shard.to_dict()),
-        spec=job.to_dict(),
-        params={"start": shard.start, "prompts": len(shard.prompts)},
+    from workbench.pipeline.runner import write_run
+
+    record = StepOutput(
         arrays={"result": frame},
         summary={"job": job.key, "task": job.task, "label": job.label, "rows": len(frame)},
-        run_id=key,
-        runtime=run_record(model),  # where it ran; the key stays the job's (any executor computes the same shard)
+        kind="shard",
+        input_hash=content_hash(shard.to_dict()),
+        spec=job.to_dict(),
+        params={"start": shard.start, "prompts": len(shard.prompts)},
     )
+    # where it ran; the key stays the job's (any executor computes the same shard)
+    write_run(store, record, model=job.model, runtime=run_record(model), run_id=key)
     if used is not None:
         used |= before  # a caller that reads the model's backends afterwards (a pipeline step) sees all of them
     return ShardResult(key, job, shard.start, frame)

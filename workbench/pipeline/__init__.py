@@ -8,7 +8,6 @@ run step by step, each step recorded in the store so a re-run or a resumed run s
 
 from workbench.pipeline.errors import PipelineError
 from workbench.pipeline.registry import StepEntry, known_steps, register_step
-from workbench.pipeline.runner import PipelineResult, run_pipeline
 from workbench.pipeline.spec import PipelineSpec, load_pipeline, parse_pipeline
 
 __all__ = [
@@ -21,4 +20,14 @@ __all__ = [
     "parse_pipeline",
     "register_step",
     "run_pipeline",
+    "run_step",
 ]
+
+
+def __getattr__(name: str):
+    """The runner (which imports the store, DuckDB and pandas) on first use: the CLI imports Step options."""
+    if name in ("PipelineResult", "run_pipeline", "run_step", "write_run"):
+        from workbench.pipeline import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'workbench.pipeline' has no attribute {name!r}")

@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 from workbench.pipeline.errors import PipelineError
-from workbench.store.store import content_hash
 
 SET_KEYS = {"source", "texts", "split", "limit", "field", "min_chars"}
 
@@ -98,4 +97,6 @@ def load_texts(item: dict) -> list[str]:
 
 
 def texts_hash(texts: list[str]) -> str:
+    from workbench.store.store import content_hash
+
     return content_hash("texts", texts)

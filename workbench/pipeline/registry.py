@@ -67,6 +67,11 @@ for _entry in (
         "capture", "workbench.pipeline.steps.capture:CaptureStep", "attention statistics -> head table"
     ),
     StepEntry(
+        "capture-text",
+        "workbench.pipeline.steps.capture:CaptureTextStep",
+        "one text's full capture: head table, per-token statistics, pooled map",
+    ),
+    StepEntry(
         "select", "workbench.pipeline.steps.select:SelectStep", "choose heads by a rule over head tables"
     ),
     StepEntry(
@@ -80,6 +85,48 @@ for _entry in (
         "workbench.pipeline.steps.retrieval:RetrievalStep",
         "retrieval-head scores from needle-in-a-haystack runs",
         ("workbench.analyses.retrieval.niah",),
+    ),
+    StepEntry(
+        "niah-eval",
+        "workbench.pipeline.steps.retrieval:NiahEvalStep",
+        "needle-in-a-haystack success, optionally with heads masked",
+        ("workbench.analyses.retrieval.niah",),
+    ),
+    StepEntry(
+        "retrieval-validate",
+        "workbench.pipeline.steps.retrieval:ValidateRetrievalStep",
+        "causal check of retrieval heads: NIAH with top-K vs random heads masked",
+        ("workbench.analyses.retrieval.masking",),
+    ),
+    StepEntry(
+        "streaming",
+        "workbench.pipeline.steps.streaming:StreamingStep",
+        "streaming vs retrieval heads: DuoAttention gates or the long-range-mass proxy",
+        ("workbench.analyses.retrieval.streaming",),
+    ),
+    StepEntry(
+        "influence",
+        "workbench.pipeline.steps.streaming:InfluenceStep",
+        "AttentionInfluence: loss increase per document with the top retrieval heads made uniform",
+        ("workbench.analyses.retrieval.influence",),
+    ),
+    StepEntry(
+        "calibrate-act",
+        "workbench.pipeline.steps.calibration:ActStep",
+        "ACT attention calibration: head groups searched on a task's calibration split",
+        ("workbench.analyses.calibration",),
+    ),
+    StepEntry(
+        "calibrate-zerotuning",
+        "workbench.pipeline.steps.calibration:ZeroTuningStep",
+        "ZeroTuning attention calibration: head groups and strength searched on a calibration split",
+        ("workbench.analyses.calibration",),
+    ),
+    StepEntry(
+        "eval-task",
+        "workbench.pipeline.steps.calibration:EvalTaskStep",
+        "task accuracy with bootstrap CIs, baseline and with interventions",
+        ("workbench.analyses.calibration.evaluate",),
     ),
     StepEntry(
         "sinks",
@@ -97,6 +144,18 @@ for _entry in (
         "lofit",
         "workbench.pipeline.steps.lofit:LofitStep",
         "LoFiT head selection by learned attention-output scales",
+        ("workbench.analyses.lofit",),
+    ),
+    StepEntry(
+        "lofit-train",
+        "workbench.pipeline.steps.lofit:LofitTrainStep",
+        "LoFiT offsets learned for chosen heads (model frozen)",
+        ("workbench.analyses.lofit",),
+    ),
+    StepEntry(
+        "lofit-eval",
+        "workbench.pipeline.steps.lofit:LofitEvalStep",
+        "MC1/MC2 or accuracy of a model with or without LoFiT offsets",
         ("workbench.analyses.lofit",),
     ),
     StepEntry(

@@ -1,4 +1,7 @@
-"""Run a pipeline step by step; every step's output is recorded in the store under a content hash.
+"""Run a pipeline step by step, or one Step on its own; the only module that writes runs to the store.
+
+``run_step`` runs one analysis Step on its own (the CLI's commands, notebooks): options validated, the
+device resolved and the store checked before any work, then exactly one run recorded (``write_run``).
 
 A step's key hashes (step kind, step version, its config, the model, its data, its inputs' keys). A step
 whose key is in the store is read back instead of run, so re-running skips finished steps, and a run
@@ -16,7 +19,8 @@ from pathlib import Path
 
 from workbench.pipeline.data import load_texts, texts_hash
 from workbench.pipeline.spec import PipelineSpec
-from workbench.pipeline.steps.base import Context, StepOutput
+from workbench.pipeline.steps.base import Context, Step
+from workbench.store.record import StepOutput
 from workbench.store.store import Store, content_hash, default_store
 
 FORMAT = 1  # bump when the recorded form of every step changes
@@ -94,7 +98,7 @@ def run_pipeline(
         if store.has(key):
             status = "cached"
         else:
-            ctx.step_key = key
+            ctx.step_key, ctx.config = key, config
             units = ctx.units(config)
             resumed = f", continuing after {len(units)} finished unit(s)" if len(units) else ""
             if not resumed and ctx.work_file(config, ".safetensors").exists():
@@ -114,15 +118,14 @@ def run_pipeline(
         note = "already done, read back" if status == "cached" else f"done in {result.seconds[step_id]:.1f}s"
         echo(f"[{number}/{total}] {step_id} ({config['step']}): {note} (run {key})")
     result.files.append(write_summary(spec, result))
-    store.put_run(
-        "pipeline",
-        spec.model,
-        content_hash(result.run_ids),
+    record = StepOutput(
+        summary={"pipeline": spec.name, "run_ids": result.run_ids, "out": str(spec.out)},
+        kind="pipeline",
+        input_hash=content_hash(result.run_ids),
         spec={"pipeline": spec.name, "steps": [c["id"] for c in spec.steps]},
         params={"run_ids": result.run_ids},
-        summary={"pipeline": spec.name, "run_ids": result.run_ids, "out": str(spec.out)},
-        runtime=runtime,
     )
+    write_run(store, record, model=spec.model, runtime=runtime)
     return result
 
 
@@ -140,18 +143,87 @@ def _with_backend(runtime: dict, ctx: Context) -> dict:
 def record_step(
     store: Store, spec: PipelineSpec, config: dict, key: str, output: StepOutput, inputs, runtime: dict | None = None
 ) -> str:
-    return store.put_run(
-        "pipeline-step",
-        spec.model,
-        content_hash(inputs),
+    identity = StepOutput(
+        kind="pipeline-step",
+        input_hash=content_hash(inputs),
         spec={k: v for k, v in config.items() if k != "id"},
         params={"step": config["step"], "id": config["id"], "pipeline": spec.name, "inputs": inputs},
-        head_tables=output.head_tables,
-        arrays=output.arrays,
-        summary=output.summary,
-        run_id=key,
-        runtime=runtime,
     )
+    return write_run(store, output, model=spec.model, runtime=runtime, run_id=key, identity=identity)
+
+
+def write_run(
+    store: Store,
+    record: StepOutput,
+    *,
+    model: str,
+    runtime: dict | None = None,
+    run_id: str | None = None,
+    identity: StepOutput | None = None,
+) -> str:
+    """Record ``record`` as one store run (content-hashed id unless ``run_id``); returns its id.
+
+    The run's kind, input hash, spec and params are the record's own (a Step run on its own, a shard, a
+    sweep) unless ``identity`` names them (a pipeline step, recorded under its content key)."""
+    name = identity or record
+    if name.kind is None:
+        raise ValueError("a run record needs a kind to be written")
+    runtime = dict(runtime or {})
+    if record.backend is not None:
+        runtime["backend"] = record.backend
+    return store.put_run(
+        name.kind,
+        model,
+        name.input_hash or content_hash(name.params),
+        spec=name.spec,
+        params=name.params,
+        head_tables=record.head_tables,
+        arrays=record.arrays,
+        summary=record.summary,
+        run_id=run_id,
+        runtime=runtime or None,
+    )
+
+
+@dataclass
+class StepRun:
+    """A Step run on its own: its record, the store run id and the model it ran on."""
+
+    output: StepOutput
+    run_id: str
+    model: object
+
+
+def run_step(
+    step: Step | str,
+    options,
+    *,
+    store: Store | None = None,
+    model=None,
+    inputs: dict[str, StepOutput] | None = None,
+    texts: list[str] | None = None,
+    echo=print,
+) -> StepRun:
+    """Run one analysis Step on its own, as a one-step pipeline: the device is resolved and the options
+    validated before anything else (so a bad one writes nothing), the store checked before the model
+    loads, then the Step runs and exactly one run is recorded. ``model``: one already loaded (a notebook's,
+    a sweep worker's); ``texts``: the texts of a Step that reads a data set (a sweep's prompt)."""
+    from workbench.devices import resolve_runtime, run_record
+    from workbench.pipeline.registry import load_step
+
+    step = load_step(step) if isinstance(step, str) else step
+    where = resolve_runtime(options.device, options.dtype)  # a missing device fails here, before any work
+    step.validate_options(options)
+    store = store or default_store()
+    store.check()  # a corrupt or locked store fails here, before any model is loaded
+    ctx = Context(None, store, None, Path("."), echo, loaded=model, where=where, model_name=options.model,
+                  data=None if texts is None else {"default": list(texts)})
+    output = step.execute(ctx, options, inputs or {})
+    if output.kind is None:
+        output.kind = step.record_kind or step.kind
+    loaded = ctx.model()
+    run_id = write_run(store, output, model=loaded.name, runtime=run_record(loaded))
+    return StepRun(output, run_id, loaded)
 
 
 def write_summary(spec: PipelineSpec, result: PipelineResult) -> Path:

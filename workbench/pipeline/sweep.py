@@ -29,6 +29,7 @@ from workbench.pipeline.data import load_texts, normalise_data
 from workbench.pipeline.errors import PipelineError
 from workbench.pipeline.spec import read_yaml
 from workbench.seam.spec import SpecError
+from workbench.store.record import StepOutput, write_parquet
 from workbench.store.store import Store, content_hash
 
 KEYS = {"sweep", "description", "model", "models", "device", "dtype", "task", "data", "params", "shard_size",
@@ -127,18 +128,17 @@ def run_sweep(spec: SweepSpec, executor, store: Store, echo=print) -> pd.DataFra
         "prompts": len(spec.prompts),
         "means": means.to_dict(orient="records"),
     }
-    spec.out.mkdir(parents=True, exist_ok=True)
-    tmp = spec.out / "sweep.tmp.parquet"
-    table.to_parquet(tmp, index=False)
-    tmp.replace(spec.out / "sweep.parquet")
+    write_parquet(table, spec.out / "sweep.parquet")
     (spec.out / "summary.tmp").write_text(json.dumps(summary, indent=2, default=str))
     (spec.out / "summary.tmp").replace(spec.out / "summary.json")
-    store.put_run(
-        "sweep",
-        ",".join(dict.fromkeys(job.model for job in spec.jobs)),
-        content_hash(spec.prompts),
-        spec={"jobs": [job.to_dict() for job in spec.jobs], "shard_size": spec.shard_size},
+    from workbench.pipeline.runner import write_run
+
+    record = StepOutput(
         arrays={"result": table},
         summary=summary,
+        kind="sweep",
+        input_hash=content_hash(spec.prompts),
+        spec={"jobs": [job.to_dict() for job in spec.jobs], "shard_size": spec.shard_size},
     )
+    write_run(store, record, model=",".join(dict.fromkeys(job.model for job in spec.jobs)))
     return table

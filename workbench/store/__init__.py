@@ -10,6 +10,19 @@ A run's id is a content hash of (kind, model, input hash, spec, params): re-runn
 no-op. Files are written to a staging folder and renamed into place, then indexed in one transaction.
 """
 
-from workbench.store.store import Store, content_hash, default_store
+from __future__ import annotations
 
-__all__ = ["Store", "content_hash", "default_store"]
+__all__ = ["RunRecord", "Store", "StepOutput", "content_hash", "default_store"]
+
+
+def __getattr__(name: str):
+    """Imported on first use: the CLI's Step options import ``workbench.store.record`` without DuckDB."""
+    if name in ("Store", "content_hash", "default_store"):
+        from workbench.store import store
+
+        return getattr(store, name)
+    if name in ("StepOutput", "RunRecord"):
+        from workbench.store import record
+
+        return getattr(record, name)
+    raise AttributeError(f"module 'workbench.store' has no attribute {name!r}")

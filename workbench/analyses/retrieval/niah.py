@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from workbench.analyses.batching import GENERATE_BATCH
+from workbench.analyses.retrieval.grid import DEFAULT_DEPTHS, DEFAULT_LENGTHS  # noqa: F401  (re-exported)
 from workbench.analyses.retrieval.haystack import (
     Haystack,
     Needle,
@@ -30,8 +31,6 @@ from workbench.seam.spec import CaptureSpec
 
 SUCCESS_RECALL = 0.5
 BATCH_SIZE = GENERATE_BATCH  # evaluation runs of one token length generated together; detection goes one at a time
-DEFAULT_LENGTHS = (500, 1000)
-DEFAULT_DEPTHS = (0, 50, 100)
 ARGMAX_SPEC = CaptureSpec(statistics=("argmax",))
 
 

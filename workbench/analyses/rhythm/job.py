@@ -1,5 +1,6 @@
-"""The whole rhythm job behind ``workbench rhythm``: problems in, ``tokens.parquet`` + ``summary.json``
-(+ ``heads.parquet``, ``rhythm.html``) out, and the run recorded in the store."""
+"""The whole rhythm analysis behind ``workbench rhythm`` and the pipeline's ``rhythm`` step: problems in,
+one run record out (head groups, per-token table, summary), and its files (``tokens.parquet``,
+``heads.parquet``, ``summary.json``, ``summary.md``, ``rhythm.html``)."""
 
 from __future__ import annotations
 
@@ -9,54 +10,38 @@ from pathlib import Path
 
 from workbench.analyses.rhythm.credit import RhythmParams
 from workbench.analyses.rhythm.pipeline import capture_spec, default_layers, perturbation_test, run_rhythm
-from workbench.analyses.rhythm.problems import INSTRUCTION, Problem
+from workbench.analyses.rhythm.problems import Problem
 from workbench.analyses.rhythm.summary import head_group_table, markdown_tables, summarize, token_table
+from workbench.jsonfiles import write_json
 from workbench.runners.hf import InputError
+from workbench.store.record import StepOutput, write_parquet
 
 
-def _write_parquet(frame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.parquet")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def rhythm_job(
+def rhythm_record(
     model,
     problems: Sequence[Problem],
-    out: Path,
     *,
-    max_new_tokens: int = 128,
-    params: RhythmParams | None = None,
-    layers: Sequence[int] | None = None,
-    instruction: str = INSTRUCTION,
-    batch_size: int = 8,
-    shuffles: int = 1000,
-    seed: int = 0,
-    perturb: bool = False,
-    continuation: int = 32,
+    max_new_tokens: int,
+    params: RhythmParams,
+    layers: Sequence[int] | None,
+    instruction: str,
+    batch_size: int,
+    shuffles: int,
+    seed: int,
+    perturb: bool,
+    continuation: int,
     progress: bool = True,
-    store=None,
-    echo=print,
-) -> dict:
-    """Run the rhythm analysis and write its outputs under ``out``; returns the summary."""
-    from workbench.cli.common import write_json
-    from workbench.devices import run_record
-    from workbench.store import content_hash, default_store
+) -> StepOutput:
+    """Run the rhythm analysis; its run record (the Step ``rhythm`` passes every option)."""
+    from workbench.store.store import content_hash
 
-    params = params or RhythmParams()
     layers = tuple(layers) if layers is not None else default_layers(model)
     capture_spec(layers, params).validate_for(model.shape.num_layers, model.shape.num_heads)
     started = time.perf_counter()
     responses, prompts = run_rhythm(
-        model,
-        problems,
-        max_new_tokens=max_new_tokens,
-        params=params,
-        layers=layers,
-        instruction=instruction,
-        batch_size=batch_size,
-        progress=progress,
-    )
+        model, problems, max_new_tokens=max_new_tokens, params=params, layers=layers, instruction=instruction,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
     if not responses:
         raise InputError("the model produced no response of 2 or more tokens; raise --max-new-tokens")
     analysed = time.perf_counter()
@@ -66,23 +51,11 @@ def rhythm_job(
 
         with tqdm(total=2 * len(responses), desc="perturb", unit="swap", disable=not progress) as bar:
             perturbation = perturbation_test(
-                model,
-                responses,
-                prompts,
-                continuation=continuation,
-                seed=seed,
-                batch_size=batch_size,
-                progress=bar,
+                model, responses, prompts, continuation=continuation, seed=seed, batch_size=batch_size, progress=bar
             )
     heads = head_group_table(responses, layers, params)
     summary = summarize(
-        responses,
-        layers=layers,
-        params=params,
-        shuffles=shuffles,
-        seed=seed,
-        perturbation=perturbation,
-        heads=heads,
+        responses, layers=layers, params=params, shuffles=shuffles, seed=seed, perturbation=perturbation, heads=heads
     )
     summary.update(
         {
@@ -100,23 +73,8 @@ def rhythm_job(
             "responses_text": {r.problem: r.text for r in responses},
         }
     )
-    tokens = token_table(responses)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_parquet(tokens, out / "tokens.parquet")
-    _write_parquet(heads, out / "heads.parquet")
-    write_json(out / "summary.json", summary)
-    tmp = out / "summary.md.tmp"
-    tmp.write_text(markdown_tables(summary) + "\n")
-    tmp.replace(out / "summary.md")
-    try:
-        from workbench.analyses.rhythm.plot import rhythm_figure
-
-        html = rhythm_figure(tokens).to_html(include_plotlyjs="cdn", full_html=True)
-        (out / "rhythm.html").write_text(html)
-    except ImportError:  # pragma: no cover - plotly is a dependency, but the data matter more
-        pass
-    store = store or default_store()
+    summary.setdefault("layers", list(layers))
+    summary.setdefault("groups", {k: int(v) for k, v in heads["group"].value_counts().sort_index().items()})
     run_params = {
         "max_new_tokens": max_new_tokens,
         "instruction": instruction,
@@ -127,18 +85,49 @@ def rhythm_job(
         "continuation": continuation,
         **params.to_dict(),
     }
-    input_hash = content_hash([p.question for p in problems])
-    run_id = store.put_run(
-        "rhythm",
-        model.name,
-        input_hash,
+    return StepOutput(
+        head_tables={"heads": heads},
+        arrays={"tokens": token_table(responses)},
+        summary=summary,
+        kind="rhythm",
+        input_hash=content_hash([p.question for p in problems]),
         spec=capture_spec(layers, params).to_dict(),
         params=run_params,
-        head_tables={"heads": heads},
-        arrays={"tokens": tokens},
-        summary=summary,
-        runtime=run_record(model),
     )
-    summary["run_id"] = run_id
-    echo(f"wrote {out}/tokens.parquet ({len(tokens)} tokens), summary.json; run {run_id}")
+
+
+def write_rhythm_files(out: Path, record: StepOutput, summary: dict | None = None) -> list[Path]:
+    """The rhythm record's files under ``out``: tokens.parquet, heads.parquet, summary.json/.md, rhythm.html."""
+    out = Path(out)
+    summary = summary if summary is not None else record.summary
+    tokens = record.table("tokens")
+    files = [write_parquet(tokens, out / "tokens.parquet"), write_parquet(record.table("heads"), out / "heads.parquet")]
+    write_json(out / "summary.json", summary)
+    tmp = out / "summary.md.tmp"
+    tmp.write_text(markdown_tables(summary) + "\n")
+    tmp.replace(out / "summary.md")
+    files += [out / "summary.json", out / "summary.md"]
+    try:
+        from workbench.analyses.rhythm.plot import rhythm_figure
+
+        (out / "rhythm.html").write_text(rhythm_figure(tokens).to_html(include_plotlyjs="cdn", full_html=True))
+        files.append(out / "rhythm.html")
+    except ImportError:  # pragma: no cover - plotly is a dependency, but the data matter more
+        pass
+    return files
+
+
+def rhythm_job(model, problems: Sequence[Problem], out: Path, *, progress: bool = True, store=None, echo=print,
+               **options) -> dict:  # fmt: skip
+    """For notebooks: the Step ``rhythm`` on ``problems`` with ``model`` (``options``: the fields of
+    ``RhythmOptions``), recorded through the pipeline runner, its files written under ``out``; returns
+    the summary with the run id."""
+    from workbench.pipeline.runner import run_step
+    from workbench.pipeline.steps.rhythm import RhythmOptions, RhythmStep
+
+    done = run_step(RhythmStep(problems=problems, progress=progress), RhythmOptions(model=model.name, **options),
+                    model=model, store=store, echo=echo)  # fmt: skip
+    summary = {**done.output.summary, "run_id": done.run_id}
+    write_rhythm_files(out, done.output, summary)
+    echo(f"wrote {out}/tokens.parquet ({len(done.output.table('tokens'))} tokens), summary.json; run {done.run_id}")
     return summary

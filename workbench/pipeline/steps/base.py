@@ -13,23 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pandas as pd
-
 from workbench.pipeline.errors import PipelineError
-
-
-@dataclass
-class StepOutput:
-    head_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    arrays: dict[str, pd.DataFrame] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-
-    def table(self, name: str = "heads") -> pd.DataFrame:
-        if name in self.head_tables:
-            return self.head_tables[name]
-        if name in self.arrays:
-            return self.arrays[name]
-        raise KeyError(f"no table {name!r}; this step has {sorted(self.head_tables) + sorted(self.arrays)}")
+from workbench.pipeline.options import OptionError, StepOptions, from_config, option_help
+from workbench.store.record import StepOutput, write_parquet  # noqa: F401  (the run record; re-exported)
 
 
 @dataclass
@@ -43,33 +29,59 @@ class Context:
     echo: Callable[[str], None] = print
     run_ids: dict[str, str] = field(default_factory=dict)  # step id -> store run id, filled as steps finish
     step_key: str | None = None  # the running step's content key (its options, model, data and inputs)
+    config: dict | None = None  # the running step's config (None: a Step run on its own, see run_step)
+    loaded: Any = None  # the model, when the caller has it already (a Step run on its own)
+    where: Any = None  # a Step run on its own: its resolved ``Runtime`` (device, dtype)
+    model_name: str | None = None  # a Step run on its own: the model to load
+    data: dict[str, list[str]] | None = None  # a Step run on its own: its texts (a sweep's prompt)
 
-    def work_file(self, config: dict, suffix: str) -> Path:
+    def work_file(self, config: dict | None, suffix: str) -> Path | None:
         """Where the running step keeps its partial work: ``.work/<id>-<key><suffix>`` in the output
         folder. Named by the step's key, so a changed option starts afresh; the runner removes the step's
-        work files once the step is recorded."""
+        work files once the step is recorded. None for a Step run on its own (no partial work is kept)."""
+        config = config or self.config
+        if self.step_key is None or config is None:
+            return None
         return self.out / ".work" / f"{config['id']}-{self.step_key}{suffix}"
 
-    def units(self, config: dict):
+    def units(self, config: dict | None = None):
         """The running step's log of finished units (``workbench.checkpoint.UnitLog``): a rerun after a
-        kill continues inside the step."""
+        kill continues inside the step. None for a Step run on its own."""
         from workbench.checkpoint import UnitLog
 
-        return UnitLog(self.work_file(config, ".jsonl"))
+        path = self.work_file(config, ".jsonl")
+        return None if path is None else UnitLog(path)
 
-    def training_checkpoint(self, config: dict):
-        """The running step's training state (``workbench.checkpoint.TrainingCheckpoint``)."""
+    def training_checkpoint(self, config: dict | None = None):
+        """The running step's training state (``workbench.checkpoint.TrainingCheckpoint``); None for a
+        Step run on its own."""
         from workbench.checkpoint import TrainingCheckpoint
 
-        return TrainingCheckpoint(self.work_file(config, ".safetensors"))
+        path = self.work_file(config, ".safetensors")
+        return None if path is None else TrainingCheckpoint(path)
 
     def texts(self, name: str) -> list[str]:
+        if self.pipeline is None:
+            if not self.data or name not in self.data:
+                raise ValueError("this Step reads texts: give them (run_step(..., texts=[...])) or a file option")
+            return self.data[name]
         from workbench.pipeline.data import load_texts
 
         return load_texts(self.pipeline.data[name])
 
+    def step_texts(self) -> list[str]:
+        """The running step's texts: its data set in a pipeline, the given texts when run on its own."""
+        return self.texts(self.config.get("data", "default") if self.config else "default")
+
     def model(self):
         """The pipeline's model, loaded once (shared with a local executor)."""
+        if self.loaded is not None:
+            return self.loaded
+        if self.pipeline is None:  # a Step run on its own: its options name the model
+            from workbench.runners.hf import load_model
+
+            self.loaded = load_model(self.model_name, device=self.where.device, dtype=self.where.dtype)
+            return self.loaded
         loader = getattr(self.executor, "model", None)
         if loader is None:  # a remote executor: load a driver-side copy only when a step needs one
             from workbench.exec.base import load_job_model
@@ -81,12 +93,41 @@ class Context:
 
 
 class Step:
-    """Base class: subclasses set ``kind``, ``options`` (allowed config keys with help) and implement run."""
+    """Base class: subclasses set ``kind``, ``options`` (allowed config keys with help) and implement run.
+
+    An analysis Step instead sets ``Options`` (a ``StepOptions`` dataclass: its defaults live there only),
+    implements ``validate_options(options)`` and ``execute(ctx, options, inputs) -> StepOutput``; the CLI,
+    pipelines, sweeps and notebooks all run it through ``workbench.pipeline.runner`` (``run_step`` on its
+    own, ``run_pipeline`` in a pipeline), the only writer of runs. ``record_kind`` is the store kind of
+    its stand-alone run."""
 
     kind: ClassVar[str] = "step"
     version: ClassVar[int] = 1
     options: ClassVar[dict[str, str]] = {}
     uses_data: ClassVar[bool] = False
+    Options: ClassVar[type[StepOptions] | None] = None
+    record_kind: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("Options") is not None:
+            cls.options = option_help(cls.Options)
+
+    def parse(self, config: dict, pipeline) -> StepOptions:
+        """This step's options from its pipeline config (types checked); model/device/dtype from the pipeline."""
+        try:
+            return from_config(
+                self.Options, config, where=f"step {config['id']!r}", base=Path(pipeline.base),
+                model=pipeline.model, device=pipeline.device, dtype=pipeline.dtype,
+            )  # fmt: skip
+        except OptionError as error:
+            raise PipelineError(str(error)) from None
+
+    def validate_options(self, options: StepOptions) -> None:
+        """Range checks of an analysis Step's options (``OptionError``), for every front door at once."""
+
+    def execute(self, ctx: Context, options: StepOptions, inputs: dict[str, StepOutput]) -> StepOutput:
+        raise NotImplementedError
 
     def check(self, config: dict, pipeline) -> None:
         """Raise PipelineError for a config this step cannot run; called before any step runs."""
@@ -109,14 +150,21 @@ class Step:
         return self.uses_data
 
     def validate(self, config: dict, pipeline) -> None:
-        """Step-specific checks (option types, ranges)."""
+        """Step-specific checks (option types, ranges); an analysis Step checks its parsed options."""
+        if self.Options is not None:
+            try:
+                self.validate_options(self.parse(config, pipeline))
+            except OptionError as error:
+                raise PipelineError(f"step {config['id']!r}: {error}") from None
 
     def inputs(self, config: dict) -> list[str]:
         """Ids of the earlier steps this one reads."""
         return []
 
     def run(self, ctx: Context, config: dict, inputs: dict[str, StepOutput]) -> StepOutput:
-        raise NotImplementedError
+        if self.Options is None:
+            raise NotImplementedError
+        return self.execute(ctx, self.parse(config, ctx.pipeline), inputs)
 
     def materialize(self, ctx: Context, config: dict, output: StepOutput, inputs: dict[str, StepOutput]):
         """Write this step's files under ``ctx.out`` (atomically); return their paths."""
@@ -145,11 +193,3 @@ def option(config: dict, key: str, kinds, what: str, default=None):
 
 def _tuple(kinds) -> tuple:
     return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.parquet")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path

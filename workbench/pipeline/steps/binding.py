@@ -11,66 +11,92 @@ workbench.analyses.binding). The pipeline's ``model`` is a vision model (``dinov
       baselines: true       # random-init network and raw-pixel baselines
 
 Head table: ``score`` = ``binding_auroc`` (same vs different object, different-class pairs),
-``same_class_auroc``.
+``same_class_auroc``. ``workbench binding`` runs the same Step; an option left out keeps
+``BindingConfig``'s default.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+
 from workbench.pipeline.errors import PipelineError
-from workbench.pipeline.steps.base import Context, Step, StepOutput, option, write_parquet
+from workbench.pipeline.options import OptionError, StepOptions, flag, help_field
+from workbench.pipeline.steps.base import Context, Step, StepOutput, write_parquet
+
+
+@dataclass(frozen=True, kw_only=True)
+class BindingOptions(StepOptions):
+    layers: tuple[int, ...] | None = help_field(None, "hidden-state indices, comma-separated (0 = embeddings; default all)")
+    scenes: int | None = help_field(None, "train scenes (test scenes: half as many; default 120; at least 8)")
+    seed: int | None = help_field(None, "scene and probe seed (default 0)")
+    epochs: int | None = help_field(None, "probe epochs, early stopping on held-out train scenes (default 15)")
+    head_scenes: int | None = help_field(None, "test scenes for per-head attention AUROC (0 = skip; default 16)")
+    probes: tuple[str, ...] | None = help_field(None, "pair probes to train (default linear,diagonal,quadratic,lowrank)")
+    ranks: tuple[int, ...] | None = help_field(None, "binding-subspace ranks to ablate ('' = skip; default 4,16,64)")
+    baselines: bool | None = help_field(None, "random-init network and raw-pixel baselines (default on)")
+
+    def config(self):
+        from workbench.analyses.binding import BindingConfig
+
+        given = {"scenes": self.scenes, "layers": self.layers, "seed": self.seed, "epochs": self.epochs,
+                 "probes": self.probes, "head_scenes": self.head_scenes, "ablation_ranks": self.ranks,
+                 "random_baseline": self.baselines, "pixel_baseline": self.baselines}  # fmt: skip
+        return BindingConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 class BindingStep(Step):
     kind = "binding"
-    options = {
-        "scenes": "train scenes (default 120; at least 8)",
-        "epochs": "probe epochs (default 15)",
-        "layers": "hidden-state indices (default all)",
-        "head_scenes": "test scenes for the per-head AUROC (default 16; at least 1 here)",
-        "ranks": "binding-subspace ranks to ablate",
-        "baselines": "random-init and raw-pixel baselines (default true)",
-        "seed": "scene and probe seed",
-    }
+    record_kind = "binding"
+    Options = BindingOptions
 
     def columns(self, config: dict) -> set[str]:
         return {"layer", "head", "score", "binding_auroc", "same_class_auroc"}
 
     def validate(self, config: dict, pipeline) -> None:
-        if option(config, "scenes", int, "an integer >= 8", 120) < 8:
-            raise PipelineError(f"step {config['id']!r}: scenes must be at least 8")
-        if option(config, "epochs", int, "an integer >= 1", 15) < 1:
-            raise PipelineError(f"step {config['id']!r}: epochs must be at least 1")
-        if option(config, "head_scenes", int, "an integer >= 1", 16) < 1:
+        super().validate(config, pipeline)
+        if config.get("head_scenes") == 0:
             raise PipelineError(f"step {config['id']!r}: head_scenes must be >= 1 (the step's head table)")
-        option(config, "baselines", bool, "true or false")
-        option(config, "seed", int, "an integer")
-        for key in ("layers", "ranks"):
-            value = config.get(key)
-            if value is not None and not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
-                raise PipelineError(f"step {config['id']!r}: {key} must be a list of integers")
 
-    def run(self, ctx: Context, config: dict, inputs) -> StepOutput:
-        from workbench.analyses.binding import BindingConfig, run_binding
+    def validate_options(self, o: BindingOptions) -> None:
+        from workbench.analyses.binding.probes import PROBES
+
+        config = o.config()
+        if config.scenes < 8:
+            raise OptionError(f"{flag('scenes')} must be at least 8 (got {config.scenes}): probes need train, "
+                              "validation and test scenes")  # fmt: skip
+        if config.epochs < 1:
+            raise OptionError(f"{flag('epochs')} must be at least 1, got {config.epochs}")
+        if config.head_scenes < 0:
+            raise OptionError(f"{flag('head_scenes')} must be >= 0, got {config.head_scenes}")
+        unknown = [k for k in config.probes if k not in PROBES]
+        if unknown or not config.probes:
+            raise OptionError(f"unknown probe(s) {unknown or list(config.probes)}; choose from {', '.join(PROBES)}")
+
+    def execute(self, ctx: Context, o: BindingOptions, inputs) -> StepOutput:
+        from workbench.devices import resolve_runtime
+        from workbench.analyses.binding import run_binding
         from workbench.runners.vision import load_vision_model
 
-        model = load_vision_model(ctx.pipeline.model)
-        baselines = bool(config.get("baselines", True))
-        settings = BindingConfig(
-            scenes=int(config.get("scenes", 120)),
-            layers=tuple(config["layers"]) if config.get("layers") is not None else None,
-            seed=int(config.get("seed", 0)),
-            epochs=int(config.get("epochs", 15)),
-            head_scenes=int(config.get("head_scenes", 16)),
-            ablation_ranks=tuple(config.get("ranks", [4, 16, 64])),
-            random_baseline=baselines,
-            pixel_baseline=baselines,
-        )
-        result = run_binding(model, settings, progress=lambda line: ctx.echo(f"  {line}"))
-        summary = {k: v for k, v in result.summary.items() if k not in ("config", "seconds")}
+        where = ctx.where or resolve_runtime(o.device, o.dtype)
+        model = load_vision_model(o.model, device=where.device, dtype=where.dtype)
+        ctx.loaded = model  # the runner records where this model ran
+        top = model.shape.num_layers
+        bad = [layer for layer in o.layers or () if not 0 <= layer <= top]
+        if bad:
+            raise OptionError(f"layer(s) {bad} out of range: {model.name} has hidden states 0..{top} (0 = embeddings)")
+        config = o.config()
+        ctx.echo(f"{model}")
+        result = run_binding(model, config, progress=lambda line: ctx.echo(f"  {line}"))
+        scene_hash = hashlib.sha256(json.dumps(result.summary["scene_config"], sort_keys=True).encode()).hexdigest()
         return StepOutput(
-            head_tables={"heads": result.heads},
+            head_tables={"heads": result.heads} if len(result.heads) else {},
             arrays={"probes": result.probes, "ablation": result.ablation},
-            summary=summary,
+            summary={k: v for k, v in result.summary.items() if k != "config"},
+            artifacts={"summary": result.summary, "heads": result.heads},
+            input_hash=scene_hash[:16],
+            params=config.to_dict(),
         )
 
     def materialize(self, ctx: Context, config: dict, output: StepOutput, inputs):
