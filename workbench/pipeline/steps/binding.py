@@ -75,8 +75,8 @@ class BindingStep(Step):
             raise OptionError(f"unknown probe(s) {unknown or list(config.probes)}; choose from {', '.join(PROBES)}")
 
     def execute(self, ctx: Context, o: BindingOptions, inputs) -> StepOutput:
-        from workbench.devices import resolve_runtime
         from workbench.analyses.binding import run_binding
+        from workbench.devices import resolve_runtime
         from workbench.runners.vision import load_vision_model
 
         where = ctx.where or resolve_runtime(o.device, o.dtype)
