@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = [ROOT / "workbench", ROOT / "app"]
 ALLOWED = {ROOT / "workbench" / "adapters"}
 # 18b moves the vision runner's residual hooks into the vision adapter (issue 18); drop it from here then
-HOOKS_PENDING = {ROOT / "workbench" / "vision" / "runner.py"}
+HOOKS_PENDING: set = set()  # every runner now hooks through its adapter
 
 O_PROJ = re.compile(r"(?<!self)\.o_proj\b")  # a model defining its own o_proj (self.o_proj) is fine
 LAYERS = re.compile(r"\.model\.layers\b")

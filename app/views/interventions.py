@@ -37,7 +37,6 @@ def choose(sources) -> tuple[list, str] | None:
         )
         from workbench.seam.interventions import interventions_from_json
 
-        stored_interventions.register_kinds()
         runs = data.runs()
         models = sorted(runs["model"].unique()) if not runs.empty else ["smollm2-135m"]
         model = st.selectbox("model", models, key="iv_model")

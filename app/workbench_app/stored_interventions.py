@@ -3,25 +3,9 @@ masks (``params["mask"]``) and "mask the top K heads" of any stored head table."
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 from workbench_app import data
-
-# modules that register intervention kinds (ACT, SoftPAG, streaming mixes, ...); absent ones are skipped
-KIND_MODULES = (
-    "workbench.analyses.calibration.interventions",
-    "workbench.analyses.retrieval.streaming",
-    "workbench.analyses.lofit.artifact",
-)
-
-
-def register_kinds() -> None:
-    for name in KIND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
 
 
 @dataclass(frozen=True)
@@ -40,7 +24,6 @@ class Source:
         from workbench.analyses.heads import top_heads
         from workbench.seam.interventions import Intervention, mask_heads
 
-        register_kinds()
         if self.table is not None:
             table = data.head_table(self.run_id, self.table)
             if metric not in table.columns:

@@ -7,7 +7,10 @@ Their attention modules call ``ALL_ATTENTION_FUNCTIONS`` with ``is_causal = Fals
 
 from __future__ import annotations
 
-from torch import nn
+import contextlib
+from collections.abc import Callable, Collection, Iterator
+
+from torch import Tensor, nn
 
 from workbench.adapters import Adapter, ModelShape
 
@@ -40,6 +43,34 @@ class VitAdapter(Adapter):
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
         return [block.attention for block in self.blocks(model)]
+
+    @contextlib.contextmanager
+    def edit_residuals(
+        self, model: nn.Module, indices: Collection[int], edit: Callable[[int, Tensor], Tensor | None]
+    ) -> Iterator[None]:
+        """For this block, ``edit(index, hidden)`` on hidden state ``index`` (``residual_modules``) for every
+        index in ``indices``: hidden (batch, tokens, hidden); a returned tensor replaces it, None keeps it.
+        The hooks are removed on exit, also after an exception."""
+        modules = self.residual_modules(model)
+
+        def hook_for(index):
+            def hook(module, inputs, output):
+                tensor = output[0] if isinstance(output, tuple) else output
+                new = edit(index, tensor)
+                if new is None:
+                    return None
+                return (new, *output[1:]) if isinstance(output, tuple) else new
+
+            return hook
+
+        handles = []
+        try:
+            for index in sorted(set(indices)):
+                handles.append(modules[index].register_forward_hook(hook_for(index)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def shape(self, model: nn.Module) -> ModelShape:
         config = model.config

@@ -24,7 +24,7 @@ from workbench.adapters.vit import VitAdapter
 from workbench.capture import Capture
 from workbench.devices import DEFAULT_DEVICE
 from workbench.models.registry import UnknownModelError
-from workbench.seam.attention import instrument
+from workbench.runners.seam_run import seam_run
 from workbench.seam.interventions import Intervention
 from workbench.seam.spec import CaptureSpec
 
@@ -164,29 +164,16 @@ class VisionModel:
                     f"residual edit at hidden state {edit.layer}: the model has 0..{len(modules) - 1}"
                 )
             by_layer.setdefault(edit.layer, []).append(edit)
-        handles = []
 
-        def make_hook(index):
-            def hook(module, inputs, output):
-                tensor = output[0] if isinstance(output, tuple) else output
-                for edit in by_layer.get(index, ()):
-                    tensor = edit.apply(tensor)
-                if index in layers:
-                    store[index] = tensor.detach().float().cpu()
-                if index in by_layer:
-                    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
-                return None
+        def apply(index, tensor):
+            for projection in by_layer.get(index, ()):
+                tensor = projection.apply(tensor)
+            if index in layers:
+                store[index] = tensor.detach().float().cpu()
+            return tensor if index in by_layer else None
 
-            return hook
-
-        try:
-            for index, module in enumerate(modules):
-                if index in layers or index in by_layer:
-                    handles.append(module.register_forward_hook(make_hook(index)))
+        with self.adapter.edit_residuals(self.hf, set(layers) | set(by_layer), apply):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def run(
         self,
@@ -216,16 +203,11 @@ class VisionModel:
                 "of callables"
             )
         store: dict[int, torch.Tensor] = {}
-        with torch.no_grad(), instrument(self.hf, spec, interventions, adapter=self.adapter) as session:
+        with seam_run(self.hf, spec, interventions, adapter=self.adapter, shape=self.shape,
+                      meta={"model": self.name}, backends=self.backends) as seam:
             with self._residual_hooks(layers, tuple(residual_edits or ()), store):
                 self.hf(pixel_values=pixels.to(next(self.hf.parameters()).dtype))
-            session.check_fired()
-        self.backends |= session.ran()
-        capture = None
-        if spec is not None and spec.captures_anything:
-            capture = Capture.from_records(
-                self.shape, session.records, meta={"spec": spec.to_dict(), "model": self.name}
-            )
+        capture = seam.capture
         hidden = torch.stack([store[layer] for layer in layers], dim=1) if layers else torch.empty(0)
         return VisionRun(hidden, layers, capture)
 
