@@ -51,8 +51,8 @@ def demo_run(store, characters: int = 600) -> str:
 
 
 def rhythm_run(work: Path, store) -> str:
-    from workbench.analyses.rhythm.job import rhythm_job
     from workbench.analyses.rhythm.problems import Problem
+    from workbench.pipeline.steps.rhythm import rhythm_job
     from workbench.runners.hf import load_model
 
     # prompts on which the random tiny model writes more than one token before its end token

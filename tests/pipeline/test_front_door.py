@@ -99,6 +99,17 @@ def test_no_analysis_imports_the_cli():
     assert offenders == []
 
 
+def test_no_analysis_imports_a_layer_above_it():
+    """Analyses sit below the pipeline, the executors and the CLI: no import of them, lazy ones included."""
+    above = r"^\s*(from|import)\s+workbench\.(cli|pipeline|exec)\b|^\s*from workbench import (cli|pipeline|exec)\b"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "workbench" / "analyses").rglob("*.py")
+        if re.search(above, path.read_text(), flags=re.MULTILINE)
+    ]
+    assert offenders == []
+
+
 def test_only_the_runner_writes_runs():
     """``put_run``/``save_capture`` are called only by workbench.pipeline.runner (and inside the store)."""
     callers = []

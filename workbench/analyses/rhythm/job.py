@@ -115,19 +115,3 @@ def write_rhythm_files(out: Path, record: StepOutput, summary: dict | None = Non
     except ImportError:  # pragma: no cover - plotly is a dependency, but the data matter more
         pass
     return files
-
-
-def rhythm_job(model, problems: Sequence[Problem], out: Path, *, progress: bool = True, store=None, echo=print,
-               **options) -> dict:  # fmt: skip
-    """For notebooks: the Step ``rhythm`` on ``problems`` with ``model`` (``options``: the fields of
-    ``RhythmOptions``), recorded through the pipeline runner, its files written under ``out``; returns
-    the summary with the run id."""
-    from workbench.pipeline.runner import run_step
-    from workbench.pipeline.steps.rhythm import RhythmOptions, RhythmStep
-
-    done = run_step(RhythmStep(problems=problems, progress=progress), RhythmOptions(model=model.name, **options),
-                    model=model, store=store, echo=echo)  # fmt: skip
-    summary = {**done.output.summary, "run_id": done.run_id}
-    write_rhythm_files(out, done.output, summary)
-    echo(f"wrote {out}/tokens.parquet ({len(done.output.table('tokens'))} tokens), summary.json; run {done.run_id}")
-    return summary

@@ -14,11 +14,16 @@ Head table (the analysed layers): ``score`` = mean backward distance, ``local_fr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.pipeline.options import OptionError, StepOptions, flag, help_field
 from workbench.pipeline.steps.base import Context, Step, StepOutput, write_parquet
+
+if TYPE_CHECKING:
+    from workbench.analyses.rhythm.problems import Problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,3 +103,19 @@ class RhythmStep(Step):
         return [
             head_heatmap(output.table("heads"), "mean_distance", title=f"{config['id']}: mean backward distance")
         ]
+
+
+def rhythm_job(model, problems: Sequence[Problem], out: Path, *, progress: bool = True, store=None, echo=print,
+               **options) -> dict:  # fmt: skip
+    """For notebooks: the Step ``rhythm`` on ``problems`` with ``model`` (``options``: the fields of
+    ``RhythmOptions``), recorded through the pipeline runner, its files written under ``out``; returns
+    the summary with the run id."""
+    from workbench.analyses.rhythm.job import write_rhythm_files
+    from workbench.pipeline.runner import run_step
+
+    done = run_step(RhythmStep(problems=problems, progress=progress), RhythmOptions(model=model.name, **options),
+                    model=model, store=store, echo=echo)  # fmt: skip
+    summary = {**done.output.summary, "run_id": done.run_id}
+    write_rhythm_files(out, done.output, summary)
+    echo(f"wrote {out}/tokens.parquet ({len(done.output.table('tokens'))} tokens), summary.json; run {done.run_id}")
+    return summary
