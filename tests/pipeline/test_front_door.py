@@ -172,3 +172,50 @@ def test_a_sweep_task_and_the_command_record_the_same_run(tmp_path, store, sampl
     assert table["run_id"].tolist() == [cli_run]
     assert table["kind"].tolist() == ["sinks"] and "sink_1" in table
     assert len(store.runs(kind="sinks")) == 1  # the sweep found the command's run: the same record
+
+
+def test_executor_tasks_type_no_default_the_step_options_hold(monkeypatch):
+    """The niah task's defaults (haystack, max_new_tokens) are NiahOptions' own; chat left out is the builder's."""
+    import json
+
+    import workbench.analyses.retrieval.haystack as haystack_module
+    import workbench.analyses.retrieval.niah as niah_module
+    from workbench.exec import JobSpec, tasks
+    from workbench.pipeline.steps.retrieval import NiahOptions
+
+    seen = {}
+
+    class Builder:
+        def __init__(self, model, hay, **kwargs):
+            seen["chat"] = kwargs.get("chat")
+
+        def build(self, needle, length, depth):
+            return "built"
+
+    class Runs:
+        runs = {"tokens": [10], "success": [1.0], "rouge_recall": [1.0], "response": ["x"]}
+
+    def run_prompts(model, built, *, max_new_tokens, **kwargs):
+        seen["max_new_tokens"] = max_new_tokens
+        return Runs()
+
+    monkeypatch.setattr(haystack_module, "PromptBuilder", Builder)
+    monkeypatch.setattr(haystack_module, "read_haystack", lambda name: seen.setdefault("haystack", name))
+    monkeypatch.setattr(niah_module, "run_prompts", run_prompts)
+    monkeypatch.setattr(tasks, "_BUILDERS", {})
+    model = type("Model", (), {"name": "stub"})()
+    prompt = json.dumps({"needle": "n", "question": "q", "answer": "a", "length": 300, "depth": 50})
+    rows = tasks.niah_task(model, JobSpec(task="niah", model="stub"), prompt, store=None)
+    assert rows["success"].tolist() == [1.0]
+    assert seen == {"chat": None, "haystack": NiahOptions().haystack, "max_new_tokens": NiahOptions().max_new_tokens}
+    assert not re.search(r"get\(\"(max_new_tokens|haystack|chat)\", (\d|\"|True|False)", inspect.getsource(tasks))
+
+
+def test_the_capture_task_records_what_the_capture_step_records():
+    """Both build a text's capture record through one function (pipeline.steps.capture.capture_ids)."""
+    from workbench.exec import tasks
+    from workbench.pipeline.steps import capture
+
+    assert "capture_ids(" in inspect.getsource(tasks.capture_task)
+    assert "capture_ids(" in inspect.getsource(capture.CaptureTextStep.execute)
+    assert "capture_record" not in inspect.getsource(tasks)

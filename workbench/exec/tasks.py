@@ -3,6 +3,14 @@
 A task is ``(model, job, prompt, store) -> DataFrame rows``; ``run_shard`` applies it to each prompt of a shard
 and records the rows in the store under the shard's content key. Because local and Ray workers call the
 same ``run_shard``, their store contents are the same.
+
+Why ``logprob``, ``capture`` and ``niah`` are tasks and not Steps: each is a per-prompt primitive under a
+job's interventions (one prompt's metric row), which a Step (an analysis over a data set, with its own
+record) is built from, not the other way round: ``capture`` is what the capture Step's shards run,
+``logprob``/``niah`` are the metrics of the validate Step's conditions. They validate no option of their
+own (the Step that builds the job has validated its options; the defaults they fall back to are read from
+the Step's options dataclass, never typed here) and record nothing themselves: the shard's rows, and a
+capture's full record, go through ``pipeline.runner.write_run``. The ``step`` task runs a whole Step.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ def register_task(name: str):
 
 
 def _encode(model, job: JobSpec, prompt: str) -> torch.Tensor:
-    return model.encode(prompt, chat=bool(job.params.get("chat", False)), window=job.params.get("window"))
+    """The prompt's ids; ``params.chat`` left out keeps the model's own default."""
+    chat = {"chat": bool(job.params["chat"])} if job.params.get("chat") is not None else {}
+    return model.encode(prompt, window=job.params.get("window"), **chat)
 
 
 @register_task("logprob")
@@ -64,15 +74,15 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     spec = job.capture_spec()
     if spec is None:
         raise ValueError("task 'capture' needs a capture spec (JobSpec.capture)")
+    from workbench.pipeline.steps.capture import capture_ids
+
     ids = _encode(model, job, prompt)
-    _, capture = model.run(ids, spec, job.intervention_objects())
+    capture, record = capture_ids(model, ids, spec, interventions=job.intervention_objects())
     table = capture.head_table()
     if job.params.get("save_captures"):
         from workbench.devices import run_record
         from workbench.pipeline.runner import write_run
-        from workbench.store.captures import capture_record
 
-        record = capture_record(capture, input_ids=ids, kind="capture")
         write_run(store, record, model=model.name, runtime=run_record(model))
     table.insert(0, "tokens", int(ids.shape[-1]))
     return table
@@ -104,12 +114,16 @@ _BUILDERS: dict = {}  # (model name, haystack) -> PromptBuilder: the haystack is
 @register_task("niah")
 def niah_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
     """One needle-in-a-haystack run. ``prompt`` is JSON ``{needle, question, answer, length, depth}``;
-    ``params``: ``haystack`` (synthetic or a path), ``max_new_tokens``, ``chat``."""
+    ``params``: ``haystack`` (synthetic or a path), ``max_new_tokens``, ``chat``; one left out keeps the
+    NIAH Step's default (``NiahOptions``; ``chat``: the prompt builder's)."""
     from workbench.analyses.retrieval.haystack import Needle, PromptBuilder, read_haystack
     from workbench.analyses.retrieval.niah import run_prompts
+    from workbench.pipeline.options import defaults
+    from workbench.pipeline.steps.retrieval import NiahOptions
 
+    default = defaults(NiahOptions)
     item = json.loads(prompt)
-    haystack = str(job.params.get("haystack", "synthetic"))
+    haystack = str(job.params.get("haystack", default["haystack"]))
     key = (model.name, haystack, job.params.get("chat"))
     if key not in _BUILDERS:
         _BUILDERS[key] = PromptBuilder(model, read_haystack(haystack), chat=job.params.get("chat"))
@@ -119,7 +133,7 @@ def niah_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
         model,
         [built],
         interventions=job.intervention_objects(),
-        max_new_tokens=int(job.params.get("max_new_tokens", 50)),
+        max_new_tokens=int(job.params.get("max_new_tokens", default["max_new_tokens"])),
         progress=False,
     ).runs
     return pd.DataFrame(

@@ -166,7 +166,6 @@ class CaptureTextStep(Step):
             raise OptionError("--window must be at least 2 tokens")
 
     def execute(self, ctx: Context, o: CaptureTextOptions, inputs) -> StepOutput:
-        from workbench.store.captures import capture_record
         from workbench.texts import read_text
 
         spec = o.capture_spec()
@@ -175,7 +174,17 @@ class CaptureTextStep(Step):
         spec.validate_for(model.shape.num_layers, model.shape.num_heads)
         ids = model.encode(content, window=o.window)
         ctx.echo(f"{model}: {ids.shape[-1]} tokens")
-        _, result = model.run(ids, spec, progress=ctx.pipeline is None, all_logits=False)  # the table needs no logits
-        record = capture_record(result, input_ids=ids, params={"window": o.window})
+        result, record = capture_ids(model, ids, spec, params={"window": o.window},
+                                     progress=ctx.pipeline is None, all_logits=False)  # the table needs no logits
         record.artifacts = {"table": record.table("heads"), "capture": result}
         return record
+
+
+def capture_ids(model, ids, spec: CaptureSpec, *, interventions=(), params: dict | None = None, **run_options):
+    """One text's capture and its run record (kind ``capture``): what ``workbench capture`` records and
+    what the capture Step's shards record with ``save_captures`` (the ``capture`` executor task).
+    ``run_options`` go to ``model.run`` (an HF model's ``progress``, ``all_logits``)."""
+    from workbench.store.captures import capture_record
+
+    _, result = model.run(ids, spec, interventions, **run_options)
+    return result, capture_record(result, input_ids=ids, params=params)

@@ -150,8 +150,11 @@ class ValidateStep(Step):
 def niah_prompts(base: Path, options: dict) -> tuple[list[str], dict]:
     """The NIAH grid (needles x lengths x depths) as JSON prompts, and the task's parameters."""
     from workbench.analyses.retrieval.niah import resolve_inputs
+    from workbench.pipeline.options import defaults
+    from workbench.pipeline.steps.retrieval import NiahOptions
 
-    haystack = options.get("haystack", "synthetic")
+    default = defaults(NiahOptions)
+    haystack = options.get("haystack", default["haystack"])
     haystack = haystack if haystack == "synthetic" else str(Path(base) / haystack)
     needles = options.get("needles")
     _, needle_list = resolve_inputs(haystack, Path(base) / needles if needles else None, "heldout")
@@ -161,7 +164,7 @@ def niah_prompts(base: Path, options: dict) -> tuple[list[str], dict]:
         for length in options.get("lengths", [500])
         for depth in options.get("depths", [10, 60])
     ]
-    return prompts, {"haystack": haystack, "max_new_tokens": int(options.get("max_new_tokens", 50))}
+    return prompts, {"haystack": haystack, "max_new_tokens": int(options.get("max_new_tokens", default["max_new_tokens"]))}
 
 
 def summarize(table: pd.DataFrame, metrics: tuple[str, ...], prompts: int) -> dict:
