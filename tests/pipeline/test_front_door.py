@@ -57,6 +57,39 @@ def test_every_analysis_step_has_an_options_dataclass():
         assert set(step.options) == fields, name  # a pipeline file's keys are the options' fields
 
 
+@pytest.mark.parametrize("name", sorted(PLUMBING))
+def test_every_plumbing_step_has_an_options_dataclass(name):
+    """select, validate and report parse their keys into a frozen options dataclass too (defaults typed
+    there once); they read other steps' outputs, so they run only in a pipeline (not as a sweep task)."""
+    from workbench.exec import JobSpec
+    from workbench.exec.tasks import step_task
+
+    step = load_step(name)
+    assert step.plumbing and step.Options is not None and issubclass(step.Options, StepOptions), name
+    assert dataclasses.is_dataclass(step.Options) and step.Options.__dataclass_params__.frozen, name
+    fields = {f.name for f in dataclasses.fields(step.Options)} - {"model", "device", "dtype"}
+    assert set(step.options) == fields, name
+    source = inspect.getsource(type(step))
+    assert "option(config" not in source and "require(config" not in source, name  # no hand-typed checks
+    with pytest.raises(ValueError, match="not an analysis Step"):
+        step_task(None, JobSpec(task="step", model="m", params={"step": name}), "text", store=None)
+
+
+def test_plumbing_options_parse_a_pipeline_config():
+    from workbench.pipeline.steps.report import ReportOptions
+    from workbench.pipeline.steps.validate import ValidateOptions
+
+    options = from_config(ValidateOptions, {"heads": "top", "controls": 3}, where="step 'v'")
+    assert (options.controls, options.seed, options.shard_size, options.metric) == (3, 0, 4, "logprob")
+    assert options.intervention_spec() == {"mode": "uniform", "scope": "both"}
+    with pytest.raises(OptionError, match="'controls' must be an integer"):
+        from_config(ValidateOptions, {"heads": "top", "controls": True}, where="step 'v'")
+    with pytest.raises(OptionError, match=r"needs option\(s\) \['heads'\]"):
+        from_config(ValidateOptions, {}, where="step 'v'")
+    assert from_config(ReportOptions, {"include": ["a"]}, where="step 'r'").include == ("a",)
+    assert ReportOptions().file == "report.html" and ReportOptions().plotlyjs == "inline"
+
+
 @pytest.mark.parametrize("path", sorted(COMMANDS), ids=" ".join)
 def test_the_command_types_no_default_of_its_options(path):
     """An option left out on the command line is None, meaning the options' default: typed once, there."""

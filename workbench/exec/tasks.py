@@ -99,7 +99,7 @@ def step_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
     from workbench.pipeline.runner import run_step
 
     step = load_step(str(job.params.get("step")))
-    if step.Options is None:
+    if step.Options is None or step.plumbing:
         raise ValueError(f"step {job.params.get('step')!r} is not an analysis Step (it has no options class)")
     where = f"task step {step.kind!r}"
     options = from_config(step.Options, dict(job.params.get("options") or {}), where=where, model=model.name)

@@ -99,7 +99,11 @@ class Step:
     implements ``validate_options(options)`` and ``execute(ctx, options, inputs) -> StepOutput``; the CLI,
     pipelines, sweeps and notebooks all run it through ``workbench.pipeline.runner`` (``run_step`` on its
     own, ``run_pipeline`` in a pipeline), the only writer of runs. ``record_kind`` is the store kind of
-    its stand-alone run."""
+    its stand-alone run.
+
+    A plumbing Step (``plumbing = True``: select, validate, report) reads other steps' outputs, so it runs
+    only in a pipeline; it too has an ``Options`` dataclass (its keys, types and defaults), parsed by
+    ``parse``, but keeps its own ``validate`` (checks against the other steps) and ``run``."""
 
     kind: ClassVar[str] = "step"
     version: ClassVar[int] = 1
@@ -107,6 +111,7 @@ class Step:
     uses_data: ClassVar[bool] = False
     Options: ClassVar[type[StepOptions] | None] = None
     record_kind: ClassVar[str | None] = None
+    plumbing: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -11,27 +11,33 @@ The file is rendered from the steps' recorded outputs on every run, so it is the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from workbench.pipeline.errors import PipelineError
-from workbench.pipeline.steps.base import Context, Step, StepOutput, option
+from workbench.pipeline.options import StepOptions, help_field
+from workbench.pipeline.steps.base import Context, Step, StepOutput
+
+PLOTLYJS = ("inline", "cdn")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions(StepOptions):
+    title: str | None = help_field(None, "the report's title (default: the pipeline's name and model)")
+    include: tuple[str, ...] | None = help_field(None, "ids of the steps to show (default: every earlier step)")
+    plotlyjs: str = help_field("inline", "inline (works offline) or cdn")
+    file: str = help_field("report.html", "file name under the output folder")
 
 
 class ReportStep(Step):
     kind = "report"
-    options = {
-        "title": "the report's title",
-        "include": "ids of the steps to show (default: every earlier step)",
-        "plotlyjs": "inline (default, works offline) or cdn",
-        "file": "file name under the output folder (default report.html)",
-    }
+    plumbing = True
+    Options = ReportOptions
 
     def validate(self, config: dict, pipeline) -> None:
-        option(config, "title", str, "text")
-        option(config, "file", str, "a file name")
-        if option(config, "plotlyjs", str, "inline or cdn", "inline") not in ("inline", "cdn"):
+        options = self.parse(config, pipeline)
+        if options.plotlyjs not in PLOTLYJS:
             raise PipelineError(f"step {config['id']!r}: plotlyjs must be inline or cdn")
-        include = config.setdefault("include", [c["id"] for c in pipeline.steps])
-        if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
-            raise PipelineError(f"step {config['id']!r}: include must be a list of step ids")
+        config.setdefault("include", [c["id"] for c in pipeline.steps])  # the step's inputs (and its key)
 
     def inputs(self, config: dict) -> list[str]:
         return list(config["include"])
@@ -41,7 +47,7 @@ class ReportStep(Step):
             step_id: len(ctx.pipeline.implementations[step_id].figures(ctx.pipeline.step(step_id), output))
             for step_id, output in inputs.items()
         }
-        return StepOutput(summary={"file": config.get("file", "report.html"), "figures": figures})
+        return StepOutput(summary={"file": self.parse(config, ctx.pipeline).file, "figures": figures})
 
     def materialize(self, ctx: Context, config: dict, output: StepOutput, inputs: dict[str, StepOutput]):
         from workbench.pipeline.report import render_report
@@ -59,9 +65,10 @@ class ReportStep(Step):
                     "figures": implementation.figures(step_config, step_output),
                 }
             )
-        title = config.get("title") or f"{ctx.pipeline.name}: {ctx.pipeline.model}"
-        text = render_report(title, ctx.pipeline.source, sections, config.get("plotlyjs", "inline"))
-        path = ctx.out / config.get("file", "report.html")
+        options = self.parse(config, ctx.pipeline)
+        title = options.title or f"{ctx.pipeline.name}: {ctx.pipeline.model}"
+        text = render_report(title, ctx.pipeline.source, sections, options.plotlyjs)
+        path = ctx.out / options.file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -12,17 +12,26 @@ The pipeline's HEADS.json holds the heads of ``outputs.heads`` (default: the las
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from workbench.pipeline.errors import PipelineError
+from workbench.pipeline.options import StepOptions, help_field
 from workbench.pipeline.rules import apply_rule, check_rule, rule_sources
-from workbench.pipeline.steps.base import Context, Step, StepOutput, require
+from workbench.pipeline.steps.base import Context, Step, StepOutput
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectOptions(StepOptions):
+    rule: dict = help_field(help="a selection rule: of/by plus top_k, top_fraction, above, ... or a combination")
 
 
 class SelectStep(Step):
     kind = "select"
-    options = {"rule": "a selection rule: of/by plus top_k, top_fraction, above, ... or a combination"}
+    plumbing = True
+    Options = SelectOptions
 
     def validate(self, config: dict, pipeline) -> None:
-        rule = require(config, "rule", dict, "a selection rule")
+        rule = self.parse(config, pipeline).rule
         where = f"step {config['id']!r}"
         check_rule(rule, where)
         for source, table, column in rule_sources(rule):
@@ -46,8 +55,9 @@ class SelectStep(Step):
             except KeyError as error:
                 raise PipelineError(f"step {config['id']!r}: step {step_id!r}: {error.args[0]}") from None
 
-        selected = apply_rule(config["rule"], tables)
-        first, name, _ = rule_sources(config["rule"])[0]
+        rule = self.parse(config, ctx.pipeline).rule
+        selected = apply_rule(rule, tables)
+        first, name, _ = rule_sources(rule)[0]
         universe = tables(first, name)
         summary = {
             "count": len(selected),

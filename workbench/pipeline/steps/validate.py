@@ -23,57 +23,67 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from workbench.pipeline.errors import PipelineError
-from workbench.pipeline.steps.base import Context, Step, StepOutput, option, require
+from workbench.pipeline.options import StepOptions, help_field
+from workbench.pipeline.steps.base import Context, Step, StepOutput
 
 MODES = ("uniform", "zero")
 SCOPES = ("both", "prefill", "decode")
+INTERVENTION = {"mode": MODES[0], "scope": SCOPES[0]}  # what an intervention's left-out keys are
 METRICS = {"logprob": ("mean_logprob", "top1_accuracy"), "niah": ("success", "rouge_recall")}
 NIAH_KEYS = {"haystack", "needles", "lengths", "depths", "max_new_tokens"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateOptions(StepOptions):
+    heads: str = help_field(help="the select step whose heads are intervened on")
+    intervention: dict | None = help_field(None, "{mode: uniform|zero, scope: both|prefill|decode} (default uniform, both)")
+    metric: str = help_field("logprob", f"one of {sorted(METRICS)}")
+    controls: int = help_field(1, "number of random head sets of the same size")
+    seed: int = help_field(0, "seed of the random head sets")
+    window: int | None = help_field(None, "first N tokens of each prompt")
+    shard_size: int = help_field(4, "prompts per shard")
+    niah: dict | None = help_field(None, "metric niah: {haystack, needles, lengths, depths, max_new_tokens}")
+
+    def intervention_spec(self) -> dict:
+        return {**INTERVENTION, **(self.intervention or {})}
 
 
 class ValidateStep(Step):
     kind = "validate"
     uses_data = True
-    options = {
-        "heads": "the select step whose heads are intervened on",
-        "intervention": "{mode: uniform|zero, scope: both|prefill|decode}",
-        "metric": f"one of {sorted(METRICS)}",
-        "controls": "number of random head sets of the same size (default 1)",
-        "seed": "seed of the random head sets (default 0)",
-        "window": "first N tokens of each prompt",
-        "shard_size": "prompts per shard (default 4)",
-        "niah": "metric niah: {haystack, needles, lengths, depths, max_new_tokens}",
-    }
+    plumbing = True
+    Options = ValidateOptions
 
     def wants_data(self, config: dict) -> bool:
-        return config.get("metric", "logprob") != "niah"
+        return config.get("metric", ValidateOptions.metric) != "niah"
 
     def validate(self, config: dict, pipeline) -> None:
-        heads = require(config, "heads", str, "the id of a select step")
+        o = self.parse(config, pipeline)
+        heads = o.heads
         if heads in pipeline.implementations and pipeline.step(heads)["step"] != "select":
             raise PipelineError(f"step {config['id']!r}: heads must name a select step, {heads!r} is not one")
-        intervention = option(config, "intervention", dict, "a mapping with mode and scope", {})
-        extra = sorted(set(intervention) - {"mode", "scope"})
+        extra = sorted(set(o.intervention or {}) - set(INTERVENTION))
         if extra:
             raise PipelineError(f"step {config['id']!r}: intervention has unknown key(s) {extra}")
-        if intervention.get("mode", "uniform") not in MODES:
+        intervention = o.intervention_spec()
+        if intervention["mode"] not in MODES:
             raise PipelineError(f"step {config['id']!r}: intervention mode must be one of {MODES}")
-        if intervention.get("scope", "both") not in SCOPES:
+        if intervention["scope"] not in SCOPES:
             raise PipelineError(f"step {config['id']!r}: intervention scope must be one of {SCOPES}")
-        metric = option(config, "metric", str, f"one of {sorted(METRICS)}", "logprob")
-        if metric not in METRICS:
-            raise PipelineError(f"step {config['id']!r}: unknown metric {metric!r}; known: {sorted(METRICS)}")
-        niah = option(config, "niah", dict, "a mapping", {})
+        if o.metric not in METRICS:
+            raise PipelineError(f"step {config['id']!r}: unknown metric {o.metric!r}; known: {sorted(METRICS)}")
+        niah = o.niah or {}
         if sorted(set(niah) - NIAH_KEYS):
             raise PipelineError(
                 f"step {config['id']!r}: niah has unknown key(s) {sorted(set(niah) - NIAH_KEYS)}"
             )
-        if metric == "niah":
+        if o.metric == "niah":
             from workbench.pipeline.registry import _module_exists
 
             if not _module_exists("workbench.analyses.retrieval.niah"):
@@ -83,14 +93,14 @@ class ValidateStep(Step):
                 if value not in (None, "synthetic") and not (Path(pipeline.base) / value).exists():
                     raise PipelineError(f"step {config['id']!r}: niah.{key} {value!r} does not exist")
         for key in ("controls", "seed", "window", "shard_size"):
-            value = option(config, key, int, "an integer")
+            value = getattr(o, key)
             if value is not None and value < (0 if key in ("controls", "seed") else 1):
                 raise PipelineError(f"step {config['id']!r}: {key} is out of range: {value}")
 
     def inputs(self, config: dict) -> list[str]:
         return [config["heads"]]
 
-    def conditions(self, config: dict, selection: StepOutput) -> dict[str, list[tuple[int, int]]]:
+    def conditions(self, o: ValidateOptions, selection: StepOutput) -> dict[str, list[tuple[int, int]]]:
         """Condition name -> heads to intervene on: baseline (none), selected, control-0, control-1, ..."""
         selected = [tuple(pair) for pair in selection.summary["heads"]]
         others = [
@@ -99,8 +109,8 @@ class ValidateStep(Step):
             if list(pair) not in selection.summary["heads"]
         ]
         out = {"baseline": [], "selected": selected}
-        for index in range(int(config.get("controls", 1))):
-            rng = random.Random(int(config.get("seed", 0)) * 1000 + index)
+        for index in range(o.controls):
+            rng = random.Random(o.seed * 1000 + index)
             out[f"control-{index}"] = sorted(rng.sample(others, min(len(selected), len(others))))
         return out
 
@@ -108,15 +118,16 @@ class ValidateStep(Step):
         from workbench.exec import JobSpec, make_shards, run_jobs
         from workbench.seam.interventions import mask_heads
 
-        selection = inputs[config["heads"]]
+        o = self.parse(config, ctx.pipeline)
+        selection = inputs[o.heads]
         if not selection.summary["heads"]:
             ctx.echo(f"  step {config['id']!r}: the selection is empty, nothing to validate")
             return StepOutput(summary={"skipped": "the selection is empty"})
-        intervention = {"mode": "uniform", "scope": "both", **config.get("intervention", {})}
-        metric = config.get("metric", "logprob")
-        params = {"window": int(config["window"])} if config.get("window") else {}
+        intervention = o.intervention_spec()
+        metric = o.metric
+        params = {"window": o.window} if o.window else {}
         if metric == "niah":
-            prompts, params = niah_prompts(ctx.pipeline.base, config.get("niah", {}))
+            prompts, params = niah_prompts(ctx.pipeline.base, o.niah or {})
         else:
             prompts = ctx.texts(config.get("data", "default"))
         jobs = [
@@ -130,9 +141,9 @@ class ValidateStep(Step):
                 params=params,
                 label=name,
             )
-            for name, heads in self.conditions(config, selection).items()
+            for name, heads in self.conditions(o, selection).items()
         ]
-        table = run_jobs(ctx.executor, jobs, make_shards(prompts, int(config.get("shard_size", 4))))
+        table = run_jobs(ctx.executor, jobs, make_shards(prompts, o.shard_size))
         table = table.drop(columns="model")
         return StepOutput(
             arrays={"per_prompt": table}, summary=summarize(table, METRICS[metric], len(prompts))
@@ -143,7 +154,7 @@ class ValidateStep(Step):
 
         if "per_prompt" not in output.arrays:
             return []
-        metric = METRICS[config.get("metric", "logprob")][0]
+        metric = METRICS[config.get("metric", ValidateOptions.metric)][0]
         return [validation_figure(output.table("per_prompt"), metric, config["id"])]
 
 
