@@ -89,7 +89,11 @@ def capture(
 
 def capture_folder(options, out: Path) -> None:
     """`capture --text FOLDER`: one capture over every *.txt, in padded batches; writes the mean table to
-    OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text (through the runner)."""
+    OUT and each text's table to OUT_STEM.TEXT_STEM.parquet; one store run per text (through the runner).
+
+    Not one Step run: a Step run records one run, and each text's capture is its own ``capture`` run (the
+    app opens a text's per-token statistics from it; tests/test_capture_texts.py counts one run per text).
+    The options are the capture-text Step's and validated by it; the record is ``capture_record``'s."""
     from workbench.pipeline.runner import write_run
     from workbench.store import default_store
     from workbench.store.captures import capture_record
