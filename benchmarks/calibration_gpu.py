@@ -36,12 +36,12 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from worker_pool import run_workers
 
 from workbench.jsonfiles import write_json
 
@@ -447,25 +447,15 @@ def main(argv=None) -> int:
     print(
         f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True
     )
-    pending, running = list(jobs), []
-    forwarded = list(argv if argv is not None else sys.argv[1:])
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    while pending or running:
-        while pending and len(running) < args.workers:
-            job = pending.pop(0)
-            command = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--worker", json.dumps(job)]
-            running.append((job, subprocess.Popen(command, env=env)))
-        time.sleep(1 if args.smoke else 5)
-        for entry in list(running):
-            if entry[1].poll() is not None:
-                running.remove(entry)
-                if entry[1].returncode:
-                    print(
-                        f"worker {entry[0]['task']}-fold{entry[0]['fold']}-{entry[0]['method']} exited with "
-                        f"{entry[1].returncode}",
-                        flush=True,
-                    )
-        merge(args, started, expected)
+    run_workers(
+        __file__,
+        list(argv if argv is not None else sys.argv[1:]),
+        jobs,
+        workers=args.workers,
+        poll_s=1 if args.smoke else 5,
+        tick=lambda: merge(args, started, expected),
+        label=lambda job: f"{job['task']}-fold{job['fold']}-{job['method']}",
+    )
     result = merge(args, started, expected)
     print(
         f"done in {time.time() - started:.0f}s: {result['jobs_done']} of {expected} jobs complete, "

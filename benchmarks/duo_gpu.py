@@ -38,12 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from worker_pool import run_workers
 
 from workbench.jsonfiles import write_json
 
@@ -358,21 +358,15 @@ def main(argv=None) -> int:
     (args.out / "results.json").unlink(missing_ok=True)
     merge(args, started)
     print(f"workers {WORKERS} on {device_name(args)}; writing {args.out}", flush=True)
-    forwarded = list(argv if argv is not None else sys.argv[1:])
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    running = []
-    for name in WORKERS:
-        job = {"worker": name, "deadline": started + args.budget_s}
-        command = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--worker", json.dumps(job)]
-        running.append((name, subprocess.Popen(command, env=env)))
-    while running:
-        time.sleep(1 if args.smoke else 5)
-        for entry in list(running):
-            if entry[1].poll() is not None:
-                running.remove(entry)
-                if entry[1].returncode:
-                    print(f"worker {entry[0]} exited with {entry[1].returncode}", flush=True)
-        merge(args, started)
+    run_workers(
+        __file__,
+        list(argv if argv is not None else sys.argv[1:]),
+        [{"worker": name, "deadline": started + args.budget_s} for name in WORKERS],
+        workers=len(WORKERS),
+        poll_s=1 if args.smoke else 5,
+        tick=lambda: merge(args, started),
+        label=lambda job: job["worker"],
+    )
     result = merge(args, started)
     print(
         f"done in {time.time() - started:.0f}s: {len(result['conditions'])} of {result['conditions_expected']} "

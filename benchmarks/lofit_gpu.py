@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from worker_pool import run_workers
 
 from workbench.jsonfiles import write_json
 
@@ -411,21 +410,14 @@ def main(argv=None) -> int:
     print(
         f"{len(jobs)} jobs, {args.workers} at a time, on {device_name(args)}; writing {args.out}", flush=True
     )
-    pending, running = list(jobs), []
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    while pending or running:
-        while pending and len(running) < args.workers:
-            job = pending.pop(0)
-            command = [sys.executable, str(Path(__file__).resolve()), *forwarded, "--worker", json.dumps(job)]
-            running.append((job, subprocess.Popen(command, env=env)))
-        time.sleep(1 if args.smoke else 5)
-        for entry in list(running):
-            if entry[1].poll() is not None:
-                running.remove(entry)
-                if entry[1].returncode:
-                    print(f"worker {entry[0]} exited with {entry[1].returncode}", flush=True)
-        merge(args, started, expected)
+    run_workers(
+        __file__,
+        list(argv if argv is not None else sys.argv[1:]),
+        jobs,
+        workers=args.workers,
+        poll_s=1 if args.smoke else 5,
+        tick=lambda: merge(args, started, expected),
+    )
     result = merge(args, started, expected)
     print(
         f"done in {time.time() - started:.0f}s: {len(result['units'])} of {expected} units in "
