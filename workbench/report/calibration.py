@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.report.files import no_results, result_files
 from workbench.report.stats import bootstrap_ci, paired_test
 
 NEGLIGIBLE = 0.01
@@ -26,9 +27,6 @@ PAPERS = {"act": "Yu et al. 2024, ACT", "zerotuning": "Han et al. 2025, ZeroTuni
 TASKS = {"truthfulqa": "TruthfulQA MC1", "clutrr": "CLUTRR (4-way)", "sentiment": "sentiment (shipped)"}
 ALL_LABEL = {"act": "all heads of layers 2..L-2", "zerotuning": "all heads, gamma tuned"}
 
-
-def result_files(data: Path) -> list[Path]:
-    return sorted((data / "calibration").glob("*/results.json"))
 
 
 def verdict(ci: tuple[float, float]) -> str:
@@ -110,12 +108,9 @@ def _selected(result: dict, task: str, method: str) -> str:
 
 
 def table(data: Path) -> str:
-    files = result_files(data)
+    files = result_files(data, "calibration")
     if not files:
-        return (
-            "No committed results yet: run `benchmarks/calibration_gpu.py` (`bash benchmarks/gpu_calls.sh "
-            "calibration`) and commit its output folder under `docs/results/data/calibration/`.\n"
-        )
+        return no_results("bash benchmarks/gpu_calls.sh calibration", "calibration")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -166,7 +161,7 @@ def table(data: Path) -> str:
 
 def findings(data: Path) -> list[dict]:
     out = []
-    for path in result_files(data):
+    for path in result_files(data, "calibration"):
         result = json.loads(path.read_text())
         source = f"docs/results/data/calibration/{path.parent.name}/results.json"
         units = result["units"]

@@ -17,21 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.report.files import no_results, result_files
 from workbench.report.stats import bootstrap_ci, paired_test
 
 DETECTION = "retrieval/detection-heads-cpu.json"
 CURVE_WINDOW = 100  # steps per row of the loss-curve table
 
 
-def result_files(data: Path) -> list[Path]:
-    return sorted((data / "duo").glob("*/results.json"))
-
-
-def _missing() -> str:
-    return (
-        "No committed results yet: run `bash benchmarks/gpu_calls.sh duo` on the GPU and commit its "
-        "`results.json` under `docs/results/data/duo/<run>/`.\n"
-    )
 
 
 def _key(run: dict) -> tuple:
@@ -64,9 +56,9 @@ def _header(path: Path, result: dict) -> str:
 
 
 def training_table(data: Path) -> str:
-    files = result_files(data)
+    files = result_files(data, "duo")
     if not files:
-        return _missing()
+        return no_results("bash benchmarks/gpu_calls.sh duo", "duo")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -140,9 +132,9 @@ def _retrieval_correlation(data: Path, gates: list[dict]) -> tuple[float, int] |
 
 
 def deployment_table(data: Path) -> str:
-    files = result_files(data)
+    files = result_files(data, "duo")
     if not files:
-        return _missing()
+        return no_results("bash benchmarks/gpu_calls.sh duo", "duo")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -192,7 +184,7 @@ def _versus(top: dict, random: dict) -> str:
 
 def findings(data: Path) -> list[dict]:
     out = []
-    for path in result_files(data):
+    for path in result_files(data, "duo"):
         result = json.loads(path.read_text())
         conditions = result.get("conditions") or []
         source = f"docs/results/data/duo/{path.parent.name}/results.json"

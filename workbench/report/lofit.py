@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.report.files import no_results, result_files
 from workbench.report.stats import bootstrap_ci, paired_test
 
 CONDITIONS = ("base", "lofit", "random", "all")
@@ -21,9 +22,6 @@ LABELS = {
     "all": "all heads, same budget",
 }
 
-
-def result_files(data: Path) -> list[Path]:
-    return sorted((data / "lofit").glob("*/results.json"))
 
 
 def _per_item(units: list[dict], task: str, condition: str, k: int, metric: str) -> tuple[dict, int]:
@@ -57,12 +55,9 @@ def _versus(a: dict, b: dict) -> str:
 
 
 def table(data: Path, task: str = "truthfulqa") -> str:
-    files = result_files(data)
+    files = result_files(data, "lofit")
     if not files:
-        return (
-            "No committed results yet: run `benchmarks/lofit_gpu.py` (see the command above) and commit "
-            "its output folder under `docs/results/data/lofit/`.\n"
-        )
+        return no_results("bash benchmarks/gpu_calls.sh lofit", "lofit")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -103,7 +98,7 @@ def table(data: Path, task: str = "truthfulqa") -> str:
 
 def findings(data: Path) -> list[dict]:
     out = []
-    for path in result_files(data):
+    for path in result_files(data, "lofit"):
         result = json.loads(path.read_text())
         source = f"docs/results/data/lofit/{path.parent.name}/results.json"
         units = result["units"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.report.files import no_results
 from workbench.report.stats import bootstrap_ci, bootstrap_ci_two_level
 
 GPU_RUN = "retrieval/gpu-2026-12-02"
 DETECTION = "retrieval/detection-heads-cpu.json"
 MODES = ("uniform", "zero", "mean")
-RANDOM_BOUND = 0.15  # the paper's random-K criterion as the spec scales it: random-K masking costs less than this
+RANDOM_BOUND = (
+    0.15  # the paper's random-K criterion as the spec scales it: random-K masking costs less than this
+)
 
 
 def _load(data: Path, relative: str) -> dict:
@@ -164,7 +167,9 @@ def random_draws(folder: Path) -> dict:
             out["top"][_key(run)] = value
             out["k"] = int(run["k"])
         else:
-            out["fixed"].setdefault(int(run["exclude_top"]), {}).setdefault(int(run["seed"]), {})[_key(run)] = value
+            out["fixed"].setdefault(int(run["exclude_top"]), {}).setdefault(int(run["seed"]), {})[
+                _key(run)
+            ] = value
     for path in sorted(folder.glob("random-fresh-d*.json")):
         part = json.loads(path.read_text())
         out["draws"] += 1
@@ -190,8 +195,7 @@ def random_draws_table(data: Path) -> str:
     """Issue 17 item 6: the random-K control drawn the project's way (fixed sets) and the repository's way."""
     folders = random_draw_runs(data)
     if not folders:
-        return ("No committed results yet: run `bash benchmarks/gpu_calls.sh retrieval-random` and commit its output "
-                "folder under `docs/results/data/retrieval/`.\n")
+        return no_results("bash benchmarks/gpu_calls.sh retrieval-random", "retrieval")
     parts = []
     for folder in folders:
         draws = random_draws(folder)
@@ -208,9 +212,11 @@ def random_draws_table(data: Path) -> str:
         top = [base[r] - draws["top"][r] for r in sorted(set(base) & set(draws["top"]))]
         if top:
             low, high = bootstrap_ci(top)
-            lines.append(f"| top-{k} retrieval heads | - | {len(top)} | "
-                         f"{sum(draws['top'].values()) / len(draws['top']):.3f} | {sum(top) / len(top):.3f} "
-                         f"[{low:.3f}, {high:.3f}] | - |")
+            lines.append(
+                f"| top-{k} retrieval heads | - | {len(top)} | "
+                f"{sum(draws['top'].values()) / len(draws['top']):.3f} | {sum(top) / len(top):.3f} "
+                f"[{low:.3f}, {high:.3f}] | - |"
+            )
         for exclude in sorted(draws["fixed"]):
             matrix, runs = _fixed_drops(draws, exclude)
             if not runs:
@@ -219,8 +225,10 @@ def random_draws_table(data: Path) -> str:
             mean = sum(map(sum, matrix)) / (len(matrix) * len(runs))
             success = sum(base[r] for r in runs) / len(runs) - mean
             per = ", ".join(f"{sum(row) / len(row):.3f}" for row in matrix)
-            lines.append(f"| one fixed set per seed, outside the top {exclude} (project) | {len(matrix)} seeds | "
-                         f"{len(runs)} | {success:.3f} | {mean:.3f} [{low:.3f}, {high:.3f}] | {per} |")
+            lines.append(
+                f"| one fixed set per seed, outside the top {exclude} (project) | {len(matrix)} seeds | "
+                f"{len(runs)} | {success:.3f} | {mean:.3f} [{low:.3f}, {high:.3f}] | {per} |"
+            )
         fresh = _fresh_drops(draws)
         if fresh:
             low, high = bootstrap_ci(fresh)
@@ -229,8 +237,10 @@ def random_draws_table(data: Path) -> str:
             success = sum(base[r] for r in runs) / len(runs) - mean
             per_draw = min(len(draws["fresh"][r]) for r in runs), max(len(draws["fresh"][r]) for r in runs)
             count = f"{per_draw[0]}" if per_draw[0] == per_draw[1] else f"{per_draw[0]}-{per_draw[1]}"
-            lines.append(f"| a fresh set per run, outside the top 100 (reference repository) | {count} per run | "
-                         f"{len(fresh)} | {success:.3f} | {mean:.3f} [{low:.3f}, {high:.3f}] | - |")
+            lines.append(
+                f"| a fresh set per run, outside the top 100 (reference repository) | {count} per run | "
+                f"{len(fresh)} | {success:.3f} | {mean:.3f} [{low:.3f}, {high:.3f}] | - |"
+            )
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -245,27 +255,36 @@ def random_draw_findings(data: Path) -> list[dict]:
         if runs:
             ci = bootstrap_ci_two_level(matrix)
             value = sum(map(sum, matrix)) / (len(matrix) * len(runs))
-            out.append({
-                "finding": f"Masking {k} random heads drops NIAH success by < {RANDOM_BOUND} "
-                           f"(one fixed set per seed outside the top 50, the project's draw)",
-                "paper": "Wu et al. 2024, Retrieval Head",
-                "metric": f"drop in held-out NIAH success rate, mean of {len(matrix)} fixed sets, uniform mask; "
-                          f"CI resamples sets and runs",
-                "value": round(value, 4), "ci": [round(ci[0], 4), round(ci[1], 4)], "n": len(runs),
-                "verdict": _verdict_below(ci, RANDOM_BOUND), "source": source,
-            })
+            out.append(
+                {
+                    "finding": f"Masking {k} random heads drops NIAH success by < {RANDOM_BOUND} "
+                    f"(one fixed set per seed outside the top 50, the project's draw)",
+                    "paper": "Wu et al. 2024, Retrieval Head",
+                    "metric": f"drop in held-out NIAH success rate, mean of {len(matrix)} fixed sets, uniform mask; "
+                    f"CI resamples sets and runs",
+                    "value": round(value, 4),
+                    "ci": [round(ci[0], 4), round(ci[1], 4)],
+                    "n": len(runs),
+                    "verdict": _verdict_below(ci, RANDOM_BOUND),
+                    "source": source,
+                }
+            )
         fresh = _fresh_drops(draws)
         if fresh:
             ci = bootstrap_ci(fresh)
-            out.append({
-                "finding": f"Masking {k} random heads drops NIAH success by < {RANDOM_BOUND} "
-                           f"(a fresh set per run outside the top 100, the reference repository's draw)",
-                "paper": "Wu et al. 2024, Retrieval Head",
-                "metric": f"drop in held-out NIAH success rate, {draws['draws']} fresh draw(s) per run, uniform mask",
-                "value": round(sum(fresh) / len(fresh), 4), "ci": [round(ci[0], 4), round(ci[1], 4)],
-                "n": len(fresh), "verdict": _verdict_below(ci, RANDOM_BOUND),
-                "source": f"docs/results/data/retrieval/{folder.name}/random-fresh-d0.json",
-            })
+            out.append(
+                {
+                    "finding": f"Masking {k} random heads drops NIAH success by < {RANDOM_BOUND} "
+                    f"(a fresh set per run outside the top 100, the reference repository's draw)",
+                    "paper": "Wu et al. 2024, Retrieval Head",
+                    "metric": f"drop in held-out NIAH success rate, {draws['draws']} fresh draw(s) per run, uniform mask",
+                    "value": round(sum(fresh) / len(fresh), 4),
+                    "ci": [round(ci[0], 4), round(ci[1], 4)],
+                    "n": len(fresh),
+                    "verdict": _verdict_below(ci, RANDOM_BOUND),
+                    "source": f"docs/results/data/retrieval/{folder.name}/random-fresh-d0.json",
+                }
+            )
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.report.files import no_results, result_files
+
 ALPHA = 0.05
 TESTS = (
     ("a_local", "(a) local head group is the same heads across responses", "Jaccard minus shuffled"),
@@ -20,15 +22,6 @@ TESTS = (
 )
 
 
-def result_files(data: Path) -> list[Path]:
-    return sorted((data / "rhythm").glob("*/results.json"))
-
-
-def _missing() -> str:
-    return (
-        "No committed results yet: run `bash benchmarks/gpu_calls.sh rhythm` on the GPU and commit its "
-        "`results.json` under `docs/results/data/rhythm/<run>/`.\n"
-    )
 
 
 def _header(path: Path, result: dict) -> str:
@@ -46,9 +39,9 @@ def verdict(test: dict) -> str:
 
 
 def calibration_table(data: Path) -> str:
-    files = result_files(data)
+    files = result_files(data, "rhythm")
     if not files:
-        return _missing()
+        return no_results("bash benchmarks/gpu_calls.sh rhythm", "rhythm")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -84,9 +77,9 @@ def calibration_table(data: Path) -> str:
 
 
 def tests_table(data: Path) -> str:
-    files = result_files(data)
+    files = result_files(data, "rhythm")
     if not files:
-        return _missing()
+        return no_results("bash benchmarks/gpu_calls.sh rhythm", "rhythm")
     parts = []
     for path in files:
         result = json.loads(path.read_text())
@@ -117,7 +110,7 @@ def tests_table(data: Path) -> str:
 
 def findings(data: Path) -> list[dict]:
     out = []
-    for path in result_files(data):
+    for path in result_files(data, "rhythm"):
         result = json.loads(path.read_text())
         main = result.get("main")
         if not main:
