@@ -1,0 +1,311 @@
+"""Hopper key pass in Gluon: warp-specialised, the exponentials of one tile under the q.k wgmma of the next.
+
+The same statistics as ``key_statistics_pass`` (received mass and the FAI window mean; definitions there),
+computed FlashAttention-3 style for sm_90 only:
+  * one CTA = 2 x 64 keys of one (batch, head); three partitions (``gl.warp_specialize``): a 1-warp TMA
+    loader that fills a ring of query tiles (mbarriers ``q_ready`` / ``q_empty``), and two consumer
+    warpgroups, each owning 64 of the keys and reading the same query tiles from shared memory;
+  * each consumer issues s^T = K (64 x D) . Q^T (D x BLOCK_M) of query block i+1 as an asynchronous
+    ``warpgroup_mma`` before it exponentiates block i (``warpgroup_mma_wait(1)``), so the tensor cores run
+    under its own exp2 (intra-warpgroup overlap, which Triton 3.6 does not emit: it waits right after
+    each wgmma, benchmarks/NOTES.md run 3);
+  * PINGPONG (constexpr) also orders the two consumers' wgmma issues alternately through two mbarriers,
+    so one warpgroup's exponentials run while the other's product occupies the tensor cores.
+p = exp2(s * scale * log2 e + bias - lse * log2 e) is exact (no polynomial); masks: causal diagonal and
+rows past Tq, only on the query blocks that need them.
+
+Supports: fp16 / bf16, head dim 64 or 128, causal or full, GQA, Tq <= Tk, logit bias, received and FAI.
+Does not support (the caller falls back to the Triton pass, ``key_pass_selection``, with the reason):
+fp32, other head dims, the pooled map, any GPU but sm_90, any Triton but the pinned series (the Gluon
+API changes between releases; written against Triton 3.6).
+
+Imported only after ``key_pass_selection`` has checked the Triton version and that Gluon imports.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+LOG2E_VALUE = 1.4426950408889634
+LOG2E = gl.constexpr(LOG2E_VALUE)
+BLOCK_KEYS = 64  # keys per consumer warpgroup (the wgmma M of one warpgroup)
+CONSUMERS = 2
+
+
+@gluon.jit
+def _block_sums(
+    s,
+    lse2,
+    received,
+    fai,
+    start_m,
+    offs_m,
+    offs_keys,
+    bias2,
+    Tq,
+    q_offset,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    start_keys,
+    BLOCK_M: gl.constexpr,
+    BLOCK_KEYS: gl.constexpr,
+    CAUSAL: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    FAI: gl.constexpr,
+):
+    """Sums over one query block of the scores s^T (keys x queries, fp32 in the wgmma layout)."""
+    if HAS_BIAS:
+        y = s * qk_scale + (bias2[:, None] - lse2[None, :])
+    else:
+        y = s * qk_scale - lse2[None, :]
+    p = gl.exp2(y)
+    rows = start_m + offs_m
+    i_abs = rows + q_offset
+    needs_mask = start_m + BLOCK_M > Tq
+    if CAUSAL:
+        needs_mask = needs_mask | (start_keys + BLOCK_KEYS - 1 > start_m + q_offset)
+    if needs_mask:
+        visible = rows[None, :] < Tq
+        if CAUSAL:
+            visible = visible & (offs_keys[:, None] <= i_abs[None, :])
+        p = gl.where(visible, p, 0.0)
+    received += gl.sum(p, 1)
+    if FAI:
+        # Only query blocks with some distance in [fai_lo, fai_hi] to these keys.
+        if (start_m + q_offset + BLOCK_M - 1 - start_keys >= fai_lo) & (
+            start_m + q_offset - (start_keys + BLOCK_KEYS - 1) <= fai_hi
+        ):
+            distance = i_abs[None, :] - offs_keys[:, None]
+            in_window = (distance >= fai_lo) & (distance <= fai_hi)
+            fai += gl.sum(gl.where(in_window, p, 0.0), 1)
+    return received, fai
+
+
+@gluon.jit
+def _load_lse(lse_base, start_m, offs_m, Tq):
+    rows = start_m + offs_m
+    return gl.load(lse_base + rows, mask=rows < Tq, other=0.0) * LOG2E
+
+
+@gluon.jit
+def _consumer(
+    k_smem,
+    q_smem,
+    k_ready,
+    q_ready,
+    q_empty,
+    my_turn,
+    other_turn,
+    Lse,
+    Bias,
+    Received,
+    Fai,
+    bh,
+    head,
+    start_n,
+    lo,
+    n_blocks,
+    Tq,
+    Tk,
+    q_offset,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    stride_bias_h,
+    WG: gl.constexpr,
+    HEAD_DIM: gl.constexpr,
+    BLOCK_M: gl.constexpr,
+    BLOCK_KEYS: gl.constexpr,
+    STAGES: gl.constexpr,
+    CAUSAL: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    RECEIVED: gl.constexpr,
+    FAI: gl.constexpr,
+    PINGPONG: gl.constexpr,
+):
+    """One warpgroup: keys [start_n + WG * BLOCK_KEYS, + BLOCK_KEYS) against query blocks lo, lo + BLOCK_M, ..."""
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
+    )
+    key_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    query_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    start_keys = start_n + WG * BLOCK_KEYS
+    offs_keys = start_keys + gl.arange(0, BLOCK_KEYS, layout=key_layout)
+    offs_m = gl.arange(0, BLOCK_M, layout=query_layout)
+    key_mask = offs_keys < Tk
+    if HAS_BIAS:
+        bias2 = gl.load(Bias + head.to(gl.int64) * stride_bias_h + offs_keys, mask=key_mask, other=0.0)
+    else:
+        bias2 = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
+    lse_base = Lse + bh.to(gl.int64) * Tq
+    received = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
+    fai = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
+    zero_acc = gl.zeros([BLOCK_KEYS, BLOCK_M], gl.float32, layout=mma_layout)
+
+    mbarrier.wait(k_ready, 0)
+    k_tile = k_smem.index(WG).reshape([BLOCK_KEYS, HEAD_DIM])
+
+    # Prologue: the product of query block 0 in flight.
+    mbarrier.wait(q_ready.index(0), 0)
+    if PINGPONG:
+        mbarrier.wait(my_turn, 1 - WG)
+    q_tile = q_smem.index(0).reshape([BLOCK_M, HEAD_DIM]).permute((1, 0))
+    s_flight = warpgroup_mma(k_tile, q_tile, zero_acc, use_acc=False, is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(other_turn)
+    lse_flight = _load_lse(lse_base, lo, offs_m, Tq)
+
+    for i in range(n_blocks - 1):
+        start_m = lo + i * BLOCK_M
+        following = i + 1
+        stage = following % STAGES
+        mbarrier.wait(q_ready.index(stage), (following // STAGES) & 1)
+        if PINGPONG:
+            mbarrier.wait(my_turn, (following + 1 - WG) & 1)
+        q_tile = q_smem.index(stage).reshape([BLOCK_M, HEAD_DIM]).permute((1, 0))
+        s_next = warpgroup_mma(k_tile, q_tile, zero_acc, use_acc=False, is_async=True)
+        if PINGPONG:
+            mbarrier.arrive(other_turn)
+        lse_next = _load_lse(lse_base, start_m + BLOCK_M, offs_m, Tq)
+        # Block i's product is done once at most one (block i + 1's) is outstanding.
+        s = warpgroup_mma_wait(num_outstanding=1, deps=(s_flight,))
+        mbarrier.arrive(q_empty.index(i % STAGES))
+        received, fai = _block_sums(
+            s, lse_flight, received, fai, start_m, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale,
+            fai_lo, fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
+        )  # fmt: skip
+        s_flight = s_next
+        lse_flight = lse_next
+
+    s = warpgroup_mma_wait(num_outstanding=0, deps=(s_flight,))
+    start_m = lo + (n_blocks - 1) * BLOCK_M
+    received, fai = _block_sums(
+        s, lse_flight, received, fai, start_m, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale,
+        fai_lo, fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
+    )  # fmt: skip
+
+    out_offset = bh.to(gl.int64) * Tk + offs_keys
+    if RECEIVED:
+        gl.store(Received + out_offset, received, mask=key_mask)
+    if FAI:
+        window_first = gl.maximum(offs_keys + fai_lo, q_offset)
+        window_last = gl.minimum(offs_keys + fai_hi, Tk - 1)
+        count = gl.maximum(window_last - window_first + 1, 0)
+        fai = gl.where(count > 0, fai / gl.maximum(count, 1).to(gl.float32), 0.0)
+        gl.store(Fai + out_offset, fai, mask=key_mask)
+
+
+@gluon.jit
+def _loader(
+    q_desc,
+    k_desc,
+    k_smem,
+    q_smem,
+    k_ready,
+    q_ready,
+    q_empty,
+    bh,
+    kv_bh,
+    start_n,
+    lo,
+    n_blocks,
+    BLOCK_M: gl.constexpr,
+    BLOCK_KEYS: gl.constexpr,
+    STAGES: gl.constexpr,
+):
+    """One warp: both key tiles once, then the query tiles through a ring of STAGES buffers."""
+    mbarrier.expect(k_ready, 2 * k_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [kv_bh, start_n, 0], k_ready, k_smem.index(0))
+    tma.async_copy_global_to_shared(k_desc, [kv_bh, start_n + BLOCK_KEYS, 0], k_ready, k_smem.index(1))
+    for i in range(n_blocks):
+        stage = i % STAGES
+        # A stage is free once both consumers released its previous tile (fresh barriers pass parity 1).
+        mbarrier.wait(q_empty.index(stage), ((i // STAGES) & 1) ^ 1)
+        mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [bh, lo + i * BLOCK_M, 0], q_ready.index(stage), q_smem.index(stage))
+
+
+@gluon.jit
+def gluon_key_pass_kernel(
+    q_desc,
+    k_desc,
+    Lse,
+    Bias,
+    Received,
+    Fai,
+    H,
+    heads_per_kv,
+    Tq,
+    Tk,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    stride_bias_h,
+    HEAD_DIM: gl.constexpr,
+    BLOCK_M: gl.constexpr,
+    STAGES: gl.constexpr,
+    CAUSAL: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    RECEIVED: gl.constexpr,
+    FAI: gl.constexpr,
+    PINGPONG: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
+    LOADER_REGS: gl.constexpr,
+):
+    """Grid (cdiv(Tk, 128), B * H). q_desc: (B * H, Tq, D) blocks [1, BLOCK_M, D]; k_desc: (B * Hkv, Tk, D)
+    blocks [1, 64, D]; Lse (B * H, Tq) fp32 natural log; outputs (B * H, Tk) fp32."""
+    BLOCK_KEYS: gl.constexpr = k_desc.block_type.shape[1]
+    pid_n = gl.program_id(0)
+    bh = gl.program_id(1)
+    batch = bh // H
+    head = bh % H
+    kv_bh = batch * (H // heads_per_kv) + head // heads_per_kv
+    start_n = pid_n * (2 * BLOCK_KEYS)
+    q_offset = Tk - Tq
+    if CAUSAL:
+        # Rows before the first one at absolute position start_n see none of these keys.
+        lo = (gl.maximum(start_n - q_offset, 0) // BLOCK_M) * BLOCK_M
+    else:
+        lo = 0
+    n_blocks = gl.cdiv(Tq - lo, BLOCK_M)
+
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [2] + k_desc.block_type.shape, k_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(k_ready, count=1)
+    for stage in gl.static_range(STAGES):
+        mbarrier.init(q_ready.index(stage), count=1)
+        mbarrier.init(q_empty.index(stage), count=2)
+    mbarrier.init(turns.index(0), count=1)
+    mbarrier.init(turns.index(1), count=1)
+
+    # The argument tuples are written out in the call: a tuple held in a variable loses its constexprs.
+    gl.warp_specialize(
+        [
+            (_consumer, (k_smem, q_smem, k_ready, q_ready, q_empty, turns.index(0), turns.index(1), Lse, Bias,
+                         Received, Fai, bh, head, start_n, lo, n_blocks, Tq, Tk, q_offset, qk_scale, fai_lo,
+                         fai_hi, stride_bias_h, gl.constexpr(0), HEAD_DIM, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                         HAS_BIAS, RECEIVED, FAI, PINGPONG)),
+            (_consumer, (k_smem, q_smem, k_ready, q_ready, q_empty, turns.index(1), turns.index(0), Lse, Bias,
+                         Received, Fai, bh, head, start_n, lo, n_blocks, Tq, Tk, q_offset, qk_scale, fai_lo,
+                         fai_hi, stride_bias_h, gl.constexpr(1), HEAD_DIM, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                         HAS_BIAS, RECEIVED, FAI, PINGPONG)),
+            (_loader, (q_desc, k_desc, k_smem, q_smem, k_ready, q_ready, q_empty, bh, kv_bh, start_n, lo,
+                       n_blocks, BLOCK_M, BLOCK_KEYS, STAGES)),
+        ],
+        [4, 1],
+        [CONSUMER_REGS, LOADER_REGS],
+    )  # fmt: skip
+
+    mbarrier.invalidate(k_ready)
+    for stage in gl.static_range(STAGES):
+        mbarrier.invalidate(q_ready.index(stage))
+        mbarrier.invalidate(q_empty.index(stage))
+    mbarrier.invalidate(turns.index(0))
+    mbarrier.invalidate(turns.index(1))
