@@ -42,10 +42,11 @@ def _signature(kernel, dtype: str, head_dim: int, block_m: int, constexprs: dict
     element = {"bf16": gl.bfloat16, "fp16": gl.float16}[dtype]
     q_layout = gl.NVMMASharedLayout.get_default_for([1, block_m, head_dim], element)
     k_layout = gl.NVMMASharedLayout.get_default_for([1, BLOCK_KEYS, head_dim], element)
+    lse_layout = gl.NVMMASharedLayout.get_default_for([block_m], gl.float32)
     types = {
         "q_desc": f"tensordesc<{dtype}[1,{block_m},{head_dim}],{q_layout!r}>",
         "k_desc": f"tensordesc<{dtype}[1,{BLOCK_KEYS},{head_dim}],{k_layout!r}>",
-        "Lse": "*fp32",
+        "lse_desc": f"tensordesc<fp32[{block_m}],{lse_layout!r}>",
         "Bias": "*fp32",
         "Received": "*fp32",
         "Fai": "*fp32",
@@ -90,6 +91,7 @@ def compile_variant(name: str, *, dtype="bf16", head_dim=128, has_bias=False, ca
         "shared_bytes": compiled.metadata.shared,
         "num_warps": compiled.metadata.num_warps,
         **_cubin_resources(compiled.asm["cubin"]),
+        **_ptxas_report(ptx),
         "ptx_wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
         "ptx_wgmma_wait_1": len(re.findall(r"wgmma\.wait_group\.sync\.aligned\s+1;", ptx)),
         "ptx_ex2": len(re.findall(r"ex2\.approx", ptx)),
@@ -118,6 +120,30 @@ def _innermost(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
+
+
+def _ptxas_report(ptx: str) -> dict:
+    """Spills and performance warnings from the bundled ptxas (-v) on the same PTX. C7514 means ptxas
+    serialised the wgmmas (no overlap with anything): the property this kernel exists for."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        result = subprocess.run(
+            [get_ptxas(90).path, "-v", "--gpu-name=sm_90a", path, "-o", os.path.join(tmp, "k.o")],
+            capture_output=True,
+            text=True,
+        )
+    text = result.stdout + result.stderr
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    return {
+        "spill_store_bytes": int(spills.group(1)) if spills else None,
+        "spill_load_bytes": int(spills.group(2)) if spills else None,
+        "wgmma_serialized_C7514": "C7514" in text,
+        "ptxas_warnings": sorted(set(re.findall(r"\((C\d+)\)", text))),
+    }
 
 
 def main() -> int:

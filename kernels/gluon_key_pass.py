@@ -85,21 +85,53 @@ def _block_sums(
 
 
 @gluon.jit
-def _load_lse(lse_base, start_m, offs_m, Tq):
-    rows = start_m + offs_m
-    return gl.load(lse_base + rows, mask=rows < Tq, other=0.0) * LOG2E
+def _retire(
+    token, block, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo, fai_hi,
+    start_keys, OUTSTANDING: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_KEYS: gl.constexpr,
+    STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_BIAS: gl.constexpr, FAI: gl.constexpr,
+):
+    """Wait until the product of query block ``block`` is done (OUTSTANDING newer ones may still run),
+    read its lse from the stage, hand the stage back to the loader, and add the block's sums."""
+    s = warpgroup_mma_wait(num_outstanding=OUTSTANDING, deps=(token,))
+    query_layout: gl.constexpr = gl.SliceLayout(0, s.type.layout)
+    stage = block % STAGES
+    lse2 = lse_smem.index(stage).load(query_layout) * LOG2E
+    mbarrier.arrive(q_empty.index(stage))
+    offs_m = gl.arange(0, BLOCK_M, layout=query_layout)
+    return _block_sums(
+        s, lse2, received, fai, lo + block * BLOCK_M, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
+        fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
+    )
+
+
+@gluon.jit
+def _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, block, WG: gl.constexpr,
+           HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+    """Start s^T = K . Q^T of query block number ``block`` once its tile has landed; returns the token.
+    PINGPONG: wait for the other warpgroup's previous issue first, then let it issue its next one."""
+    stage = block % STAGES
+    mbarrier.wait(q_ready.index(stage), (block // STAGES) & 1)
+    if PINGPONG:
+        # Consumer 0 goes first: its c-th issue waits for the other's (c - 1)-th, consumer 1's c-th for
+        # consumer 0's c-th (a fresh barrier passes a wait on parity 1).
+        mbarrier.wait(my_turn, (block + 1 - WG) & 1)
+    q_tile = q_smem.index(stage).reshape([BLOCK_M, HEAD_DIM]).permute((1, 0))
+    token = warpgroup_mma(k_tile, q_tile, zero_acc, use_acc=False, is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(other_turn)
+    return token
 
 
 @gluon.jit
 def _consumer(
     k_smem,
     q_smem,
+    lse_smem,
     k_ready,
     q_ready,
     q_empty,
     my_turn,
     other_turn,
-    Lse,
     Bias,
     Received,
     Fai,
@@ -131,16 +163,13 @@ def _consumer(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16]
     )
     key_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-    query_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
     start_keys = start_n + WG * BLOCK_KEYS
     offs_keys = start_keys + gl.arange(0, BLOCK_KEYS, layout=key_layout)
-    offs_m = gl.arange(0, BLOCK_M, layout=query_layout)
     key_mask = offs_keys < Tk
     if HAS_BIAS:
         bias2 = gl.load(Bias + head.to(gl.int64) * stride_bias_h + offs_keys, mask=key_mask, other=0.0)
     else:
         bias2 = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
-    lse_base = Lse + bh.to(gl.int64) * Tq
     received = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
     fai = gl.zeros([BLOCK_KEYS], gl.float32, layout=key_layout)
     zero_acc = gl.zeros([BLOCK_KEYS, BLOCK_M], gl.float32, layout=mma_layout)
@@ -148,44 +177,41 @@ def _consumer(
     mbarrier.wait(k_ready, 0)
     k_tile = k_smem.index(WG).reshape([BLOCK_KEYS, HEAD_DIM])
 
-    # Prologue: the product of query block 0 in flight.
-    mbarrier.wait(q_ready.index(0), 0)
-    if PINGPONG:
-        mbarrier.wait(my_turn, 1 - WG)
-    q_tile = q_smem.index(0).reshape([BLOCK_M, HEAD_DIM]).permute((1, 0))
-    s_flight = warpgroup_mma(k_tile, q_tile, zero_acc, use_acc=False, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(other_turn)
-    lse_flight = _load_lse(lse_base, lo, offs_m, Tq)
-
-    for i in range(n_blocks - 1):
-        start_m = lo + i * BLOCK_M
-        following = i + 1
-        stage = following % STAGES
-        mbarrier.wait(q_ready.index(stage), (following // STAGES) & 1)
-        if PINGPONG:
-            mbarrier.wait(my_turn, (following + 1 - WG) & 1)
-        q_tile = q_smem.index(stage).reshape([BLOCK_M, HEAD_DIM]).permute((1, 0))
-        s_next = warpgroup_mma(k_tile, q_tile, zero_acc, use_acc=False, is_async=True)
-        if PINGPONG:
-            mbarrier.arrive(other_turn)
-        lse_next = _load_lse(lse_base, start_m + BLOCK_M, offs_m, Tq)
-        # Block i's product is done once at most one (block i + 1's) is outstanding.
-        s = warpgroup_mma_wait(num_outstanding=1, deps=(s_flight,))
-        mbarrier.arrive(q_empty.index(i % STAGES))
-        received, fai = _block_sums(
-            s, lse_flight, received, fai, start_m, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale,
-            fai_lo, fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
-        )  # fmt: skip
-        s_flight = s_next
-        lse_flight = lse_next
-
-    s = warpgroup_mma_wait(num_outstanding=0, deps=(s_flight,))
-    start_m = lo + (n_blocks - 1) * BLOCK_M
-    received, fai = _block_sums(
-        s, lse_flight, received, fai, start_m, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale,
-        fai_lo, fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
-    )  # fmt: skip
+    # Two accumulators, a and b, take turns (blocks 0, 2, 4, ... in a): the loop is unrolled by two so
+    # that the one in flight is never copied (a copy of an in-flight accumulator makes ptxas serialise
+    # every wgmma, warning C7514).
+    s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, 0, WG, HEAD_DIM, BLOCK_M, STAGES, PINGPONG)
+    for pair in range((n_blocks - 1) // 2):
+        i = 2 * pair
+        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 1, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(
+            s_a, i, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo, fai_hi,
+            start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        )
+        s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 2, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(
+            s_b, i + 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
+            fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        )
+    last = n_blocks - 1  # a holds block 2 * pairs, in flight
+    if last % 2 == 1:
+        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, last, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(
+            s_a, last - 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
+            fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        )
+        received, fai = _retire(
+            s_b, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
+            fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        )
+    else:
+        received, fai = _retire(
+            s_a, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
+            fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        )
 
     out_offset = bh.to(gl.int64) * Tk + offs_keys
     if RECEIVED:
@@ -202,8 +228,10 @@ def _consumer(
 def _loader(
     q_desc,
     k_desc,
+    lse_desc,
     k_smem,
     q_smem,
+    lse_smem,
     k_ready,
     q_ready,
     q_empty,
@@ -212,11 +240,12 @@ def _loader(
     start_n,
     lo,
     n_blocks,
+    Tq,
     BLOCK_M: gl.constexpr,
     BLOCK_KEYS: gl.constexpr,
     STAGES: gl.constexpr,
 ):
-    """One warp: both key tiles once, then the query tiles through a ring of STAGES buffers."""
+    """One warp: both key tiles once, then query tiles and their lse through a ring of STAGES buffers."""
     mbarrier.expect(k_ready, 2 * k_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [kv_bh, start_n, 0], k_ready, k_smem.index(0))
     tma.async_copy_global_to_shared(k_desc, [kv_bh, start_n + BLOCK_KEYS, 0], k_ready, k_smem.index(1))
@@ -224,15 +253,18 @@ def _loader(
         stage = i % STAGES
         # A stage is free once both consumers released its previous tile (fresh barriers pass parity 1).
         mbarrier.wait(q_empty.index(stage), ((i // STAGES) & 1) ^ 1)
-        mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [bh, lo + i * BLOCK_M, 0], q_ready.index(stage), q_smem.index(stage))
+        mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
+        start_m = lo + i * BLOCK_M
+        tma.async_copy_global_to_shared(q_desc, [bh, start_m, 0], q_ready.index(stage), q_smem.index(stage))
+        # lse is read flat (B * H * Tq): entries past this head's Tq belong to rows the consumers mask.
+        tma.async_copy_global_to_shared(lse_desc, [bh * Tq + start_m], q_ready.index(stage), lse_smem.index(stage))
 
 
 @gluon.jit
 def gluon_key_pass_kernel(
     q_desc,
     k_desc,
-    Lse,
+    lse_desc,
     Bias,
     Received,
     Fai,
@@ -256,7 +288,8 @@ def gluon_key_pass_kernel(
     LOADER_REGS: gl.constexpr,
 ):
     """Grid (cdiv(Tk, 128), B * H). q_desc: (B * H, Tq, D) blocks [1, BLOCK_M, D]; k_desc: (B * Hkv, Tk, D)
-    blocks [1, 64, D]; Lse (B * H, Tq) fp32 natural log; outputs (B * H, Tk) fp32."""
+    blocks [1, 64, D]; lse_desc: the forward's lse flat (B * H * Tq,) fp32 natural log, blocks [BLOCK_M];
+    outputs (B * H, Tk) fp32."""
     BLOCK_KEYS: gl.constexpr = k_desc.block_type.shape[1]
     pid_n = gl.program_id(0)
     bh = gl.program_id(1)
@@ -274,6 +307,7 @@ def gluon_key_pass_kernel(
 
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    lse_smem = gl.allocate_shared_memory(lse_desc.dtype, [STAGES] + lse_desc.block_type.shape, lse_desc.layout)
     k_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -288,16 +322,16 @@ def gluon_key_pass_kernel(
     # The argument tuples are written out in the call: a tuple held in a variable loses its constexprs.
     gl.warp_specialize(
         [
-            (_consumer, (k_smem, q_smem, k_ready, q_ready, q_empty, turns.index(0), turns.index(1), Lse, Bias,
+            (_consumer, (k_smem, q_smem, lse_smem, k_ready, q_ready, q_empty, turns.index(0), turns.index(1), Bias,
                          Received, Fai, bh, head, start_n, lo, n_blocks, Tq, Tk, q_offset, qk_scale, fai_lo,
                          fai_hi, stride_bias_h, gl.constexpr(0), HEAD_DIM, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
                          HAS_BIAS, RECEIVED, FAI, PINGPONG)),
-            (_consumer, (k_smem, q_smem, k_ready, q_ready, q_empty, turns.index(1), turns.index(0), Lse, Bias,
+            (_consumer, (k_smem, q_smem, lse_smem, k_ready, q_ready, q_empty, turns.index(1), turns.index(0), Bias,
                          Received, Fai, bh, head, start_n, lo, n_blocks, Tq, Tk, q_offset, qk_scale, fai_lo,
                          fai_hi, stride_bias_h, gl.constexpr(1), HEAD_DIM, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
                          HAS_BIAS, RECEIVED, FAI, PINGPONG)),
-            (_loader, (q_desc, k_desc, k_smem, q_smem, k_ready, q_ready, q_empty, bh, kv_bh, start_n, lo,
-                       n_blocks, BLOCK_M, BLOCK_KEYS, STAGES)),
+            (_loader, (q_desc, k_desc, lse_desc, k_smem, q_smem, lse_smem, k_ready, q_ready, q_empty, bh, kv_bh,
+                       start_n, lo, n_blocks, Tq, BLOCK_M, BLOCK_KEYS, STAGES)),
         ],
         [4, 1],
         [CONSUMER_REGS, LOADER_REGS],
