@@ -343,3 +343,87 @@ def gluon_key_pass_kernel(
         mbarrier.invalidate(q_empty.index(stage))
     mbarrier.invalidate(turns.index(0))
     mbarrier.invalidate(turns.index(1))
+
+
+def _heads_flat(x):
+    """(B, H, T, D) as a (B * H, T, D) view when batch and head strides allow one (contiguous, or HF's
+    (B, T, H, D) transposed, or B == 1), else a contiguous copy; TMA needs the last stride to be 1."""
+    batch, heads, length, dim = x.shape
+    stride_b, stride_h, stride_t, stride_d = x.stride()
+    if stride_d != 1 or (batch > 1 and stride_b != heads * stride_h):
+        x = x.contiguous()
+        stride_b, stride_h, stride_t, stride_d = x.stride()
+    return x.as_strided((batch * heads, length, dim), (stride_h, stride_t, 1))
+
+
+def gluon_key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pingpong=False):
+    """Launch the Gluon key pass; arguments as ``key_statistics_pass.key_statistics_launch`` (validated by
+    ``workbench_kernels.api``, the call checked by ``key_pass_selection.call_unsupported``). No pooled map."""
+    import torch
+    import triton
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from workbench_kernels.key_pass_selection import gluon_launch_config
+
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    config = gluon_launch_config(head_dim)
+    block_m = config["BLOCK_M"]
+    element = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
+    q_flat, k_flat = _heads_flat(q), _heads_flat(k)
+    q_block, k_block = [1, block_m, head_dim], [1, BLOCK_KEYS, head_dim]
+    q_desc = TensorDescriptor(
+        q_flat, list(q_flat.shape), list(q_flat.stride()), q_block,
+        gl.NVMMASharedLayout.get_default_for(q_block, element),
+    )  # fmt: skip
+    k_desc = TensorDescriptor(
+        k_flat, list(k_flat.shape), list(k_flat.stride()), k_block,
+        gl.NVMMASharedLayout.get_default_for(k_block, element),
+    )  # fmt: skip
+    lse_flat = lse.to(device=q.device, dtype=torch.float32).contiguous().reshape(-1)
+    lse_desc = TensorDescriptor(
+        lse_flat, [lse_flat.numel()], [1], [block_m], gl.NVMMASharedLayout.get_default_for([block_m], gl.float32)
+    )
+    empty = torch.empty(0, dtype=torch.float32, device=q.device)
+    received_out = torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if received else empty
+    fai_out = (
+        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if fai_window is not None else empty
+    )
+    if logit_bias is not None:
+        bias = (logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE).contiguous()
+    else:
+        bias = empty
+    fai_lo, fai_hi = fai_window if fai_window is not None else (0, 0)
+    grid = (triton.cdiv(k_len, CONSUMERS * BLOCK_KEYS), batch * heads)
+    gluon_key_pass_kernel[grid](
+        q_desc,
+        k_desc,
+        lse_desc,
+        bias,
+        received_out,
+        fai_out,
+        heads,
+        heads // kv_heads,
+        q_len,
+        k_len,
+        float(scaling) * LOG2E_VALUE,
+        int(fai_lo),
+        int(fai_hi),
+        bias.stride(0) if logit_bias is not None else 0,
+        HEAD_DIM=head_dim,
+        BLOCK_M=block_m,
+        STAGES=config["STAGES"],
+        CAUSAL=bool(causal),
+        HAS_BIAS=logit_bias is not None,
+        RECEIVED=bool(received),
+        FAI=fai_window is not None,
+        PINGPONG=bool(pingpong),
+        CONSUMER_REGS=config["CONSUMER_REGS"],
+        LOADER_REGS=config["LOADER_REGS"],
+        num_warps=config["num_warps"],
+    )
+    results = {}
+    if received:
+        results["received"] = received_out
+    if fai_window is not None:
+        results["fai"] = fai_out
+    return results
