@@ -52,9 +52,7 @@ def _signature(kernel, dtype: str, head_dim: int, block_m: int, constexprs: dict
         "Fai": "*fp32",
         "qk_scale": "fp32",
     }
-    return {
-        name: "constexpr" if name in constexprs else types.get(name, "i32") for name in kernel.arg_names
-    }
+    return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in kernel.arg_names}
 
 
 def compile_variant(name: str, *, dtype="bf16", head_dim=128, has_bias=False, causal=True) -> dict:
@@ -95,7 +93,9 @@ def compile_variant(name: str, *, dtype="bf16", head_dim=128, has_bias=False, ca
         "ptx_wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
         "ptx_wgmma_wait_1": len(re.findall(r"wgmma\.wait_group\.sync\.aligned\s+1;", ptx)),
         "ptx_ex2": len(re.findall(r"ex2\.approx", ptx)),
-        "ptx_setmaxnreg": sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx))),
+        "ptx_setmaxnreg": sorted(
+            set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx))
+        ),
         "ptx_tma_loads": len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
     }
     return report

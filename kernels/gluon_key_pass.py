@@ -26,7 +26,13 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 LOG2E_VALUE = 1.4426950408889634
 LOG2E = gl.constexpr(LOG2E_VALUE)
@@ -86,9 +92,28 @@ def _block_sums(
 
 @gluon.jit
 def _retire(
-    token, block, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo, fai_hi,
-    start_keys, OUTSTANDING: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_KEYS: gl.constexpr,
-    STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_BIAS: gl.constexpr, FAI: gl.constexpr,
+    token,
+    block,
+    lse_smem,
+    q_empty,
+    received,
+    fai,
+    lo,
+    offs_keys,
+    bias2,
+    Tq,
+    q_offset,
+    qk_scale,
+    fai_lo,
+    fai_hi,
+    start_keys,
+    OUTSTANDING: gl.constexpr,
+    BLOCK_M: gl.constexpr,
+    BLOCK_KEYS: gl.constexpr,
+    STAGES: gl.constexpr,
+    CAUSAL: gl.constexpr,
+    HAS_BIAS: gl.constexpr,
+    FAI: gl.constexpr,
 ):
     """Wait until the product of query block ``block`` is done (OUTSTANDING newer ones may still run),
     read its lse from the stage, hand the stage back to the loader, and add the block's sums."""
@@ -99,14 +124,43 @@ def _retire(
     mbarrier.arrive(q_empty.index(stage))
     offs_m = gl.arange(0, BLOCK_M, layout=query_layout)
     return _block_sums(
-        s, lse2, received, fai, lo + block * BLOCK_M, offs_m, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
-        fai_hi, start_keys, BLOCK_M, BLOCK_KEYS, CAUSAL, HAS_BIAS, FAI,
+        s,
+        lse2,
+        received,
+        fai,
+        lo + block * BLOCK_M,
+        offs_m,
+        offs_keys,
+        bias2,
+        Tq,
+        q_offset,
+        qk_scale,
+        fai_lo,
+        fai_hi,
+        start_keys,
+        BLOCK_M,
+        BLOCK_KEYS,
+        CAUSAL,
+        HAS_BIAS,
+        FAI,
     )
 
 
 @gluon.jit
-def _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, block, WG: gl.constexpr,
-           HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+def _issue(
+    k_tile,
+    q_smem,
+    q_ready,
+    my_turn,
+    other_turn,
+    zero_acc,
+    block,
+    WG: gl.constexpr,
+    HEAD_DIM: gl.constexpr,
+    BLOCK_M: gl.constexpr,
+    STAGES: gl.constexpr,
+    PINGPONG: gl.constexpr,
+):
     """Start s^T = K . Q^T of query block number ``block`` once its tile has landed; returns the token.
     PINGPONG: wait for the other warpgroup's previous issue first, then let it issue its next one."""
     stage = block % STAGES
@@ -180,37 +234,175 @@ def _consumer(
     # Two accumulators, a and b, take turns (blocks 0, 2, 4, ... in a): the loop is unrolled by two so
     # that the one in flight is never copied (a copy of an in-flight accumulator makes ptxas serialise
     # every wgmma, warning C7514).
-    s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, 0, WG, HEAD_DIM, BLOCK_M, STAGES, PINGPONG)
+    s_a = _issue(
+        k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, 0, WG, HEAD_DIM, BLOCK_M, STAGES, PINGPONG
+    )
     for pair in range((n_blocks - 1) // 2):
         i = 2 * pair
-        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 1, WG, HEAD_DIM, BLOCK_M, STAGES,
-                     PINGPONG)
-        received, fai = _retire(
-            s_a, i, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo, fai_hi,
-            start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        s_b = _issue(
+            k_tile,
+            q_smem,
+            q_ready,
+            my_turn,
+            other_turn,
+            zero_acc,
+            i + 1,
+            WG,
+            HEAD_DIM,
+            BLOCK_M,
+            STAGES,
+            PINGPONG,
         )
-        s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 2, WG, HEAD_DIM, BLOCK_M, STAGES,
-                     PINGPONG)
         received, fai = _retire(
-            s_b, i + 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
-            fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+            s_a,
+            i,
+            lse_smem,
+            q_empty,
+            received,
+            fai,
+            lo,
+            offs_keys,
+            bias2,
+            Tq,
+            q_offset,
+            qk_scale,
+            fai_lo,
+            fai_hi,
+            start_keys,
+            1,
+            BLOCK_M,
+            BLOCK_KEYS,
+            STAGES,
+            CAUSAL,
+            HAS_BIAS,
+            FAI,
+        )
+        s_a = _issue(
+            k_tile,
+            q_smem,
+            q_ready,
+            my_turn,
+            other_turn,
+            zero_acc,
+            i + 2,
+            WG,
+            HEAD_DIM,
+            BLOCK_M,
+            STAGES,
+            PINGPONG,
+        )
+        received, fai = _retire(
+            s_b,
+            i + 1,
+            lse_smem,
+            q_empty,
+            received,
+            fai,
+            lo,
+            offs_keys,
+            bias2,
+            Tq,
+            q_offset,
+            qk_scale,
+            fai_lo,
+            fai_hi,
+            start_keys,
+            1,
+            BLOCK_M,
+            BLOCK_KEYS,
+            STAGES,
+            CAUSAL,
+            HAS_BIAS,
+            FAI,
         )
     last = n_blocks - 1  # a holds block 2 * pairs, in flight
     if last % 2 == 1:
-        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, last, WG, HEAD_DIM, BLOCK_M, STAGES,
-                     PINGPONG)
-        received, fai = _retire(
-            s_a, last - 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
-            fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+        s_b = _issue(
+            k_tile,
+            q_smem,
+            q_ready,
+            my_turn,
+            other_turn,
+            zero_acc,
+            last,
+            WG,
+            HEAD_DIM,
+            BLOCK_M,
+            STAGES,
+            PINGPONG,
         )
         received, fai = _retire(
-            s_b, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
-            fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+            s_a,
+            last - 1,
+            lse_smem,
+            q_empty,
+            received,
+            fai,
+            lo,
+            offs_keys,
+            bias2,
+            Tq,
+            q_offset,
+            qk_scale,
+            fai_lo,
+            fai_hi,
+            start_keys,
+            1,
+            BLOCK_M,
+            BLOCK_KEYS,
+            STAGES,
+            CAUSAL,
+            HAS_BIAS,
+            FAI,
+        )
+        received, fai = _retire(
+            s_b,
+            last,
+            lse_smem,
+            q_empty,
+            received,
+            fai,
+            lo,
+            offs_keys,
+            bias2,
+            Tq,
+            q_offset,
+            qk_scale,
+            fai_lo,
+            fai_hi,
+            start_keys,
+            0,
+            BLOCK_M,
+            BLOCK_KEYS,
+            STAGES,
+            CAUSAL,
+            HAS_BIAS,
+            FAI,
         )
     else:
         received, fai = _retire(
-            s_a, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset, qk_scale, fai_lo,
-            fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL, HAS_BIAS, FAI,
+            s_a,
+            last,
+            lse_smem,
+            q_empty,
+            received,
+            fai,
+            lo,
+            offs_keys,
+            bias2,
+            Tq,
+            q_offset,
+            qk_scale,
+            fai_lo,
+            fai_hi,
+            start_keys,
+            0,
+            BLOCK_M,
+            BLOCK_KEYS,
+            STAGES,
+            CAUSAL,
+            HAS_BIAS,
+            FAI,
         )
 
     out_offset = bh.to(gl.int64) * Tk + offs_keys
@@ -257,7 +449,9 @@ def _loader(
         start_m = lo + i * BLOCK_M
         tma.async_copy_global_to_shared(q_desc, [bh, start_m, 0], q_ready.index(stage), q_smem.index(stage))
         # lse is read flat (B * H * Tq): entries past this head's Tq belong to rows the consumers mask.
-        tma.async_copy_global_to_shared(lse_desc, [bh * Tq + start_m], q_ready.index(stage), lse_smem.index(stage))
+        tma.async_copy_global_to_shared(
+            lse_desc, [bh * Tq + start_m], q_ready.index(stage), lse_smem.index(stage)
+        )
 
 
 @gluon.jit
@@ -307,7 +501,9 @@ def gluon_key_pass_kernel(
 
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-    lse_smem = gl.allocate_shared_memory(lse_desc.dtype, [STAGES] + lse_desc.block_type.shape, lse_desc.layout)
+    lse_smem = gl.allocate_shared_memory(
+        lse_desc.dtype, [STAGES] + lse_desc.block_type.shape, lse_desc.layout
+    )
     k_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -318,6 +514,7 @@ def gluon_key_pass_kernel(
         mbarrier.init(q_empty.index(stage), count=2)
     mbarrier.init(turns.index(0), count=1)
     mbarrier.init(turns.index(1), count=1)
+    fence_async_shared()  # the initialised barriers visible to the TMA unit before the loader uses them
 
     # The argument tuples are written out in the call: a tuple held in a variable loses its constexprs.
     gl.warp_specialize(
@@ -356,7 +553,9 @@ def _heads_flat(x):
     return x.as_strided((batch * heads, length, dim), (stride_h, stride_t, 1))
 
 
-def gluon_key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pingpong=False):
+def gluon_key_statistics_launch(
+    q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pingpong=False
+):
     """Launch the Gluon key pass; arguments as ``key_statistics_pass.key_statistics_launch`` (validated by
     ``workbench_kernels.api``, the call checked by ``key_pass_selection.call_unsupported``). No pooled map."""
     import torch
@@ -381,15 +580,25 @@ def gluon_key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, recei
     )  # fmt: skip
     lse_flat = lse.to(device=q.device, dtype=torch.float32).contiguous().reshape(-1)
     lse_desc = TensorDescriptor(
-        lse_flat, [lse_flat.numel()], [1], [block_m], gl.NVMMASharedLayout.get_default_for([block_m], gl.float32)
+        lse_flat,
+        [lse_flat.numel()],
+        [1],
+        [block_m],
+        gl.NVMMASharedLayout.get_default_for([block_m], gl.float32),
     )
     empty = torch.empty(0, dtype=torch.float32, device=q.device)
-    received_out = torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if received else empty
+    received_out = (
+        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if received else empty
+    )
     fai_out = (
-        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if fai_window is not None else empty
+        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device)
+        if fai_window is not None
+        else empty
     )
     if logit_bias is not None:
-        bias = (logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE).contiguous()
+        bias = (
+            logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE
+        ).contiguous()
     else:
         bias = empty
     fai_lo, fai_hi = fai_window if fai_window is not None else (0, 0)

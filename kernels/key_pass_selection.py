@@ -154,7 +154,9 @@ def toolchain_error() -> str | None:
         return f"cannot read ptxas's version from {text!r}"
     version = (int(found.group(1)), int(found.group(2)))
     if version < TOOLCHAIN_MIN_PTXAS:
-        return f"ptxas {version[0]}.{version[1]} is older than {TOOLCHAIN_MIN_PTXAS[0]}.{TOOLCHAIN_MIN_PTXAS[1]}"
+        return (
+            f"ptxas {version[0]}.{version[1]} is older than {TOOLCHAIN_MIN_PTXAS[0]}.{TOOLCHAIN_MIN_PTXAS[1]}"
+        )
     return None
 
 
@@ -185,14 +187,20 @@ def call_unsupported(q, k, *, pooled_cells: int) -> str | None:
     if pooled_cells:
         return "the pooled map is computed by the Triton key pass only"
     for name, tensor in (("q", q), ("k", k)):
-        if tensor.stride(-1) != 1 or tensor.data_ptr() % 16 or any(s * tensor.element_size() % 16 for s in tensor.stride()[:-1]):
+        if (
+            tensor.stride(-1) != 1
+            or tensor.data_ptr() % 16
+            or any(s * tensor.element_size() % 16 for s in tensor.stride()[:-1])
+        ):
             return f"{name} strides {tuple(tensor.stride())} do not suit TMA (last stride 1, others 16-byte multiples)"
     return None
 
 
 def _no_gpu_path(device_type: str) -> KeyPassPath:
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return KeyPassPath(INTERPRETER, f"{device_type} tensors: Triton's CPU interpreter (TRITON_INTERPRET=1)")
+        return KeyPassPath(
+            INTERPRETER, f"{device_type} tensors: Triton's CPU interpreter (TRITON_INTERPRET=1)"
+        )
     return KeyPassPath(REFERENCE, f"{device_type} tensors: the PyTorch reference in fp32 (no CUDA device)")
 
 
@@ -207,7 +215,9 @@ def choose(device=None, *, q=None, k=None, pooled_cells: int = 0) -> KeyPassPath
         device = q.device if q is not None else (torch.device("cuda") if torch.cuda.is_available() else None)
     if device is None or torch.device(device).type != "cuda":
         if q is not None and q.dtype == torch.bfloat16:
-            return KeyPassPath(REFERENCE, "bf16 CPU tensors: the PyTorch reference (the interpreter gets bf16 wrong)")
+            return KeyPassPath(
+                REFERENCE, "bf16 CPU tensors: the PyTorch reference (the interpreter gets bf16 wrong)"
+            )
         return _no_gpu_path("CPU" if device is None else str(torch.device(device).type))
     device = torch.device(device)
     unavailable = gluon_unavailable(device)

@@ -78,7 +78,9 @@ def test_no_cuda_device_at_all(hopper, monkeypatch):
 
 
 def test_triton_missing_runs_the_reference(hopper, monkeypatch):
-    monkeypatch.setattr(selection, "triton_import_error", lambda: "Triton does not import (ImportError: gone)")
+    monkeypatch.setattr(
+        selection, "triton_import_error", lambda: "Triton does not import (ImportError: gone)"
+    )
     with selection.preference("gluon"):
         path = selection.choose(CUDA)
     assert path.name == selection.REFERENCE and "ImportError: gone" in path.reason
