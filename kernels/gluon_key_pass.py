@@ -234,176 +234,35 @@ def _consumer(
     # Two accumulators, a and b, take turns (blocks 0, 2, 4, ... in a): the loop is unrolled by two so
     # that the one in flight is never copied (a copy of an in-flight accumulator makes ptxas serialise
     # every wgmma, warning C7514).
-    s_a = _issue(
-        k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, 0, WG, HEAD_DIM, BLOCK_M, STAGES, PINGPONG
-    )
+    # fmt: off
+    s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, 0, WG, HEAD_DIM, BLOCK_M, STAGES, PINGPONG)
     for pair in range((n_blocks - 1) // 2):
         i = 2 * pair
-        s_b = _issue(
-            k_tile,
-            q_smem,
-            q_ready,
-            my_turn,
-            other_turn,
-            zero_acc,
-            i + 1,
-            WG,
-            HEAD_DIM,
-            BLOCK_M,
-            STAGES,
-            PINGPONG,
-        )
-        received, fai = _retire(
-            s_a,
-            i,
-            lse_smem,
-            q_empty,
-            received,
-            fai,
-            lo,
-            offs_keys,
-            bias2,
-            Tq,
-            q_offset,
-            qk_scale,
-            fai_lo,
-            fai_hi,
-            start_keys,
-            1,
-            BLOCK_M,
-            BLOCK_KEYS,
-            STAGES,
-            CAUSAL,
-            HAS_BIAS,
-            FAI,
-        )
-        s_a = _issue(
-            k_tile,
-            q_smem,
-            q_ready,
-            my_turn,
-            other_turn,
-            zero_acc,
-            i + 2,
-            WG,
-            HEAD_DIM,
-            BLOCK_M,
-            STAGES,
-            PINGPONG,
-        )
-        received, fai = _retire(
-            s_b,
-            i + 1,
-            lse_smem,
-            q_empty,
-            received,
-            fai,
-            lo,
-            offs_keys,
-            bias2,
-            Tq,
-            q_offset,
-            qk_scale,
-            fai_lo,
-            fai_hi,
-            start_keys,
-            1,
-            BLOCK_M,
-            BLOCK_KEYS,
-            STAGES,
-            CAUSAL,
-            HAS_BIAS,
-            FAI,
-        )
+        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 1, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(s_a, i, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset,
+                                qk_scale, fai_lo, fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                                HAS_BIAS, FAI)
+        s_a = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, i + 2, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(s_b, i + 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset,
+                                qk_scale, fai_lo, fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                                HAS_BIAS, FAI)
     last = n_blocks - 1  # a holds block 2 * pairs, in flight
     if last % 2 == 1:
-        s_b = _issue(
-            k_tile,
-            q_smem,
-            q_ready,
-            my_turn,
-            other_turn,
-            zero_acc,
-            last,
-            WG,
-            HEAD_DIM,
-            BLOCK_M,
-            STAGES,
-            PINGPONG,
-        )
-        received, fai = _retire(
-            s_a,
-            last - 1,
-            lse_smem,
-            q_empty,
-            received,
-            fai,
-            lo,
-            offs_keys,
-            bias2,
-            Tq,
-            q_offset,
-            qk_scale,
-            fai_lo,
-            fai_hi,
-            start_keys,
-            1,
-            BLOCK_M,
-            BLOCK_KEYS,
-            STAGES,
-            CAUSAL,
-            HAS_BIAS,
-            FAI,
-        )
-        received, fai = _retire(
-            s_b,
-            last,
-            lse_smem,
-            q_empty,
-            received,
-            fai,
-            lo,
-            offs_keys,
-            bias2,
-            Tq,
-            q_offset,
-            qk_scale,
-            fai_lo,
-            fai_hi,
-            start_keys,
-            0,
-            BLOCK_M,
-            BLOCK_KEYS,
-            STAGES,
-            CAUSAL,
-            HAS_BIAS,
-            FAI,
-        )
+        s_b = _issue(k_tile, q_smem, q_ready, my_turn, other_turn, zero_acc, last, WG, HEAD_DIM, BLOCK_M, STAGES,
+                     PINGPONG)
+        received, fai = _retire(s_a, last - 1, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq,
+                                q_offset, qk_scale, fai_lo, fai_hi, start_keys, 1, BLOCK_M, BLOCK_KEYS, STAGES,
+                                CAUSAL, HAS_BIAS, FAI)
+        received, fai = _retire(s_b, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset,
+                                qk_scale, fai_lo, fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                                HAS_BIAS, FAI)
     else:
-        received, fai = _retire(
-            s_a,
-            last,
-            lse_smem,
-            q_empty,
-            received,
-            fai,
-            lo,
-            offs_keys,
-            bias2,
-            Tq,
-            q_offset,
-            qk_scale,
-            fai_lo,
-            fai_hi,
-            start_keys,
-            0,
-            BLOCK_M,
-            BLOCK_KEYS,
-            STAGES,
-            CAUSAL,
-            HAS_BIAS,
-            FAI,
-        )
+        received, fai = _retire(s_a, last, lse_smem, q_empty, received, fai, lo, offs_keys, bias2, Tq, q_offset,
+                                qk_scale, fai_lo, fai_hi, start_keys, 0, BLOCK_M, BLOCK_KEYS, STAGES, CAUSAL,
+                                HAS_BIAS, FAI)
+    # fmt: on
 
     out_offset = bh.to(gl.int64) * Tk + offs_keys
     if RECEIVED:
