@@ -152,6 +152,13 @@ def main() -> int:
     parser.add_argument("--head-dims", default="128,64")
     args = parser.parse_args()
     print(f"triton {triton.__version__} (ptxas bundled with it), target sm_90", flush=True)
+    from workbench_kernels.key_pass_selection import version_error
+
+    mismatch = version_error(triton.__version__)
+    if (
+        mismatch
+    ):  # compile anyway: the errors show what changed (3.9: tma.async_copy_global_to_shared removed)
+        print(f"warning: {mismatch}", flush=True)
     reports, failed = [], False
     cases = [(name, d, False) for d in (int(x) for x in args.head_dims.split(",")) for name in VARIANTS]
     cases.append(("gluon_ws", int(args.head_dims.split(",")[0]), True))

@@ -35,7 +35,8 @@ REFERENCE = "reference"
 GLUON_TRITON_SERIES = "3.6"
 """The Triton release the Gluon kernel is written and compiled against (the GPU machine's: torch 2.11 +
 triton 3.6). Gluon is experimental and its API changes between releases (``warp_specialize`` took
-``(default_args, default_fn, worker_args, worker_fns, ...)`` in 3.5 and a list of (fn, args) in 3.6), so
+``(default_args, default_fn, worker_args, worker_fns, ...)`` in 3.5 and a list of (fn, args) in 3.6;
+3.9 removed ``tma.async_copy_global_to_shared`` for ``tma.async_load``), so
 any other version runs the Triton kernel, with the version in the reason."""
 TOOLCHAIN_MIN_PTXAS = (12, 3)
 PREFERENCE_ENV = "WORKBENCH_KEY_PASS"
