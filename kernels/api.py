@@ -221,9 +221,12 @@ def key_statistics(
         fai_window = (int(fai_window[0]), int(fai_window[1]))
         if fai_window[0] > fai_window[1]:
             raise ValueError(f"fai_window {fai_window} must be (low, high) with low <= high")
+    from workbench_kernels import key_pass_selection as selection
+
     if q_len == 0:
         from workbench_kernels.reference import key_statistics_reference
 
+        _record_key_pass(selection.KeyPassPath(selection.REFERENCE, "no queries (Tq = 0): nothing to sum"))
         return key_statistics_reference(
             q,
             k,
@@ -239,21 +242,27 @@ def key_statistics(
         import torch
         from workbench_kernels.key_statistics_pass import key_statistics_launch
 
+        lse = lse.to(device=q.device, dtype=torch.float32).contiguous()
+        options = dict(scaling=float(scaling), causal=bool(causal), logit_bias=logit_bias, received=received,
+                       fai_window=fai_window)  # fmt: skip
+        path = selection.choose(q=q, k=k, pooled_cells=int(pooled_cells))
+        if path.name == selection.GLUON:
+            try:
+                from workbench_kernels.gluon_key_pass import gluon_key_statistics_launch
+
+                with _device_guard(q):
+                    results = gluon_key_statistics_launch(q, k, lse, **options)
+                _record_key_pass(path)
+                return results
+            except Exception as error:  # compile or launch failure: recorded, warned once, Triton runs
+                path = selection.record_launch_failure(q, error)
+        _record_key_pass(path)
         with _device_guard(q):
-            return key_statistics_launch(
-                q,
-                k,
-                lse.to(device=q.device, dtype=torch.float32).contiguous(),
-                scaling=float(scaling),
-                causal=bool(causal),
-                logit_bias=logit_bias,
-                received=received,
-                fai_window=fai_window,
-                pooled_cells=int(pooled_cells),
-            )
+            return key_statistics_launch(q, k, lse, **options, pooled_cells=int(pooled_cells))
     import torch
     from workbench_kernels.reference import key_statistics_reference
 
+    _record_key_pass(selection.choose(q=q, k=k, pooled_cells=int(pooled_cells)))
     results = key_statistics_reference(
         q,
         k,
@@ -267,6 +276,28 @@ def key_statistics(
         chunk=_reference_chunk(batch, heads, k.shape[2]),
     )
     return results
+
+
+_last_key_pass = None
+
+
+def _record_key_pass(path) -> None:
+    global _last_key_pass
+    _last_key_pass = path
+
+
+def key_pass_path(device=None):
+    """The key pass this machine runs for ``device`` (default: the current CUDA device, else CPU), as a
+    ``KeyPassPath`` (name + reason; ``.as_dict()`` for a record). Calls that the Gluon kernel does not
+    cover (fp32, pooled map, other head dims) still run Triton: ``last_key_pass_path`` says what ran."""
+    from workbench_kernels.key_pass_selection import choose
+
+    return choose(device)
+
+
+def last_key_pass_path():
+    """The ``KeyPassPath`` of the last ``key_statistics`` call in this process (None before the first)."""
+    return _last_key_pass
 
 
 def probability_tile(

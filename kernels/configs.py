@@ -1,7 +1,8 @@
 """Tile shapes, warps and pipeline depths for the attention kernels.
 
 One place to read and change them. ``override`` lets the benchmark try other shapes without editing
-this file. Values on the GPU were picked on an H100 (see benchmarks/NOTES.md); under the CPU
+this file. (The optional Gluon key pass keeps its tiles in ``key_pass_selection.gluon_launch_config``,
+which imports without torch so that benchmarks/gluon_compile_check.py runs in a bare Triton venv.) Values on the GPU were picked on an H100 (see benchmarks/NOTES.md); under the CPU
 interpreter small tiles keep the numpy work per program low.
 """
 
