@@ -33,6 +33,8 @@ COMMANDS = {
     ("lofit", "select"): ("lofit", {"data": "file"}),
     ("lofit", "train"): ("lofit-train", {"data": "file"}),
     ("lofit", "eval"): ("lofit-eval", {"data": "file"}),
+    ("lofit", "compare"): ("lofit-compare", {}),
+    ("lofit", "fold"): ("lofit-fold", {}),
     ("binding",): ("binding", {}),
     ("capture",): ("capture-text", {"spec_json": "spec"}),
 }

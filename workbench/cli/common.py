@@ -108,15 +108,6 @@ def uses_store(function):
     return wrapper
 
 
-def parse_ints(value: str | None) -> tuple[int, ...] | None:
-    if value is None or value == "":
-        return None
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise SpecError(f"expected comma-separated integers, got {value!r}") from None
-
-
 def runtime(device: str, dtype: str):
     """The resolved (device, dtype): call first in a command, so a missing device fails before any work."""
     from workbench.devices import resolve_runtime
@@ -140,7 +131,8 @@ def record(model) -> dict:
 
 def option(options_class, name: str, *flags: str, help: str | None = None, **kwargs):  # noqa: A002
     """A Typer option for the field ``name`` of a Step's options: its default is None, meaning the
-    options' own default (the one place it is typed), which the help text shows."""
+    options' own default (the one place it is typed), which the help text shows; a field without a
+    default is a required option."""
     import dataclasses
 
     from workbench.pipeline.options import flag
@@ -151,7 +143,9 @@ def option(options_class, name: str, *flags: str, help: str | None = None, **kwa
     if default is not dataclasses.MISSING and default is not None:
         shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
         text += f" (default {shown})"
-    return typer.Option(None, *(flags or (flag(name),)), help=text, show_default=False, **kwargs)
+    required = default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    return typer.Option(... if required else None, *(flags or (flag(name),)), help=text, show_default=False,
+                        **kwargs)  # fmt: skip
 
 
 def build_options(options_class, arguments: dict, **renamed: str):

@@ -19,15 +19,15 @@ from workbench.cli.common import (
     Dtype,
     build_options,
     friendly,
-    load,
     option,
     run_step,
-    runtime,
     uses_store,
     write_json,
 )
 from workbench.pipeline.steps.lofit import TASK_HELP
+from workbench.pipeline.steps.lofit import LofitCompareOptions as C
 from workbench.pipeline.steps.lofit import LofitEvalOptions as E
+from workbench.pipeline.steps.lofit import LofitFoldOptions as F
 from workbench.pipeline.steps.lofit import LofitSelectOptions as S
 from workbench.pipeline.steps.lofit import LofitTrainOptions as T
 from workbench.seam.spec import SpecError
@@ -39,13 +39,6 @@ lofit_app = typer.Typer(
 app.add_typer(lofit_app, name="lofit")
 
 MODEL_HELP = "model name (see `workbench models`), HF id or local path"
-
-
-def _check_task(task: str) -> None:
-    from workbench.analyses.lofit.data import TASKS
-
-    if task not in TASKS:
-        raise SpecError(f"unknown --task {task!r}; choose one of {', '.join(TASKS)}")
 
 
 def _check_out_dir(out: Path) -> None:
@@ -164,87 +157,58 @@ def evaluate_command(
 
 @lofit_app.command("fold")
 @friendly
+@uses_store
 def fold(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    lofit: Path = typer.Option(..., "--lofit", help="LoFiT artifact folder"),
+    lofit: Path = option(F, "lofit"),
     out: Path = typer.Option(..., "--out", help="folder for the transformers checkpoint"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Export MODEL with the offsets folded into o_proj biases (attention_bias=True; loads without the workbench)."""
-    from workbench.analyses.lofit import LofitArtifact, export_folded
+    from workbench.analyses.lofit.fold import save_checkpoint
 
-    where = runtime(device, dtype)  # a missing device fails here, before any work
+    options = build_options(F, locals())
     _check_out_dir(out)
-    artifact = LofitArtifact.load(lofit)
-    loaded = load(model, where)
-    export_folded(loaded, artifact, out)
-    typer.echo(f"wrote {out} ({len(artifact.heads)} heads folded into o_proj biases)")
+    done = run_step("lofit-fold", options)
+    save_checkpoint(done.output.artifacts["checkpoint"], done.model.tokenizer, out)
+    heads = len(done.output.summary["heads"])
+    typer.echo(f"wrote {out} ({heads} heads folded into o_proj biases); run {done.run_id}")
 
 
 @lofit_app.command("compare")
 @friendly
+@uses_store
 def compare(
     model: str = typer.Argument(..., help=MODEL_HELP),
     task: str = typer.Option(..., "--task", help=TASK_HELP),
-    out: Path = typer.Option(..., "--out", help="folder; resumable (finished units are skipped)"),
-    train: Path = typer.Option(..., "--train"),
-    val: Path = typer.Option(..., "--val"),
-    test: Path = typer.Option(..., "--test"),
-    train_part: str | None = typer.Option(None, "--train-part"),
-    val_part: str | None = typer.Option(None, "--val-part"),
-    test_part: str | None = typer.Option(None, "--test-part"),
-    train_limit: int | None = typer.Option(None, "--train-limit"),
-    val_limit: int | None = typer.Option(None, "--val-limit"),
-    test_limit: int | None = typer.Option(None, "--test-limit"),
-    ks: str = typer.Option("8,27", "--ks", help="comma-separated K values"),
-    seeds: str = typer.Option("0,1", "--seeds"),
-    select_steps: int | None = typer.Option(None, "--select-steps"),
-    train_steps: int | None = typer.Option(None, "--train-steps"),
-    eval_every: int | None = typer.Option(None, "--eval-every"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr", help="step-2 learning rate (default 1e-2)"),
-    max_prompt: int | None = typer.Option(None, "--max-prompt"),
-    max_target: int | None = typer.Option(None, "--max-target"),
-    retrieval_heads: Path | None = typer.Option(
-        None, "--retrieval-heads", help="HEADS.json of retrieval heads"
-    ),
+    out: Path = option(C, "out"),
+    train: Path = option(C, "train"),
+    val: Path = option(C, "val"),
+    test: Path = option(C, "test"),
+    train_part: str | None = option(C, "train_part"),
+    val_part: str | None = option(C, "val_part"),
+    test_part: str | None = option(C, "test_part"),
+    train_limit: int | None = option(C, "train_limit"),
+    val_limit: int | None = option(C, "val_limit"),
+    test_limit: int | None = option(C, "test_limit"),
+    ks: str | None = option(C, "ks"),
+    seeds: str | None = option(C, "seeds"),
+    select_steps: int | None = option(C, "select_steps"),
+    train_steps: int | None = option(C, "train_steps"),
+    eval_every: int | None = option(C, "eval_every"),
+    batch_size: int | None = option(C, "batch_size"),
+    lr: float | None = option(C, "lr"),
+    max_prompt: int | None = option(C, "max_prompt"),
+    max_target: int | None = option(C, "max_target"),
+    retrieval_heads: Path | None = option(C, "retrieval_heads"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
     """Base vs LoFiT heads vs K random heads (vs K retrieval heads) at equal parameter count, over seeds."""
-    from workbench.analyses.lofit import parse_part
-    from workbench.analyses.lofit.compare import (
-        ComparisonPlan,
-        Split,
-        run_comparison,
-        summarise,
-        summary_markdown,
-    )
-    from workbench.cli.common import parse_ints
+    from workbench.analyses.lofit.compare import summary_markdown
 
-    where = runtime(device, dtype)  # a missing device fails here, before any work
-    _check_task(task)
-    _check_out_dir(out)
-    for path in (train, val, test, retrieval_heads):
-        if path is not None and not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-    plan = ComparisonPlan(
-        task=task,
-        train=Split(str(train), parse_part(train_part), train_limit),
-        val=Split(str(val), parse_part(val_part), val_limit),
-        test=Split(str(test), parse_part(test_part), test_limit),
-        ks=parse_ints(ks),
-        seeds=parse_ints(seeds),
-        select_steps=select_steps,
-        train_steps=train_steps,
-        batch_size=batch_size,
-        train_lr=lr,
-        eval_every=eval_every,
-        max_prompt=max_prompt,
-        max_target=max_target,
-        retrieval_heads=str(retrieval_heads) if retrieval_heads else None,
-    )
-    loaded = load(model, where)
-    frame = run_comparison(loaded, plan, out, echo=typer.echo)
-    typer.echo(summary_markdown(summarise(frame, task), task))
+    options = build_options(C, locals())
+    done = run_step("lofit-compare", options)
+    typer.echo(f"wrote {out}; run {done.run_id}", err=True)
+    typer.echo(summary_markdown(done.output.table("summary"), options.task))

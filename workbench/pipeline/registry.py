@@ -159,6 +159,18 @@ for _entry in (
         ("workbench.analyses.lofit",),
     ),
     StepEntry(
+        "lofit-compare",
+        "workbench.pipeline.steps.lofit:LofitCompareStep",
+        "base vs LoFiT vs random (vs retrieval) heads at equal parameter count, over seeds",
+        ("workbench.analyses.lofit.compare",),
+    ),
+    StepEntry(
+        "lofit-fold",
+        "workbench.pipeline.steps.lofit:LofitFoldStep",
+        "LoFiT offsets folded into o_proj biases: a transformers model without the workbench",
+        ("workbench.analyses.lofit.fold",),
+    ),
+    StepEntry(
         "binding",
         "workbench.pipeline.steps.binding:BindingStep",
         "object binding in a ViT: IsSameObject probes and per-head attention AUROC",

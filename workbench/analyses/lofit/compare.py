@@ -38,17 +38,20 @@ class Split:
         return load_task(task, Path(self.path), self.part, self.limit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ComparisonPlan:
+    """What ``run_comparison`` runs; built by the ``lofit-compare`` Step, whose options hold the defaults
+    (a None knob keeps ``TrainConfig``'s default for the task)."""
+
     task: str
     train: Split
     val: Split
     test: Split
-    ks: tuple[int, ...] = (8, 27)
-    seeds: tuple[int, ...] = (0, 1)
+    ks: tuple[int, ...]
+    seeds: tuple[int, ...]
     select_steps: int | None = None
     train_steps: int | None = None
-    batch_size: int = 8
+    batch_size: int
     train_lr: float | None = None  # step-2 learning rate (None: the spec default)
     eval_every: int | None = None
     max_prompt: int | None = None

@@ -60,6 +60,13 @@ def folded(model: Model, artifact: LofitArtifact):
 
 def export_folded(model: Model, artifact: LofitArtifact, folder: Path) -> Path:
     """Write a transformers checkpoint (config, weights, tokenizer) with the offsets folded into biases."""
+    return save_checkpoint(folded_checkpoint(model, artifact), model.tokenizer, folder)
+
+
+def folded_checkpoint(model: Model, artifact: LofitArtifact):
+    """A new transformers model (``attention_bias=True``) equal to ``model`` with the offsets folded into
+    o_proj biases; nothing written (``save_checkpoint`` writes it), so a model that cannot take a bias
+    fails before any file appears."""
     config = copy.deepcopy(model.hf.config)
     if not hasattr(config, "attention_bias"):
         raise SpecError(
@@ -91,9 +98,14 @@ def export_folded(model: Model, artifact: LofitArtifact, folder: Path) -> Path:
     exported.load_state_dict({key: state[key] for key in wanted}, strict=True)
     if getattr(config, "tie_word_embeddings", False):
         exported.tie_weights()
+    return exported
+
+
+def save_checkpoint(exported, tokenizer, folder: Path) -> Path:
+    """Write ``exported`` (``folded_checkpoint``) and ``tokenizer`` (if any) as a transformers folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     exported.save_pretrained(folder)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
     return folder

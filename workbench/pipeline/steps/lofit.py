@@ -1,7 +1,9 @@
 """LoFiT Steps (Yin, Ye, Durrett 2024; workbench.analyses.lofit): ``lofit`` (step 1: learn a scale per
 head's output with an L1 penalty, rank heads by the scale's norm), ``lofit-train`` (step 2: learn offsets
-for chosen heads) and ``lofit-eval`` (MC1/MC2 or accuracy, with or without offsets). ``workbench lofit
-select|train|eval`` run them; training knobs left out keep ``TrainConfig``'s defaults for the task.
+for chosen heads), ``lofit-eval`` (MC1/MC2 or accuracy, with or without offsets), ``lofit-compare`` (base
+vs LoFiT vs random vs retrieval heads at equal parameter count, over seeds) and ``lofit-fold`` (the offsets
+folded into o_proj biases, for export). ``workbench lofit select|train|eval|compare|fold`` run them;
+training knobs left out keep ``TrainConfig``'s defaults for the task.
 
     - id: lofit
       step: lofit
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.pipeline.options import OptionError, StepOptions, help_field
+from workbench.pipeline.options import OptionError, StepOptions, flag, help_field
 from workbench.pipeline.steps.base import Context, Step, StepOutput, write_parquet
 
 TASKS = ("truthfulqa", "clutrr")
@@ -38,10 +40,8 @@ class LofitData(StepOptions):
 
     def check(self) -> None:
         from workbench.analyses.lofit import parse_part
-        from workbench.analyses.lofit.data import TASKS as KNOWN
 
-        if self.task not in KNOWN:
-            raise OptionError(f"unknown --task {self.task!r}; choose one of {', '.join(KNOWN)}")
+        _check_task(self.task)
         if self.limit is not None and self.limit < 1:
             raise OptionError(f"--limit must be at least 1, got {self.limit}")
         parse_part(self.part)
@@ -53,6 +53,13 @@ class LofitData(StepOptions):
         file, part, limit = (file, part, limit) if not default else (self.file, self.part, self.limit)
         path = file if file is not None else sample_path(self.task)
         return path, load_task(self.task, path, parse_part(part), limit)
+
+
+def _check_task(task: str) -> None:
+    from workbench.analyses.lofit.data import TASKS as KNOWN
+
+    if task not in KNOWN:
+        raise OptionError(f"unknown --task {task!r}; choose one of {', '.join(KNOWN)}")
 
 
 def _identity(path, params: dict) -> dict:
@@ -202,3 +209,147 @@ class LofitEvalStep(Step):
         result.update({"model": model.name, "task": o.task, "data": str(path), "lofit": str(o.lofit) if o.lofit else None})
         params = {"lofit": str(o.lofit), "part": o.part, "limit": o.limit}
         return StepOutput(summary=result, **_identity(path, params))
+
+
+OUT_HELP = "folder for every unit's files and the tables; resumable (finished units are skipped)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LofitCompareOptions(StepOptions):
+    task: str = help_field("truthfulqa", TASK_HELP)
+    out: Path = help_field(help=OUT_HELP, path=True)
+    train: Path = help_field(help="data file of step 1 (head selection) and step 2 (offsets)", path=True)
+    val: Path = help_field(help="validation file: keep the offsets with the lowest val loss", path=True)
+    test: Path = help_field(help="data file every condition is evaluated on", path=True)
+    train_part: str | None = help_field(None, PART_HELP)
+    val_part: str | None = help_field(None, PART_HELP)
+    test_part: str | None = help_field(None, PART_HELP)
+    train_limit: int | None = help_field(None, "use at most N training items")
+    val_limit: int | None = help_field(None, "use at most N validation items")
+    test_limit: int | None = help_field(None, "use at most N test items")
+    ks: tuple[int, ...] = help_field((8, 27), "comma-separated K values (heads trained per condition)")
+    seeds: tuple[int, ...] = help_field((0, 1), "comma-separated seeds (one selection and one training each)")
+    select_steps: int | None = help_field(None, "cap on step-1 optimiser steps (default: all epochs)")
+    train_steps: int | None = help_field(None, "cap on step-2 optimiser steps (default: all epochs)")
+    eval_every: int | None = help_field(None, "validate every N steps (default: per epoch)")
+    batch_size: int = help_field(8, "items per optimiser step, both steps")
+    lr: float | None = help_field(None, "step-2 learning rate (default 1e-2)")
+    max_prompt: int | None = help_field(None, "truncate prompts to N tokens (default: the task's)")
+    max_target: int | None = help_field(None, "truncate answers to N tokens (default: the task's)")
+    retrieval_heads: Path | None = help_field(None, "HEADS.json of retrieval heads (a 4th condition)", path=True)
+
+
+def _at_least_one(options, *names: str) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise OptionError(f"{flag(name)} must be at least 1, got {value}")
+
+
+def _records(frame) -> list[dict]:
+    """A DataFrame as JSON records (NaN -> null), for a run's summary."""
+    import json
+
+    return json.loads(frame.to_json(orient="records"))
+
+
+class LofitCompareStep(Step):
+    """Base vs LoFiT heads vs K random heads (vs K retrieval heads) at equal parameter count, over seeds.
+
+    Every unit (a selection, a training, an evaluation) is written under ``out`` as it finishes and
+    skipped when its file is there (``analyses.lofit.compare``), so the Step resumes inside itself; the
+    record holds the results and summary tables."""
+
+    kind = "lofit-compare"
+    record_kind = "lofit_compare"
+    Options = LofitCompareOptions
+
+    def validate_options(self, o: LofitCompareOptions) -> None:
+        from workbench.analyses.lofit import parse_part
+
+        _check_task(o.task)
+        if Path(o.out).exists() and not Path(o.out).is_dir():
+            raise OptionError(f"--out {o.out} exists and is not a folder")
+        for name in ("train", "val", "test", "retrieval_heads"):
+            path = getattr(o, name)
+            if path is not None and not Path(path).exists():
+                raise OptionError(f"{flag(name)} {path} does not exist")
+        for name in ("train_part", "val_part", "test_part"):
+            parse_part(getattr(o, name))
+        if not o.ks or not o.seeds:
+            raise OptionError("--ks and --seeds each need at least one value")
+        if min(o.ks) < 1:
+            raise OptionError(f"--ks values must be at least 1, got {list(o.ks)}")
+        _at_least_one(o, "train_limit", "val_limit", "test_limit", "select_steps", "train_steps", "eval_every",
+                      "batch_size", "max_prompt", "max_target")  # fmt: skip
+
+    def execute(self, ctx: Context, o: LofitCompareOptions, inputs) -> StepOutput:
+        from workbench.analyses.lofit import parse_part
+        from workbench.analyses.lofit.compare import (
+            ComparisonPlan,
+            Split,
+            run_comparison,
+            selection_overlap,
+            summarise,
+        )
+
+        plan = ComparisonPlan(
+            task=o.task,
+            train=Split(str(o.train), parse_part(o.train_part), o.train_limit),
+            val=Split(str(o.val), parse_part(o.val_part), o.val_limit),
+            test=Split(str(o.test), parse_part(o.test_part), o.test_limit),
+            ks=tuple(o.ks), seeds=tuple(o.seeds), select_steps=o.select_steps, train_steps=o.train_steps,
+            batch_size=o.batch_size, train_lr=o.lr, eval_every=o.eval_every, max_prompt=o.max_prompt,
+            max_target=o.max_target, retrieval_heads=str(o.retrieval_heads) if o.retrieval_heads else None,
+        )  # fmt: skip
+        model = ctx.model()
+        shape = model.shape
+        heads = shape.num_layers * shape.num_heads
+        if max(o.ks) > heads:
+            raise OptionError(f"--ks {max(o.ks)} is more heads than {model.name} has "
+                              f"({shape.num_layers} layers x {shape.num_heads} heads = {heads})")  # fmt: skip
+        frame = run_comparison(model, plan, Path(o.out), echo=ctx.echo)
+        table = summarise(frame, o.task)
+        summary = {"task": o.task, "out": str(o.out), "ks": list(o.ks), "seeds": list(o.seeds),
+                   "conditions": _records(table), "overlap": selection_overlap(Path(o.out), plan)}  # fmt: skip
+        return StepOutput(arrays={"results": frame, "summary": table}, summary=summary,
+                          **_identity(o.train, o.to_dict()))  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class LofitFoldOptions(StepOptions):
+    lofit: Path = help_field(help="LoFiT artifact folder (from `workbench lofit train`)", path=True)
+
+
+class LofitFoldStep(Step):
+    """The offsets folded into o_proj biases: a transformers model (``attention_bias=True``) that loads
+    without the workbench. The record says which biases were folded; the front door saves the model
+    (``artifacts["checkpoint"]``, with ``analyses.lofit.fold.save_checkpoint``)."""
+
+    kind = "lofit-fold"
+    record_kind = "lofit_fold"
+    Options = LofitFoldOptions
+
+    def validate_options(self, o: LofitFoldOptions) -> None:
+        if not Path(o.lofit).is_dir():
+            raise OptionError(f"--lofit {o.lofit} is not a folder (a LoFiT artifact from `lofit train --out`)")
+
+    def execute(self, ctx: Context, o: LofitFoldOptions, inputs) -> StepOutput:
+        import hashlib
+
+        import torch
+
+        from workbench.analyses.lofit import LofitArtifact, folded_biases
+        from workbench.analyses.lofit.fold import folded_checkpoint
+
+        artifact = LofitArtifact.load(o.lofit)  # before the model loads: a broken artifact costs nothing
+        model = ctx.model()
+        biases = folded_biases(model, artifact)  # checks the artifact against the model's shape
+        checkpoint = folded_checkpoint(model, artifact)
+        offsets = artifact.offsets.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        params = {"lofit": str(o.lofit), "heads": [list(h) for h in artifact.heads], "task": artifact.task,
+                  "offsets_sha256": hashlib.sha256(offsets).hexdigest()[:16]}  # fmt: skip
+        summary = {**params, "trained_on": artifact.model,
+                   "bias_norm": {str(layer): float(bias.norm()) for layer, bias in sorted(biases.items())}}  # fmt: skip
+        return StepOutput(summary=summary, artifacts={"checkpoint": checkpoint, "artifact": artifact},
+                          **_identity(o.lofit, params))  # fmt: skip
