@@ -3,7 +3,8 @@
 #   first   stage the carried part; start the kernel tests on CUDA in the background (they need no weights)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
 #   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
-#   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py)
+#   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py);
+#           GLUON=1 then runs benchmarks/gluon_gpu_check.sh (the Gluon key pass, ~2-3 min) -> gluon.tgz
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
 #   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, 5-8 min)
@@ -83,6 +84,9 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
         --json "$OUT/gpu_e2e_long.json" > "$OUT/e2e_long.log" 2>&1
     echo "e2e long exit $?"; tail -n 30 "$OUT/e2e_long.log"
     tar czf "$OUT/e2e_long_outputs.tgz" --exclude='*.safetensors' --exclude='*.parquet' --exclude='stores' --exclude='text-*' -C /tmp e2e-long 2>/dev/null
+    if [ "${GLUON:-0}" = 1 ]; then  # the Gluon key pass check (issue 19), alone on the GPU after the timings
+        OUT=/tmp/gluon bash benchmarks/gluon_gpu_check.sh; tar czf "$OUT/gluon.tgz" -C /tmp gluon
+    fi
     exit 0 ;;
 lofit)
     [ $staged = 0 ] || exit $staged
