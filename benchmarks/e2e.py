@@ -515,7 +515,9 @@ def run_gpu_tests(args, env: dict) -> dict:
         import pytest  # noqa: F401
     except ImportError:
         return {"status": "skipped: pytest is not installed here"}
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfE", "tests"]
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfE", "tests",
+               # the Gluon key pass has its own call (benchmarks/gluon_gpu_check.sh): a hang there must not eat this one
+               "--deselect", "tests/kernels/test_gluon_key_pass.py"]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=args.pytest_timeout, cwd=ROOT, env=env)
         lines = [line for line in result.stdout.splitlines() if line.strip()]
