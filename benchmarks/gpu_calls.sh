@@ -36,7 +36,7 @@ all)
 first)
     mkdir -p /tmp/gpu-tests
     # every gpu-marked file but the Gluon key pass's (a hung kernel there would hold the SMs for 15 minutes)
-    for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py tests/test_devices_analyses.py; do
+    for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py; do
         setsid nohup timeout 900 python3 -m pytest "$file" -q -p no:cacheprovider -rfE \
             > "/tmp/gpu-tests/$(basename "$file" .py).log" 2>&1 < /dev/null &
     done
@@ -49,6 +49,9 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
     source /tmp/wb-stage/env.sh
     export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
     python3 -m workbench.cli env --json > "$OUT/env.json" 2>&1
+    mkdir -p /tmp/gpu-tests  # the analyses' gpu-marked tests need the staged wheels: started here, collected below
+    ( timeout 400 python3 -m pytest tests/test_devices_analyses.py -m gpu -q -p no:cacheprovider -rfE \
+        > /tmp/gpu-tests/test_devices_analyses.log 2>&1 < /dev/null & )
     timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
     if [ -n "${BG:-}" ]; then
         rm -rf /tmp/bg; mkdir -p /tmp/bg
