@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lead's device calls for one GPU session (issues 15-17), each `bash benchmarks/gpu_calls.sh VERB`:
-#   first   stage the carried part; start the gpu-marked tests on CUDA in the background (e2e returns their
-#           logs; then PYTEST_GPU=0 on long skips running them again)
+#   first   stage the carried part; the Gluon key pass check (GLUON=0 skips it); start the gpu-marked kernel
+#           tests in the background (e2e returns their logs; then PYTEST_GPU=0 on long skips them)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
 #   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py);
@@ -34,16 +34,15 @@ all)
     OUT="$OUT/long" bash benchmarks/gpu_calls.sh long
     exit 0 ;;
 first)
-    mkdir -p /tmp/gpu-tests /tmp/gluon
-    # In the background, one after the other while the parts arrive: the Gluon key pass check (issue 19;
-    # its times then share the machine only with the staging's unpacking), then every gpu-marked kernel
-    # test file but the Gluon one's (a hung kernel there would hold the SMs; the check has its own timeouts).
-    # `e2e` returns their outputs (gluon.tgz, gpu_tests.log).
-    files=$(echo $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py)
-    setsid nohup bash -c "OUT=/tmp/gluon bash benchmarks/gluon_gpu_check.sh > /tmp/gluon/call.log 2>&1
-        for file in $files; do
-            timeout 600 python3 -m pytest \$file -q -p no:cacheprovider -rfE > /tmp/gpu-tests/\$(basename \$file .py).log 2>&1 &
-        done; wait" < /dev/null > /dev/null 2>&1 &
+    # The Gluon key pass check (issue 19, ~2 min; needs no staged part), alone on the GPU, its files in $OUT;
+    # then, in the background while the parts arrive, every gpu-marked kernel test file but the Gluon one's
+    # (`e2e` returns their logs as gpu_tests.log). GLUON=0 skips the check.
+    mkdir -p /tmp/gpu-tests
+    [ "${GLUON:-1}" = 1 ] && GLUON_TESTS=0 OUT="$OUT" bash benchmarks/gluon_gpu_check.sh
+    for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py; do
+        setsid nohup timeout 600 python3 -m pytest "$file" -q -p no:cacheprovider -rfE \
+            > "/tmp/gpu-tests/$(basename "$file" .py).log" 2>&1 < /dev/null &
+    done
     python3 -m workbench.cli env --json > "$OUT/env.json" 2>&1; cat "$OUT/env.json"
     [ $staged = 3 ] && exit 0; exit $staged ;;
 stage)
@@ -72,7 +71,6 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
     for f in /tmp/gpu-tests/*.log; do echo "== $f"; tail -n 5 "$f"; done > "$OUT/gpu_tests.log" 2>&1
     grep -E "==|passed|failed|error" "$OUT/gpu_tests.log" | head -20
     tar czf "$OUT/e2e_outputs.tgz" --exclude='*.safetensors' --exclude='stores' -C /tmp e2e 2>/dev/null
-    [ -d /tmp/gluon ] && tar czf "$OUT/gluon.tgz" -C /tmp gluon
     exit 0 ;;
 long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
     [ $staged = 0 ] || exit $staged
