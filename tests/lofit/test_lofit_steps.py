@@ -160,6 +160,16 @@ def test_compare_command_records_one_run_and_resumes(cli, tmp_path, put_runs, mo
     assert again.exit_code == 0, again.output
     assert f"run {run_id}" in again.output and len(Store(tmp_path / "results").runs()) == 1
 
+    # a rerun with another training setting would reuse units trained under the old one: refused, one line,
+    # before the model loads, and the folder is left as it was
+    plan_before = (out / "plan.json").read_text()
+    changed = list(SMALL)
+    changed[changed.index("--train-steps") + 1] = "2"
+    refused = cli("lofit", "compare", "tiny-gqa", *changed, "--out", out)
+    assert refused.exit_code == 2, refused.output
+    assert "holds a comparison run with other settings (train_steps differ" in refused.output
+    assert (out / "plan.json").read_text() == plan_before and len(Store(tmp_path / "results").runs()) == 1
+
 
 def _accuracy(out, unit: str) -> str:
     return f"{json.loads((out / 'seed0' / unit / 'eval.json').read_text())['accuracy']:.3f}"

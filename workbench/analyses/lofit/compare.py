@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,7 @@ from workbench.analyses.lofit.metrics import evaluate
 from workbench.analyses.lofit.train import TrainConfig, random_heads, select_heads, train_offsets
 from workbench.jsonfiles import write_json
 from workbench.runners.hf import Model
+from workbench.seam.spec import SpecError
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,6 @@ class ComparisonPlan:
     max_prompt: int | None = None
     max_target: int | None = None
     retrieval_heads: str | None = None  # HEADS.json of `workbench heads retrieval`, when one exists
-    extra: dict = field(default_factory=dict)
 
 
 def _metric_names(task: str) -> list[str]:
@@ -75,6 +75,26 @@ def _eval_unit(model, plan, items, interventions, path: Path, echo) -> dict:
     return result
 
 
+ADDABLE = ("ks", "seeds")
+"""Plan fields a resumed comparison may change: more K values or seeds add units and leave the finished ones
+valid. Any other change would mix units trained or scored under different settings."""
+
+
+def check_resumable(plan: ComparisonPlan, out: Path) -> None:
+    """Refuse to resume ``out`` when its ``plan.json`` was written with other settings (besides ks, seeds)."""
+    path = Path(out) / "plan.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(asdict(plan)))
+    changed = sorted(k for k in set(before) | set(now) if k not in ADDABLE and before.get(k) != now.get(k))
+    if changed:
+        raise SpecError(
+            f"{out} holds a comparison run with other settings ({', '.join(changed)} differ from its plan.json); "
+            "its finished units would be reused. Choose another --out, or remove that folder to start over"
+        )
+
+
 def run_comparison(
     model: Model, plan: ComparisonPlan, out: Path, echo: Callable[[str], None] = print
 ) -> pd.DataFrame:
@@ -82,6 +102,7 @@ def run_comparison(
     out = Path(out)
     train_items, val_items, test_items = (s.load(plan.task) for s in (plan.train, plan.val, plan.test))
     retrieval = read_heads_json(Path(plan.retrieval_heads)) if plan.retrieval_heads else None
+    check_resumable(plan, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", asdict(plan))
     echo(f"{plan.task}: {len(train_items)} train, {len(val_items)} val, {len(test_items)} test items")

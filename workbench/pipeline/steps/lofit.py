@@ -282,26 +282,14 @@ class LofitCompareStep(Step):
             raise OptionError(f"--ks values must be at least 1, got {list(o.ks)}")
         _at_least_one(o, "train_limit", "val_limit", "test_limit", "select_steps", "train_steps", "eval_every",
                       "batch_size", "max_prompt", "max_target")  # fmt: skip
+        from workbench.analyses.lofit.compare import check_resumable
+
+        check_resumable(_comparison_plan(o), Path(o.out))  # before the model loads: a changed setting is refused
 
     def execute(self, ctx: Context, o: LofitCompareOptions, inputs) -> StepOutput:
-        from workbench.analyses.lofit import parse_part
-        from workbench.analyses.lofit.compare import (
-            ComparisonPlan,
-            Split,
-            run_comparison,
-            selection_overlap,
-            summarise,
-        )
+        from workbench.analyses.lofit.compare import run_comparison, selection_overlap, summarise
 
-        plan = ComparisonPlan(
-            task=o.task,
-            train=Split(str(o.train), parse_part(o.train_part), o.train_limit),
-            val=Split(str(o.val), parse_part(o.val_part), o.val_limit),
-            test=Split(str(o.test), parse_part(o.test_part), o.test_limit),
-            ks=tuple(o.ks), seeds=tuple(o.seeds), select_steps=o.select_steps, train_steps=o.train_steps,
-            batch_size=o.batch_size, train_lr=o.lr, eval_every=o.eval_every, max_prompt=o.max_prompt,
-            max_target=o.max_target, retrieval_heads=str(o.retrieval_heads) if o.retrieval_heads else None,
-        )  # fmt: skip
+        plan = _comparison_plan(o)
         model = ctx.model()
         shape = model.shape
         heads = shape.num_layers * shape.num_heads
@@ -314,6 +302,21 @@ class LofitCompareStep(Step):
                    "conditions": _records(table), "overlap": selection_overlap(Path(o.out), plan)}  # fmt: skip
         return StepOutput(arrays={"results": frame, "summary": table}, summary=summary,
                           **_identity(o.train, o.to_dict()))  # fmt: skip
+
+
+def _comparison_plan(o: LofitCompareOptions):
+    from workbench.analyses.lofit import parse_part
+    from workbench.analyses.lofit.compare import ComparisonPlan, Split
+
+    return ComparisonPlan(
+        task=o.task,
+        train=Split(str(o.train), parse_part(o.train_part), o.train_limit),
+        val=Split(str(o.val), parse_part(o.val_part), o.val_limit),
+        test=Split(str(o.test), parse_part(o.test_part), o.test_limit),
+        ks=tuple(o.ks), seeds=tuple(o.seeds), select_steps=o.select_steps, train_steps=o.train_steps,
+        batch_size=o.batch_size, train_lr=o.lr, eval_every=o.eval_every, max_prompt=o.max_prompt,
+        max_target=o.max_target, retrieval_heads=str(o.retrieval_heads) if o.retrieval_heads else None,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
