@@ -24,7 +24,7 @@ from workbench.cli.common import (
     uses_store,
     write_json,
 )
-from workbench.pipeline.steps.lofit import TASK_HELP
+from workbench.pipeline.steps.lofit import TASK_HELP, train_artifact, write_train_files
 from workbench.pipeline.steps.lofit import LofitCompareOptions as C
 from workbench.pipeline.steps.lofit import LofitEvalOptions as E
 from workbench.pipeline.steps.lofit import LofitFoldOptions as F
@@ -116,9 +116,8 @@ def train(
     options = build_options(T, locals(), file="data")
     _check_out_dir(out)
     done = run_step("lofit-train", options)
-    artifact, log = done.output.artifacts["artifact"], done.output.artifacts["log"]
-    artifact.save(out)
-    write_json(out / "log.json", log)  # training and validation losses (which step was kept)
+    write_train_files(out, done.output)  # the artifact and log.json, as a pipeline's lofit-train step writes them
+    artifact, log = train_artifact(done.output), done.output.summary["log"]
     if export_folded is not None:
         export(done.model, artifact, export_folded)
         typer.echo(f"wrote folded checkpoint {export_folded}")

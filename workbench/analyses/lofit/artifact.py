@@ -2,7 +2,9 @@
 
 A folder holds ``lofit.safetensors`` (one fp32 vector per head, keyed ``layer{L}.head{H}.offset``) and
 ``lofit.json`` (model, shape, heads in rank order, task and hyper-parameters). Loading uses
-``safetensors.torch.load_file`` only, so an artifact from anyone is data, never code.
+``safetensors.torch.load_file`` only, so an artifact from anyone is data, never code. A run record holds
+the same artifact as ``to_json()`` (its summary) plus ``to_frame()`` (an array, the vectors), so a
+pipeline or sweep rebuilds it from the store (``from_record``) and writes the same files.
 """
 
 from __future__ import annotations
@@ -156,6 +158,12 @@ class LofitArtifact:
         if missing:
             raise SpecError(f"{tensor_path} lacks the vectors {missing}")
         offsets = torch.stack([tensors[tensor_key(*h)] for h in heads]) if heads else torch.zeros(0, 0)
+        return cls.from_json(meta, offsets)
+
+    @classmethod
+    def from_json(cls, meta: dict, offsets: torch.Tensor) -> LofitArtifact:
+        """The artifact from its ``lofit.json`` (``to_json()``) and its (K, head_dim) offsets in rank order."""
+        heads = [(int(h["layer"]), int(h["head"])) for h in meta["heads"]]
         scores = (
             [h["score"] for h in meta["heads"]]
             if heads and all("score" in h for h in meta["heads"])
@@ -164,6 +172,41 @@ class LofitArtifact:
         return cls(
             meta["model"], meta["task"], heads, offsets, meta.get("shape", {}), meta.get("params", {}), scores
         )
+
+    # --- run records ------------------------------------------------------------------------
+
+    def to_frame(self):
+        """The offsets as a table, one row per head in rank order: ``rank, layer, head, kv_head`` (-1 when
+        the shape is unknown) and ``offset`` (the head's fp32 vector, head_dim long)."""
+        import pandas as pd
+
+        group = self.shape.get("num_heads", 0) // max(self.shape.get("num_kv_heads", 0), 1)
+        vectors = self.offsets.detach().to("cpu", torch.float32).numpy().copy()
+        return pd.DataFrame(
+            {
+                "rank": range(len(self.heads)),
+                "layer": [layer for layer, _ in self.heads],
+                "head": [head for _, head in self.heads],
+                "kv_head": [head // group if group else -1 for _, head in self.heads],
+                "offset": list(vectors),
+            }
+        )
+
+    @classmethod
+    def from_record(cls, meta: dict, frame) -> LofitArtifact:
+        """The artifact from a run record: ``meta`` = ``to_json()`` (the summary's), ``frame`` = ``to_frame()``
+        (read back from the store); the vectors come back bit for bit."""
+        import numpy as np
+
+        frame = frame.sort_values("rank")
+        named = [(int(h["layer"]), int(h["head"])) for h in meta["heads"]]
+        rows = [(int(layer), int(head)) for layer, head in zip(frame["layer"], frame["head"], strict=True)]
+        if rows != named:
+            raise SpecError(f"the offsets table holds heads {rows}, the artifact's metadata names {named}")
+        if not rows:
+            return cls.from_json(meta, torch.zeros(0, 0))
+        offsets = np.stack([np.asarray(vector, dtype=np.float32) for vector in frame["offset"]])
+        return cls.from_json(meta, torch.from_numpy(offsets))
 
 
 def save_scales(path: Path, scales: torch.Tensor) -> None:

@@ -5,6 +5,12 @@ vs LoFiT vs random vs retrieval heads at equal parameter count, over seeds) and 
 folded into o_proj biases, for export). ``workbench lofit select|train|eval|compare|fold`` run them;
 training knobs left out keep ``TrainConfig``'s defaults for the task.
 
+A ``lofit-train`` record holds its artifact (the offsets as the array ``offsets``, lofit.json and the
+training log in the summary), so the command and a pipeline write the same files from it
+(``write_train_files``): a pipeline writes ``OUT/<step id>/`` (lofit.safetensors, lofit.json, log.json;
+``workbench lofit eval --lofit OUT/<step id>`` reads it), again from the store when the step is cached.
+``lofit-fold`` writes its checkpoint only through the command (see ``LofitFoldStep``).
+
     - id: lofit
       step: lofit
       task: truthfulqa        # or clutrr
@@ -147,6 +153,7 @@ class LofitTrainStep(Step):
     """Step 2: learn an offset vector per chosen head (model frozen); the artifact is the record's."""
 
     kind = "lofit-train"
+    version = 2  # 2: the record holds the artifact (version-1 records lack the offsets: not reused)
     record_kind = "lofit_train"
     Options = LofitTrainOptions
 
@@ -173,8 +180,34 @@ class LofitTrainStep(Step):
             chosen, scores, source = random_heads(model, o.k, o.random_seed), None, f"random:{o.random_seed}"
         artifact, log = train_offsets(model, chosen, items, config, val_items=val_items, scores=scores, progress=True,
                                       extra_params={"heads_from": source})  # fmt: skip
-        return StepOutput(summary={"heads": artifact.heads, "final_loss": log["loss"][-1]},
-                          artifacts={"artifact": artifact, "log": log}, **_identity(path, artifact.params))  # fmt: skip
+        summary = {"heads": artifact.heads, "final_loss": log["loss"][-1],
+                   "artifact": artifact.to_json(), "log": log}  # fmt: skip
+        return StepOutput(arrays={"offsets": artifact.to_frame()}, summary=summary, **_identity(path, artifact.params))
+
+    def materialize(self, ctx: Context, config: dict, output: StepOutput, inputs):
+        return write_train_files(ctx.out / config["id"], output)
+
+
+LOG = "log.json"  # training and validation losses (which step was kept), beside the artifact
+
+
+def train_artifact(output: StepOutput):
+    """The ``LofitArtifact`` of a lofit-train record, fresh from ``execute`` or read back from the store."""
+    from workbench.analyses.lofit import LofitArtifact
+
+    return LofitArtifact.from_record(output.summary["artifact"], output.table("offsets"))
+
+
+def write_train_files(folder: Path, output: StepOutput) -> list[Path]:
+    """A lofit-train record's files in ``folder``: the artifact (lofit.safetensors + lofit.json) and
+    log.json. The one writer of them (the command, a pipeline), from the record alone, so a step read
+    back from the store writes the same bytes as the run that recorded it."""
+    from workbench.analyses.lofit.artifact import META, TENSORS
+    from workbench.jsonfiles import write_json
+
+    folder = train_artifact(output).save(folder)
+    write_json(folder / LOG, output.summary["log"])
+    return [folder / TENSORS, folder / META, folder / LOG]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,7 +360,14 @@ class LofitFoldOptions(StepOptions):
 class LofitFoldStep(Step):
     """The offsets folded into o_proj biases: a transformers model (``attention_bias=True``) that loads
     without the workbench. The record says which biases were folded; the front door saves the model
-    (``artifacts["checkpoint"]``, with ``analyses.lofit.fold.save_checkpoint``)."""
+    (``artifacts["checkpoint"]``, with ``analyses.lofit.fold.save_checkpoint``).
+
+    The checkpoint is an export of the command only (``workbench lofit fold``): in a pipeline the step
+    records the biases and writes no files. The folded model is a whole copy of the weights, not in the
+    record, and a pipeline writes its files from the record on every run, cached steps too; re-folding
+    there would load the model and rewrite the checkpoint at every resume. The trained offsets are the
+    pipeline's files (a lofit-train step's ``OUT/<step id>/``), and folding them is cheap and exact:
+    ``workbench lofit fold MODEL --lofit OUT/<step id> --out DIR``."""
 
     kind = "lofit-fold"
     record_kind = "lofit_fold"
@@ -356,3 +396,9 @@ class LofitFoldStep(Step):
                    "bias_norm": {str(layer): float(bias.norm()) for layer, bias in sorted(biases.items())}}  # fmt: skip
         return StepOutput(summary=summary, artifacts={"checkpoint": checkpoint, "artifact": artifact},
                           **_identity(o.lofit, params))  # fmt: skip
+
+    def materialize(self, ctx: Context, config: dict, output: StepOutput, inputs):
+        lofit = output.summary.get("lofit", "FOLDER")
+        ctx.echo(f"  note: step {config['id']!r} (lofit-fold) writes no checkpoint in a pipeline; export it with "
+                 f"`workbench lofit fold {ctx.pipeline.model} --lofit {lofit} --out DIR`")  # fmt: skip
+        return []
