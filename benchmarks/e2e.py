@@ -49,7 +49,7 @@ class Command:
 # --- the command list (the one place) ------------------------------------------------------------------
 COMMANDS = [
     Command("capture", lambda o: ["capture", MODEL, "--text", SAMPLE, "--out", o / "capture.parquet", "--window", "256"],
-            ["capture.parquet"], "head_table"),
+            ["capture.parquet"], "head_table", timeout=300),  # the first command: it pays the kernels' JIT compile
     Command("heads retrieval", lambda o: ["heads", "retrieval", MODEL, "--out", o / "HEADS.json", "--needles", DETECT_NEEDLE,
                                           "--lengths", "256", "--depths", "30,70", "--max-new-tokens", "12"],
             ["HEADS.json"], "top10_overlap"),
@@ -269,12 +269,14 @@ def stage_dinov2(env: dict) -> str | None:
     return None
 
 
-def run_commands(args, env: dict) -> list[dict]:
+def run_commands(args, env: dict, rows: list[dict] | None = None, save=lambda: None) -> list[dict]:
+    """Run the commands, appending a row to ``rows`` and calling ``save`` after each one (a run cut by its
+    time limit keeps every finished command)."""
     out = Path(args.out)
     reference = json.loads((Path(args.reference) / "e2e_cpu.json").read_text()) if (Path(args.reference) / "e2e_cpu.json").exists() else {}
     cpu_walls = {c["command"]: c.get("wall_s") for c in reference.get("commands", [])}
     wanted = set(args.only.split(",")) if args.only else None
-    rows, failed = [], set()
+    rows, failed = [] if rows is None else rows, set()
     for command in COMMANDS:
         if wanted and command.name not in wanted:
             continue
@@ -300,10 +302,11 @@ def run_commands(args, env: dict) -> list[dict]:
                 row["agreement"] = COMPARE[command.compare](folder, ref)
             except Exception as error:  # a comparison that cannot be made is reported, not fatal
                 row["agreement"] = {"error": f"{type(error).__name__}: {error}"}
-        if row["status"] != "ok":
+        if row["status"] != "ok" and (folder / "log.txt").exists():  # a skipped command has no log
             row["log_tail"] = (folder / "log.txt").read_text(errors="replace")[-600:]
         print(json.dumps(row), flush=True)
         rows.append(row)
+        save()
         if args.save_reference:  # after every command, so a partial run still leaves its references
             save_reference(rows, out, Path(args.save_reference), args.device)
     return rows
@@ -363,14 +366,14 @@ def make_llama(folder: Path, tokenizer_from: Path, shape: dict | None = None) ->
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    if (folder / "config.json").exists():
-        return
-    config = LlamaConfig(**(shape or LLAMA_1B), rope_theta=500000.0)
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
+    if not (folder / "config.json").exists():
+        config = LlamaConfig(**(shape or LLAMA_1B), rope_theta=500000.0)
+        torch.manual_seed(0)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model.save_pretrained(folder)
+    if not (folder / "tokenizer.json").exists():  # an earlier run may have stopped between the two (2026-12-07)
+        AutoTokenizer.from_pretrained(tokenizer_from).save_pretrained(folder)
 
 
 def long_text(path: Path, tokens: int, tokenizer_from: Path) -> None:
@@ -590,7 +593,8 @@ def main(argv=None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(report, indent=1, default=str))
 
-    report["commands"] = run_commands(args, env)
+    report["commands"] = []
+    run_commands(args, env, report["commands"], save)
     save()
     if args.long_context:
         report["long_context"] = run_long_context(args, env)

