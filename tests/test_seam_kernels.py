@@ -1,4 +1,4 @@
-"""The seam's kernel path (Triton, here under the CPU interpreter) gives the same capture as the
+"""The seam's kernel path (Triton: on CUDA, else under the CPU interpreter) gives the same capture as the
 exact PyTorch path, and interventions that the kernels serve (logit bias, uniform heads, gates)
 give the same logits."""
 
@@ -37,7 +37,8 @@ def run(model, ids, interventions, use_kernels):
     ids=["plain", "interventions"],
 )
 def test_kernel_path_matches_torch_path(tiny, interventions):
-    ids = tiny.encode("Kernels and the exact path must agree on all statistics.")
+    # the model loads on CUDA where there is one (device auto); encode gives CPU ids (GPU run 2026-12-07)
+    ids = tiny.encode("Kernels and the exact path must agree on all statistics.").to(tiny.device)
     torch_logits, torch_capture = run(tiny, ids, interventions, use_kernels=False)
     kernel_logits, kernel_capture = run(tiny, ids, interventions, use_kernels="always")
     torch.testing.assert_close(kernel_logits, torch_logits, rtol=1e-4, atol=1e-4)

@@ -186,6 +186,8 @@ def test_a_launch_failure_is_recorded_warned_once_and_remembered(hopper):
 
 
 def test_api_records_the_path_of_each_call(monkeypatch):
+    if torch.cuda.is_available():  # Triton there already runs compiled: the interpreter cannot be switched on
+        pytest.skip("the interpreter and reference paths of a CPU machine")  # (InterpreterError, GPU 2026-12-07)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     q = torch.randn(1, 2, 20, 32)
     lse = torch.logsumexp(torch.randn(1, 2, 20, 20), -1)
