@@ -37,6 +37,8 @@ def commands_table(data: Path) -> str:
         "| command | device | dtype | backend | status | wall (s) | CPU wall (s) | agreement with CPU |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if report.get("not_run"):
+        lines[0] += f" Not run in this file (its call ran out of time): {', '.join(report['not_run'])}."
     for row in report.get("commands", []):
         lines.append(
             f"| {row['command']} | {row.get('device') or ''} | {row.get('dtype') or ''} | {row.get('backend') or ''} "
