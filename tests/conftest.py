@@ -1,3 +1,4 @@
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -58,3 +59,20 @@ def store(tmp_path, monkeypatch):
     from workbench.store import Store
 
     return Store(tmp_path / "results")
+
+
+@pytest.fixture()
+def put_runs(monkeypatch):
+    """Every ``Store.put_run`` call as (kind, calling module, calling function)."""
+    from workbench.store.store import Store
+
+    calls = []
+    put_run = Store.put_run
+
+    def counting(self, kind, *args, **kwargs):
+        caller = inspect.stack()[1]
+        calls.append((kind, caller.frame.f_globals["__name__"], caller.function))
+        return put_run(self, kind, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "put_run", counting)
+    return calls

@@ -4,21 +4,8 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from workbench.analyses.lofit import LofitArtifact
-from workbench.cli import app
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return invoke
 
 
 def test_select_train_eval_fold(cli, tmp_path):

@@ -2,17 +2,14 @@
 options, validated before any work, one run recorded by the pipeline runner; the commands are thin."""
 
 import dataclasses
-import inspect
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from workbench.analyses import lofit
 from workbench.analyses.lofit import LofitArtifact
-from workbench.cli import app
 from workbench.pipeline.options import OptionError, from_config
 from workbench.pipeline.registry import load_step
 from workbench.pipeline.steps.lofit import LofitCompareOptions, LofitFoldOptions
@@ -24,34 +21,6 @@ SMALL = ["--task", "clutrr", "--train", SAMPLE, "--val", SAMPLE, "--test", SAMPL
          "--val-part", "2/2", "--test-part", "2/2", "--train-limit", "4", "--val-limit", "2",
          "--test-limit", "3", "--ks", "2", "--seeds", "0", "--select-steps", "1", "--train-steps", "1",
          "--batch-size", "2", "--device", "cpu", "--dtype", "float32"]  # fmt: skip
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return invoke
-
-
-@pytest.fixture()
-def put_runs(monkeypatch):
-    """Every ``Store.put_run`` call as (kind, calling module, calling function)."""
-    from workbench.store.store import Store
-
-    calls = []
-    put_run = Store.put_run
-
-    def counting(self, kind, *args, **kwargs):
-        caller = inspect.stack()[1]
-        calls.append((kind, caller.frame.f_globals["__name__"], caller.function))
-        return put_run(self, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Store, "put_run", counting)
-    return calls
 
 
 def test_compare_options_hold_the_defaults_and_need_the_data():

@@ -160,18 +160,8 @@ def test_only_the_runner_writes_runs():
     assert runner.count(".put_run(") == 1  # write_run
 
 
-def test_a_command_writes_exactly_one_run_through_the_runner(tmp_path, store, sample_text, monkeypatch):
-    from workbench.store.store import Store
-
-    calls = []
-    put_run = Store.put_run
-
-    def counting(self, kind, *args, **kwargs):
-        caller = inspect.stack()[1]
-        calls.append((kind, caller.frame.f_globals["__name__"], caller.function))
-        return put_run(self, kind, *args, **kwargs)
-
-    monkeypatch.setattr(Store, "put_run", counting)
+def test_a_command_writes_exactly_one_run_through_the_runner(tmp_path, store, sample_text, put_runs):
+    calls = put_runs
     text = tmp_path / "text.txt"
     text.write_text(sample_text)
     out = tmp_path / "SINKS.json"
