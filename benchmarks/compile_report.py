@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import tempfile
 
 import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
+from cubin import cubin_resources  # noqa: E402
 
 os.environ.pop("TRITON_INTERPRET", None)
 import torch  # noqa: E402
-import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime.driver import driver  # noqa: E402
 
@@ -45,17 +42,10 @@ class _TargetOnlyDriver:
 
 def _resource_report(cubin: bytes) -> str:
     """Registers, spills and stack of the compiled kernel, read by cuobjdump from the cubin."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        text = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True).stdout
-    found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
-    if not found:
+    found = cubin_resources(cubin)
+    if found["registers"] is None:
         return "resource usage unavailable"
-    regs, stack, _shared, local = found.groups()
-    return f"regs={regs} stack={stack} local={local}"
+    return f"regs={found['registers']} stack={found['stack']} local={found['local']}"
 
 
 def _compile(launch, config_kernel: str, config: dict):

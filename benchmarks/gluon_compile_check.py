@@ -23,6 +23,7 @@ import tempfile
 import traceback
 
 import source_tree  # noqa: E402,F401  (the repository and workbench_kernels on sys.path)
+from cubin import cubin_resources  # noqa: E402
 
 os.environ.pop("TRITON_INTERPRET", None)
 import triton  # noqa: E402
@@ -88,7 +89,7 @@ def compile_variant(name: str, *, dtype="bf16", head_dim=128, has_bias=False, ca
         "config": config,
         "shared_bytes": compiled.metadata.shared,
         "num_warps": compiled.metadata.num_warps,
-        **_cubin_resources(compiled.asm["cubin"]),
+        **cubin_resources(compiled.asm["cubin"]),
         **_ptxas_report(ptx),
         "ptx_wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
         "ptx_wgmma_wait_1": len(re.findall(r"wgmma\.wait_group\.sync\.aligned\s+1;", ptx)),
@@ -99,20 +100,6 @@ def compile_variant(name: str, *, dtype="bf16", head_dim=128, has_bias=False, ca
         "ptx_tma_loads": len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
     }
     return report
-
-
-def _cubin_resources(cubin: bytes) -> dict:
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        text = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True).stdout
-    found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
-    if not found:
-        return {"registers": None, "resource_line": text.strip()[-300:]}
-    regs, stack, shared, local = (int(x) for x in found.groups())
-    return {"registers": regs, "stack": stack, "static_shared": shared, "local": local}
 
 
 def _innermost(error: BaseException) -> str:
