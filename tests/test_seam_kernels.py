@@ -18,7 +18,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 SPEC = wb.CaptureSpec(
-    statistics=("lse", "entropy", "max", "argmax", "sink_mass", "local_mass", "span_mass", "mean_distance", "waad"),
+    statistics=(
+        "lse",
+        "entropy",
+        "max",
+        "argmax",
+        "sink_mass",
+        "local_mass",
+        "span_mass",
+        "mean_distance",
+        "waad",
+    ),
     key_statistics=("received", "fai"),
     span=(2, 7),
     pooled_cells=8,
@@ -45,7 +55,36 @@ def test_kernel_path_matches_torch_path(tiny, interventions):
     for name in SPEC.statistics:
         if name == "argmax":
             continue
-        torch.testing.assert_close(kernel_capture.row[name], torch_capture.row[name], rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(
+            kernel_capture.row[name], torch_capture.row[name], rtol=1e-4, atol=1e-4, msg=name
+        )
     for name in SPEC.key_statistics:
-        torch.testing.assert_close(kernel_capture.key[name], torch_capture.key[name], rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(
+            kernel_capture.key[name], torch_capture.key[name], rtol=1e-4, atol=1e-4, msg=name
+        )
     torch.testing.assert_close(kernel_capture.pooled, torch_capture.pooled, rtol=1e-4, atol=1e-5)
+
+
+def test_a_capture_whose_key_pass_ran_gluon_records_it(tiny, monkeypatch):
+    """The opt-in Gluon key pass (Hopper) is named in the layer's backend, so a stored run says which ran."""
+    from workbench_kernels.key_pass_selection import KeyPassPath
+
+    from workbench.seam import cuda_path
+
+    monkeypatch.setattr(cuda_path._kernels, "last_key_pass_path", lambda: KeyPassPath("gluon-hopper", "test"))
+    ids = tiny.encode("The key pass names itself.").to(tiny.device)
+    with torch.no_grad(), wb.instrument(tiny.hf, SPEC, [], use_kernels="always") as session:
+        tiny.hf(input_ids=ids, use_cache=False)
+    assert session.backend() == "triton+gluon-hopper"
+
+
+def test_env_names_the_key_pass():
+    from workbench.env import environment
+
+    key_pass = environment()["key_pass"]
+    assert set(key_pass) == {"name", "reason"} and key_pass["name"] in {
+        "gluon-hopper",
+        "triton",
+        "triton-interpreter",
+        "reference",
+    }

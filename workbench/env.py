@@ -51,6 +51,8 @@ def environment() -> dict:
         "triton_import_error": triton_error,
         "attention_backend": backend,
         "attention_backend_reason": reason,
+        # which key pass a capture's key statistics would run here, and why (Gluon on Hopper is opt-in)
+        "key_pass": cuda_path.key_pass_path(),
         "models_dir": str(models),
         "embedded_models": {
             name: (models / name).is_dir() and any((models / name).iterdir())

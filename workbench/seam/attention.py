@@ -137,7 +137,8 @@ class Session:
             output, record = torch_path.attend(
                 query, key, value, scaling=scaling, causal=causal, mask=mask, plan=plan
             )
-        self.backends.setdefault(layer, set()).add(backend)
+        # the record's name when it has one: a capture whose key pass ran the Gluon kernel says triton+gluon-hopper
+        self.backends.setdefault(layer, set()).add(record.backend if record is not None else backend)
         if record is not None:
             self.records.setdefault(layer, []).append(record)
         return output

@@ -25,6 +25,14 @@ except Exception as _error:  # pragma: no cover - depends on the machine; tests 
     IMPORT_ERROR = f"{type(_error).__name__}: {_error}"
 
 
+def key_pass_path() -> dict | None:
+    """The key pass this machine runs for a capture ({"name", "reason"}), or None without the kernels."""
+    if _kernels is None:
+        return None
+    device = torch.device("cuda") if torch.cuda.is_available() else None
+    return _kernels.key_pass_path(device).as_dict()
+
+
 def importable() -> bool:
     """Whether the project's kernels import (``workbench_kernels``)."""
     return _kernels is not None
@@ -109,6 +117,9 @@ def attend(query, key, value, *, scaling, causal, plan: LayerPlan):
             fai_window=spec.fai_window if "fai" in spec.key_statistics else None,
             pooled_cells=spec.pooled_cells,
         )
+        ran = _kernels.last_key_pass_path()
+        if ran is not None and ran.name != TRITON and ran.name.startswith("gluon"):  # the opt-in Hopper key pass
+            record.backend = f"{TRITON}+{ran.name}"
         if spec.key_statistics:
             record.key = {name: keyed[name].index_select(1, index) for name in spec.key_statistics}
         if spec.pooled_cells:
