@@ -3,7 +3,8 @@
 
 Specs hold no closures or tensors, only JSON values, so the CLI, the app and Ray workers pass them
 around as text; ``JobSpec.from_json(job.to_json()) == job`` for every job. A shard's key is a content
-hash of (job, shard): the store records each shard under that key exactly once.
+hash of (job, shard, the content of the files the job's task reads): the store records each shard under
+that key exactly once.
 """
 
 from __future__ import annotations
@@ -139,8 +140,15 @@ def make_shards(prompts, size: int) -> list[Shard]:
 
 
 def shard_key(job: JobSpec, shard: Shard) -> str:
-    """The store id of one shard's result: same job and prompts, same key, on any executor."""
-    return content_hash("shard", job.to_dict(), shard.to_dict())
+    """The store id of one shard's result: same job and prompts, same key, on any executor. A task that
+    reads files through its params (``register_task(files=...)``: a NIAH haystack, a Step's HEADS.json)
+    adds their content, so an edited file makes new shards; a job that names no file keeps its old key."""
+    from workbench.exec.tasks import task_files  # tasks imports this module
+    from workbench.store.store import files_hash
+
+    files = task_files(job)
+    extra = (("files", files_hash(files)),) if files else ()
+    return content_hash("shard", job.to_dict(), shard.to_dict(), *extra)
 
 
 @dataclass

@@ -29,16 +29,53 @@ from workbench.store.store import Store, content_hash
 
 TaskFunction = Callable[..., pd.DataFrame]
 TASKS: dict[str, TaskFunction] = {}
+TASK_FILES: dict[str, Callable[[JobSpec], dict[str, list[str]]]] = {}
 
 
-def register_task(name: str):
-    """Decorator: make ``function(model, job, prompt, store) -> DataFrame`` runnable as ``JobSpec(task=name)``."""
+def register_task(name: str, files: Callable[[JobSpec], dict[str, list[str]]] | None = None):
+    """Decorator: make ``function(model, job, prompt, store) -> DataFrame`` runnable as ``JobSpec(task=name)``.
+
+    ``files(job) -> {param: [path, ...]}``: the files the task reads through the job's params; their
+    content is part of each shard's key (``jobs.shard_key``), so an edited file is not read back stale."""
 
     def decorate(function: TaskFunction) -> TaskFunction:
         TASKS[name] = function
+        if files is not None:
+            TASK_FILES[name] = files
         return function
 
     return decorate
+
+
+def task_files(job: JobSpec) -> dict[str, list[str]]:
+    """``{param: [path, ...]}``: the files ``job``'s task reads (none for a task that declares none)."""
+    files = TASK_FILES.get(job.task)
+    return files(job) if files is not None else {}
+
+
+def _step_files(job: JobSpec) -> dict[str, list[str]]:
+    """The files the ``step`` task's Step reads: the ``path`` fields of its options (as ``step_task`` parses
+    them). Options the Step cannot parse name no file here; running the task reports them."""
+    from workbench.pipeline.options import from_config, input_paths
+    from workbench.pipeline.registry import load_step
+    from workbench.seam.spec import SpecError  # PipelineError and OptionError are SpecErrors
+
+    try:
+        step = load_step(str(job.params.get("step")))
+        if step.Options is None or step.plumbing:
+            return {}
+        options = from_config(step.Options, dict(job.params.get("options") or {}), where="", model=job.model)
+    except SpecError:
+        return {}
+    return {f"options.{name}": paths for name, paths in input_paths(step.Options, options).items()}
+
+
+def _niah_files(job: JobSpec) -> dict[str, list[str]]:
+    """The ``niah`` task's haystack file or folder (its ``params`` are the NIAH Step's options)."""
+    from workbench.pipeline.options import input_paths
+    from workbench.pipeline.steps.retrieval import NiahOptions
+
+    return input_paths(NiahOptions, job.params)
 
 
 def _encode(model, job: JobSpec, prompt: str) -> torch.Tensor:
@@ -88,7 +125,7 @@ def capture_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame
     return table
 
 
-@register_task("step")
+@register_task("step", files=_step_files)
 def step_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
     """An analysis Step on the prompt (its text), as its command would run it: ``params.step`` names the
     Step (``workbench pipeline steps``), ``params.options`` its options as in a pipeline file. The Step's
@@ -111,7 +148,7 @@ def step_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
 _BUILDERS: dict = {}  # (model name, haystack) -> PromptBuilder: the haystack is tokenised once per worker
 
 
-@register_task("niah")
+@register_task("niah", files=_niah_files)
 def niah_task(model, job: JobSpec, prompt: str, store: Store) -> pd.DataFrame:
     """One needle-in-a-haystack run. ``prompt`` is JSON ``{needle, question, answer, length, depth}``;
     ``params``: ``haystack`` (synthetic or a path), ``max_new_tokens``, ``chat``; one left out keeps the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,27 @@ def option_help(cls) -> dict[str, str]:
         shown = list(default) if isinstance(default, tuple) else default
         out[f.name] = f.metadata.get("help", "") + ("" if default is None else f" (default {shown})")
     return out
+
+
+def input_paths(cls, values) -> dict[str, list[str]]:
+    """``{field: [path, ...]}``: the files and folders that a Step with options ``cls`` reads, from
+    ``values`` (an options instance, or a mapping of field -> value such as a job's params): the values of
+    its ``path`` fields, a tuple of paths included, less the built-in names and the ``output`` fields.
+
+    ``model`` is no file input even when it names a local checkpoint: a model is named and loaded by
+    ``workbench.models`` (and a checkpoint is gigabytes); it is not a ``path`` field."""
+    get = values.get if isinstance(values, Mapping) else (lambda name: getattr(values, name, None))
+    found = {}
+    for f in option_fields(cls):
+        if not f.metadata.get("path") or f.metadata.get("output"):
+            continue
+        value = get(f.name)
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        names = f.metadata.get("names", ())
+        paths = [str(v) for v in items if isinstance(v, (str, Path)) and str(v) not in names]
+        if paths:
+            found[f.name] = paths
+    return found
 
 
 def defaults(cls) -> dict:
@@ -167,10 +189,18 @@ def _name(hint) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, str(hint))
 
 
-def help_field(default=dataclasses.MISSING, help: str = "", path: bool = False, names=(), **kwargs):  # noqa: A002
-    """A dataclass field with its help text; ``path``: a file path, resolved against a pipeline's folder
-    (except the built-in ``names``, such as ``synthetic``)."""
-    metadata = {"help": help, "path": path, "names": tuple(names)}
+def help_field(
+    default=dataclasses.MISSING,
+    help: str = "",  # noqa: A002
+    path: bool = False,
+    names=(),
+    output: bool = False,
+    **kwargs,
+):
+    """A dataclass field with its help text; ``path``: a file or folder path, resolved against a pipeline's
+    folder (except the built-in ``names``, such as ``synthetic``), that the Step reads: its content is part
+    of a pipeline step's key (``input_paths``); ``output``: a path the Step writes instead (not hashed)."""
+    metadata = {"help": help, "path": path, "names": tuple(names), "output": output}
     if default is dataclasses.MISSING:
         return field(metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)

@@ -3,11 +3,12 @@
 ``run_step`` runs one analysis Step on its own (the CLI's commands, notebooks): options validated, the
 device resolved and the store checked before any work, then exactly one run recorded (``write_run``).
 
-A step's key hashes (step kind, step version, its config, the model, its data, its inputs' keys). A step
-whose key is in the store is read back instead of run, so re-running skips finished steps, and a run
-killed at any point and restarted redoes only the unfinished step (the store writes a record
-atomically: staging folder + rename, then one transaction). Files in the output folder are written from
-the recorded outputs on every run, each atomically.
+A step's key hashes (step kind, step version, its config, the model, its data, the content of the files
+its options name, its inputs' keys). A step whose key is in the store is read back instead of run, so
+re-running skips finished steps (an edited input file reruns the step that reads it, and the steps that
+read that step's output), and a run killed at any point and restarted redoes only the unfinished step
+(the store writes a record atomically: staging folder + rename, then one transaction). Files in the
+output folder are written from the recorded outputs on every run, each atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from workbench.pipeline.data import load_texts, texts_hash
 from workbench.pipeline.spec import PipelineSpec
 from workbench.pipeline.steps.base import Context, Step
 from workbench.store.record import StepOutput
-from workbench.store.store import Store, content_hash, default_store
+from workbench.store.store import Store, content_hash, default_store, files_hash
 
 FORMAT = 1  # bump when the recorded form of every step changes
 
@@ -42,12 +43,30 @@ class PipelineResult:
 
 
 def step_key(
-    spec: PipelineSpec, config: dict, version: int, data_hash: str | None, inputs: list[str], device_type: str = "cpu"
+    spec: PipelineSpec,
+    config: dict,
+    version: int,
+    data_hash: str | None,
+    inputs: list[str],
+    device_type: str = "cpu",
+    files: dict[str, list[str | None]] | None = None,
 ) -> str:
-    """The step's store key; a step run on another device type (cuda) gets its own key (CPU keys as before)."""
+    """The step's store key; a step run on another device type (cuda) gets its own key (CPU keys as before).
+
+    ``files``: the content hashes of the files its options name (``input_files_hash``): a config holds only
+    their paths, so without them an edited HEADS.json would read back the result of the old one. A step
+    that names no file keeps the key it had before files entered (its stored runs stay reusable)."""
     body = {k: v for k, v in config.items() if k != "id"}
     parts = ("pipeline-step", FORMAT, version, body, spec.model, spec.dtype, data_hash, inputs)
-    return content_hash(*parts, *(() if device_type == "cpu" else (device_type,)))
+    extra = (() if device_type == "cpu" else (device_type,)) + ((("files", files),) if files else ())
+    return content_hash(*parts, *extra)
+
+
+def input_files_hash(step: Step, config: dict, spec: PipelineSpec) -> dict[str, list[str | None]]:
+    """``{option: [content hash, ...]}`` of the files and folders the step reads (``Step.input_files``), read
+    now: just before the step runs, after earlier steps wrote theirs. A missing file hashes None (the
+    step's validation or its run says it is missing)."""
+    return files_hash(step.input_files(config, spec))
 
 
 def _runtime(spec: PipelineSpec, executor) -> dict:
@@ -92,7 +111,9 @@ def run_pipeline(
         implementation = spec.implementations[step_id]
         inputs = implementation.inputs(config)
         data_hash = data_hashes[config.get("data", "default")] if implementation.wants_data(config) else None
-        key = step_key(spec, config, implementation.version, data_hash, [result.run_ids[i] for i in inputs], device_type)
+        files = input_files_hash(implementation, config, spec)
+        input_keys = [result.run_ids[i] for i in inputs]
+        key = step_key(spec, config, implementation.version, data_hash, input_keys, device_type, files)
         input_outputs = {i: result.outputs[i] for i in inputs}
         started = time.perf_counter()
         if store.has(key):

@@ -12,12 +12,12 @@ no-op. Files are written to a staging folder and renamed into place, then indexe
 
 from __future__ import annotations
 
-__all__ = ["RunRecord", "Store", "StepOutput", "content_hash", "default_store"]
+__all__ = ["RunRecord", "Store", "StepOutput", "content_hash", "default_store", "files_hash", "path_hash"]
 
 
 def __getattr__(name: str):
     """Imported on first use: the CLI's Step options import ``workbench.store.record`` without DuckDB."""
-    if name in ("Store", "content_hash", "default_store"):
+    if name in ("Store", "content_hash", "default_store", "files_hash", "path_hash"):
         from workbench.store import store
 
         return getattr(store, name)

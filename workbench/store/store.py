@@ -47,6 +47,40 @@ def content_hash(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def path_hash(path) -> str | None:
+    """Content hash of a file (its bytes) or a folder (each file's name relative to it and its bytes, in
+    name order); None when nothing is there. The name does not enter: a copy hashes the same.
+
+    What a pipeline step's key (and a shard's) holds of the files its options name, so an edited file
+    reruns the step instead of reading back the result of the old one."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(b"file\0")
+        _update_with_file(digest, path)
+    elif path.is_dir():
+        digest.update(b"folder\0")
+        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+        for name, file in files:
+            digest.update(name.encode() + b"\0")
+            _update_with_file(digest, file)
+    else:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def _update_with_file(digest, path: Path) -> None:
+    digest.update(f"{path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def files_hash(paths: dict[str, list[str]]) -> dict[str, list[str | None]]:
+    """``{option: [path_hash of each path]}`` of the files a step reads (``pipeline.options.input_paths``)."""
+    return {name: [path_hash(item) for item in items] for name, items in sorted(paths.items())}
+
+
 class StoreError(RuntimeError):
     pass
 

@@ -1,9 +1,10 @@
 """What every pipeline step is: a config checked before anything runs, named inputs, one output.
 
 A step's output is a few DataFrames and a JSON summary; the runner records it in the store under a
-content hash of (step kind, version, config, model, data, inputs' hashes), so a finished step is read
-back instead of re-run. ``materialize`` writes a step's files into the output folder (on every run, from
-the recorded output), and ``figures`` gives the plotly figures for the report.
+content hash of (step kind, version, config, model, data, the content of the files its options name,
+inputs' hashes), so a finished step is read back instead of re-run. ``materialize`` writes a step's
+files into the output folder (on every run, from the recorded output), and ``figures`` gives the plotly
+figures for the report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from workbench.pipeline.errors import PipelineError
-from workbench.pipeline.options import OptionError, StepOptions, from_config, option_help
+from workbench.pipeline.options import OptionError, StepOptions, from_config, input_paths, option_help
 from workbench.store.record import StepOutput, write_parquet  # noqa: F401  (the run record; re-exported)
 
 
@@ -165,6 +166,15 @@ class Step:
     def inputs(self, config: dict) -> list[str]:
         """Ids of the earlier steps this one reads."""
         return []
+
+    def input_files(self, config: dict, pipeline) -> dict[str, list[str]]:
+        """``{option: [path, ...]}``: the files and folders this step reads through its options, as it
+        will open them (relative paths resolved); their content is part of the step's key, so an edited
+        file reruns the step. The ``path`` fields of ``Options`` (``options.input_paths``); a step whose
+        files sit inside another option (validate's ``niah``) says so here."""
+        if self.Options is None:
+            return {}
+        return input_paths(self.Options, self.parse(config, pipeline))
 
     def run(self, ctx: Context, config: dict, inputs: dict[str, StepOutput]) -> StepOutput:
         if self.Options is None:

@@ -12,11 +12,12 @@ from workbench.pipeline.options import OptionError, StepOptions, help_field
 from workbench.pipeline.steps.base import Context, Step, StepOutput
 
 TASK_HELP = "task: sentiment (shipped), truthfulqa, clutrr (need ../shared/data) or a .csv/.jsonl task file"
+NAMED_TASKS = ("sentiment", "truthfulqa", "clutrr")  # load_task's built-in tasks; any other is a file
 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions(StepOptions):
-    task: str = help_field("sentiment", TASK_HELP)
+    task: str = help_field("sentiment", TASK_HELP, path=True, names=NAMED_TASKS)
     split: str = help_field("calibration", "split searched on (never the test split you report)")
     limit: int | None = help_field(None, "use at most N items (seeded sample)")
     chat: bool = help_field(False, "wrap prompts in the chat template")
@@ -109,7 +110,9 @@ def read_interventions(path: Path):
 class EvalTaskOptions(TaskOptions):
     split: str = help_field("test", "split to evaluate (held out from calibration)")
     intervention: tuple[Path, ...] = help_field(
-        (), "CAL.json or a JSON list of interventions; repeat to compare several against one baseline pass"
+        (),
+        "CAL.json or a JSON list of interventions; repeat to compare several against one baseline pass",
+        path=True,
     )
     bootstrap: int = help_field(2000, "bootstrap resamples for the confidence intervals")
 

@@ -250,7 +250,7 @@ OUT_HELP = "folder for every unit's files and the tables; resumable (finished un
 @dataclass(frozen=True, kw_only=True)
 class LofitCompareOptions(StepOptions):
     task: str = help_field("truthfulqa", TASK_HELP)
-    out: Path = help_field(help=OUT_HELP, path=True)
+    out: Path = help_field(help=OUT_HELP, path=True, output=True)  # written, not read: not in the key
     train: Path = help_field(help="data file of step 1 (head selection) and step 2 (offsets)", path=True)
     val: Path = help_field(help="validation file: keep the offsets with the lowest val loss", path=True)
     test: Path = help_field(help="data file every condition is evaluated on", path=True)

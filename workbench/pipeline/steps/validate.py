@@ -97,6 +97,15 @@ class ValidateStep(Step):
             if value is not None and value < (0 if key in ("controls", "seed") else 1):
                 raise PipelineError(f"step {config['id']!r}: {key} is out of range: {value}")
 
+    def input_files(self, config: dict, pipeline) -> dict[str, list[str]]:
+        """``niah: {haystack, needles}``: files, resolved as ``niah_prompts`` resolves them."""
+        o = self.parse(config, pipeline)
+        if o.metric != "niah":
+            return {}
+        niah = o.niah or {}
+        return {f"niah.{key}": [str(Path(pipeline.base) / niah[key])] for key in ("haystack", "needles")
+                if isinstance(niah.get(key), str) and niah[key] != "synthetic"}  # fmt: skip
+
     def inputs(self, config: dict) -> list[str]:
         return [config["heads"]]
 
