@@ -212,3 +212,11 @@ steps:
     (tmp_path / "hay.txt").write_text("straw " * 50)
     assert input_files_hash(step, config, spec) != before
     assert input_files_hash(spec.implementations["capture"], spec.step("capture"), spec) == {}
+
+
+def test_the_calibration_steps_know_load_tasks_built_in_names():
+    """A name in this list is not hashed as a file; one missing from it would be looked up as a file."""
+    from workbench.analyses.calibration.tasks import NAMED_TASKS as loader_names
+    from workbench.pipeline.steps.calibration import NAMED_TASKS as step_names
+
+    assert step_names == loader_names

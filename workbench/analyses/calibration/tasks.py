@@ -154,10 +154,14 @@ def task_file(path: Path, split: str) -> Task:
     return Task(path.stem, items, mode="auto")
 
 
+NAMED_TASKS = ("sentiment", "truthfulqa", "clutrr")
+"""The built-in tasks ``load_task`` knows by name; any other name is a .csv/.jsonl task file."""
+
+
 def load_task(name: str, split: str = "calibration", limit: int | None = None, seed: int = 0) -> Task:
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
-    loaders = {"sentiment": sentiment, "truthfulqa": truthfulqa, "clutrr": clutrr}
+    loaders = dict(zip(NAMED_TASKS, (sentiment, truthfulqa, clutrr), strict=True))
     if name in loaders:
         task = loaders[name](split)
     elif Path(name).suffix in (".csv", ".jsonl"):
