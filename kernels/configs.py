@@ -15,6 +15,18 @@ import torch
 
 _OVERRIDES: dict[str, dict[str, int]] = {}
 _SWITCHES: dict[str, dict[str, bool]] = {}
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """Bumped whenever ``override`` or ``switches`` changes a config: launchers that cache launch
+    metadata per call shape put it in their cache key."""
+    return _GENERATION[0]
+
+
+def _changed() -> None:
+    _GENERATION[0] += 1
+
 
 # Compile-time speed switches (all exact; see benchmarks/NOTES.md for their measured effect):
 #   forward: ARGMAX_PACKED (argmax index packed into the low mantissa bits of the running max),
@@ -94,6 +106,7 @@ def override(kernel: str, **config: int) -> Iterator[None]:
         raise ValueError(f"unknown kernel {kernel!r}; choose 'forward', 'key' or 'tile'")
     previous = _OVERRIDES.get(kernel)
     _OVERRIDES[kernel] = dict(config)
+    _changed()
     try:
         yield
     finally:
@@ -101,6 +114,7 @@ def override(kernel: str, **config: int) -> Iterator[None]:
             _OVERRIDES.pop(kernel, None)
         else:
             _OVERRIDES[kernel] = previous
+        _changed()
 
 
 @contextlib.contextmanager
@@ -114,6 +128,7 @@ def switches(kernel: str, **flags: bool) -> Iterator[None]:
         raise ValueError(f"unknown {kernel} switches {unknown}; choose from {SWITCHES[kernel]}")
     previous = _SWITCHES.get(kernel)
     _SWITCHES[kernel] = {**(previous or {}), **flags}
+    _changed()
     try:
         yield
     finally:
@@ -121,3 +136,4 @@ def switches(kernel: str, **flags: bool) -> Iterator[None]:
             _SWITCHES.pop(kernel, None)
         else:
             _SWITCHES[kernel] = previous
+        _changed()
