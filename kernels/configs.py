@@ -32,8 +32,13 @@ def _changed() -> None:
 #   forward: ARGMAX_PACKED (argmax index packed into the low mantissa bits of the running max),
 #            DISTANCE_MMA (mean-distance sums as a [BLOCK_N, 16] tensor-core product), ARGMAX_BRANCH
 #   key:     EXP_POLY (half of the exponentials as an FMA polynomial), PIPELINE (next q.k issued
-#            before this block's exponentials)
-SWITCHES = {"forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"), "key": ("EXP_POLY", "PIPELINE")}
+#            before this block's exponentials), QUERY_SPLIT (an int, 1 = off, 2 or 4: each key block's
+#            query blocks split over that many programs, partial sums added into zeroed outputs; for
+#            short T, where key blocks x heads do not fill the SMs; deterministic with 2; unmeasured)
+SWITCHES = {
+    "forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"),
+    "key": ("EXP_POLY", "PIPELINE", "QUERY_SPLIT"),
+}
 
 
 def _next_power_of_two(n: int) -> int:
@@ -118,7 +123,7 @@ def override(kernel: str, **config: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def switches(kernel: str, **flags: bool) -> Iterator[None]:
+def switches(kernel: str, **flags: bool | int) -> Iterator[None]:
     """Turn speed switches on for ``kernel`` ("forward" or "key") on top of whatever tiles it picks
     (the model benchmark uses this: its head dim has its own tiles)."""
     if kernel not in SWITCHES:

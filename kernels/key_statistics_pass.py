@@ -278,6 +278,7 @@ def key_statistics_kernel(
     POOLED_OWNED: tl.constexpr,
     ZERO_ROWS: tl.constexpr,
     ZERO_COLS: tl.constexpr,
+    QUERY_SPLIT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -323,6 +324,19 @@ def key_statistics_kernel(
         lo = 0
         diag_end = 0
     tail_start = tl.maximum(diag_end, full_end)
+    if QUERY_SPLIT > 1:
+        # Split over the query blocks of this key block (short T: more programs than key blocks x heads
+        # fill the SMs): part program_id(2) of QUERY_SPLIT walks its share of [lo, q_blocks_end).
+        share = tl.cdiv((q_blocks_end - lo) // BLOCK_M, QUERY_SPLIT) * BLOCK_M
+        part_lo = lo + tl.program_id(2) * share
+        part_hi = tl.minimum(part_lo + share, q_blocks_end)
+        first_lo, first_hi = part_lo, tl.minimum(diag_end, part_hi)
+        mid_lo, mid_hi = tl.maximum(diag_end, part_lo), tl.minimum(full_end, part_hi)
+        tail_lo, tail_hi = tl.maximum(tail_start, part_lo), part_hi
+    else:
+        first_lo, first_hi = lo, diag_end
+        mid_lo, mid_hi = diag_end, full_end
+        tail_lo, tail_hi = tail_start, q_blocks_end
 
     received = tl.zeros([BLOCK_N], dtype=tl.float32)
     fai = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -341,8 +355,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        lo,
-        diag_end,
+        first_lo,
+        first_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -383,8 +397,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        diag_end,
-        full_end,
+        mid_lo,
+        mid_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -425,8 +439,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        tail_start,
-        q_blocks_end,
+        tail_lo,
+        tail_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -486,13 +500,19 @@ def key_statistics_kernel(
 
     out_offset = pid_bh.to(tl.int64) * Tk + offs_kn
     if RECEIVED:
-        tl.store(Received + out_offset, received, mask=key_mask)
+        if QUERY_SPLIT > 1:  # onto zeros: with two parts 0 + a + b = 0 + b + a, so still deterministic
+            tl.atomic_add(Received + out_offset, received, mask=key_mask)
+        else:
+            tl.store(Received + out_offset, received, mask=key_mask)
     if FAI:
         window_first = tl.maximum(offs_kn + fai_lo, q_offset)
         window_last = tl.minimum(offs_kn + fai_hi, Tk - 1)
         count = tl.maximum(window_last - window_first + 1, 0)
         fai = tl.where(count > 0, fai / tl.maximum(count, 1).to(tl.float32), 0.0)
-        tl.store(Fai + out_offset, fai, mask=key_mask)
+        if QUERY_SPLIT > 1:
+            tl.atomic_add(Fai + out_offset, fai, mask=key_mask)
+        else:
+            tl.store(Fai + out_offset, fai, mask=key_mask)
 
 
 @triton.jit
@@ -540,11 +560,16 @@ def _launch_plan(q, k, *, causal, has_bias, received, fai, pooled_cells) -> dict
     block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
     cells = min(int(pooled_cells), k_len) if pooled_cells else 0
     cell = -(-k_len // cells) if cells else 1
-    owned = bool(cells) and block_n % cell == 0
+    split = int(config.get("QUERY_SPLIT", 1))
+    if split not in (1, 2, 4):
+        raise ValueError(f"QUERY_SPLIT={split}; choose 1 (off), 2 or 4")
+    # A split adds partial sums (atomics) into zeroed outputs, so every pooled cell may get two parts.
+    owned = bool(cells) and block_n % cell == 0 and split == 1
     col_cells = _cells_touched(block_n, cell) if cells else 1
     zero_cols = min(_next_power_of_two(col_cells), 64)
     plan = {
-        "grid": (triton.cdiv(k_len, block_n), batch * heads),
+        "grid": (triton.cdiv(k_len, block_n), batch * heads, split),
+        "split": split,
         "cells": cells,
         "cell": cell,
         "owned": owned,
@@ -570,6 +595,7 @@ def _launch_plan(q, k, *, causal, has_bias, received, fai, pooled_cells) -> dict
             POOLED_OWNED=owned,
             ZERO_ROWS=max(1, min(32, 1024 // zero_cols)),
             ZERO_COLS=zero_cols,
+            QUERY_SPLIT=split,
             num_warps=config["num_warps"],
             num_stages=config["num_stages"],
         ),
@@ -602,8 +628,13 @@ def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, f
     cells = plan["cells"]
     lse = lse.contiguous()  # no copy: the api passes the forward's fp32 lse
     shape, device = (batch, heads, k_len), q.device
-    received_out = torch.empty(shape, dtype=torch.float32, device=device) if received else lse
-    fai_out = torch.empty(shape, dtype=torch.float32, device=device) if fai else lse
+    if plan["split"] > 1:  # the parts add into zeros: one zero-filled buffer for both outputs
+        parts = torch.zeros((received + fai, *shape), dtype=torch.float32, device=device).unbind(0)
+        received_out = parts[0] if received else lse
+        fai_out = parts[-1] if fai else lse
+    else:
+        received_out = torch.empty(shape, dtype=torch.float32, device=device) if received else lse
+        fai_out = torch.empty(shape, dtype=torch.float32, device=device) if fai else lse
     if cells:
         make = torch.empty if plan["owned"] else torch.zeros
         pooled_out = make((batch, heads, cells, cells), dtype=torch.float32, device=device)
