@@ -61,6 +61,7 @@ def _compile(launch, config_kernel: str, config: dict):
     for module, name in (
         (fwd, "attention_forward_kernel"),
         (key, "key_statistics_kernel"),
+        (key, "pooled_mean_kernel"),
         (tile, "probability_tile_kernel"),
     ):
         jit = getattr(module, name)

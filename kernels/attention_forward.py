@@ -40,11 +40,18 @@ MASKED_LOGIT_VALUE = -1.0e30
 MASKED_LOGIT = tl.constexpr(MASKED_LOGIT_VALUE)
 
 
+@triton.jit
+def bias_log2(bias):
+    """A loaded logit bias (any float dtype) in log2 units, clamped at -1e30 so that a row whose keys are
+    all -inf stays finite: the fp32 max and product the launchers ran as PyTorch kernels before round 4."""
+    return tl.maximum(bias.to(tl.float32), MASKED_LOGIT) * LOG2E
+
+
 # fmt: off
 @triton.jit
 def _forward_steps(
     acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
-    q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    q, k_base, v_base, bias_base, stride_bias_k, stride_kn, stride_kd, stride_vn, stride_vd,
     lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, ARGMAX: tl.constexpr, ARGMAX_BRANCH: tl.constexpr,
@@ -72,9 +79,9 @@ def _forward_steps(
             scores = qk * qk_scale
             if HAS_BIAS:
                 if MASKED:
-                    scores += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+                    scores += bias_log2(tl.load(bias_base + offs_kn * stride_bias_k, mask=offs_kn < Tk, other=0.0))[None, :]
                 else:
-                    scores += tl.load(bias_base + offs_kn)[None, :]
+                    scores += bias_log2(tl.load(bias_base + offs_kn * stride_bias_k))[None, :]
             if MASKED:
                 visible = offs_kn[None, :] < Tk
                 if CAUSAL:
@@ -146,7 +153,7 @@ def _forward_steps(
 @triton.jit
 def _epilogue_masses(
     sink_i, local_i, waad_i,
-    q, k_base, bias_base, stride_kn, stride_kd,
+    q, k_base, bias_base, stride_bias_k, stride_kn, stride_kd,
     lo, hi, m_i, i_abs, offs_n, offs_d, Tk, qk_scale, sink_tokens, local_window, waad_window,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
     SINK: tl.constexpr, LOCAL: tl.constexpr, WAAD: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -158,7 +165,7 @@ def _epilogue_masses(
                     mask=(offs_kn[:, None] < Tk) & (offs_d[None, :] < HEAD_DIM), other=0.0)
         scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if HAS_BIAS:
-            scores += tl.load(bias_base + offs_kn, mask=offs_kn < Tk, other=0.0)[None, :]
+            scores += bias_log2(tl.load(bias_base + offs_kn * stride_bias_k, mask=offs_kn < Tk, other=0.0))[None, :]
         distance = i_abs[:, None] - offs_kn[None, :]
         visible = offs_kn[None, :] < Tk
         if CAUSAL:
@@ -181,7 +188,7 @@ def attention_forward_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_om, stride_oh, stride_od,
-    stride_bias_h,
+    stride_bias_h, stride_bias_k, stride_gate,
     H, heads_per_kv, Tq, Tk, qk_scale,
     sink_tokens, local_window, waad_window, near_window, span_start, span_end,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -234,14 +241,14 @@ def attention_forward_kernel(
 
     acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc = _forward_steps(
         acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
-        q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        q, k_base, v_base, bias_base, stride_bias_k, stride_kn, stride_kd, stride_vn, stride_vd,
         0, diag_lo, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
         HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
         DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
     )
     acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc = _forward_steps(
         acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
-        q, k_base, v_base, bias_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        q, k_base, v_base, bias_base, stride_bias_k, stride_kn, stride_kd, stride_vn, stride_vd,
         diag_lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
         HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
         DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
@@ -252,7 +259,7 @@ def attention_forward_kernel(
     waad_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     if SINK:
         sink_i, local_i, waad_i = _epilogue_masses(
-            sink_i, local_i, waad_i, q, k_base, bias_base, stride_kn, stride_kd,
+            sink_i, local_i, waad_i, q, k_base, bias_base, stride_bias_k, stride_kn, stride_kd,
             0, tl.minimum(sink_tokens, hi), m_i, i_abs, offs_n, offs_d, Tk, qk_scale,
             sink_tokens, local_window, waad_window,
             HEAD_DIM, BLOCK_N, CAUSAL, HAS_BIAS, True, False, False, DOT_PRECISION,
@@ -263,7 +270,7 @@ def attention_forward_kernel(
         else:
             near_hi = Tk  # full attention: WAAD counts keys after the query too (negative distance)
         sink_i, local_i, waad_i = _epilogue_masses(
-            sink_i, local_i, waad_i, q, k_base, bias_base, stride_kn, stride_kd,
+            sink_i, local_i, waad_i, q, k_base, bias_base, stride_bias_k, stride_kn, stride_kd,
             tl.maximum(first_abs - near_window + 1, 0), near_hi, m_i, i_abs, offs_n, offs_d, Tk, qk_scale,
             sink_tokens, local_window, waad_window,
             HEAD_DIM, BLOCK_N, CAUSAL, HAS_BIAS, False, LOCAL, WAAD, DOT_PRECISION,
@@ -274,7 +281,7 @@ def attention_forward_kernel(
     inv_l = 1.0 / l_i
     out = acc * inv_l[:, None]
     if HAS_GATE:
-        out = out * tl.load(Gate + head)
+        out = out * tl.load(Gate + head * stride_gate).to(tl.float32)
     o_base = Out + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
     tl.store(o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out.to(Out.dtype.element_ty),
              mask=row_mask[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -300,7 +307,7 @@ def attention_forward_kernel(
                 s_at += tl.sum(q_at.to(tl.float32) * k_at.to(tl.float32), 1)
             s_at = s_at * qk_scale
             if HAS_BIAS:
-                s_at += tl.load(bias_base + argmax_i, mask=row_mask, other=0.0)
+                s_at += bias_log2(tl.load(bias_base + argmax_i * stride_bias_k, mask=row_mask, other=0.0))
             tl.store(MaxP + stat_offset, tl.math.exp2(s_at - m_i) * inv_l, mask=row_mask)
         else:
             tl.store(MaxP + stat_offset, inv_l, mask=row_mask)
@@ -321,6 +328,49 @@ def attention_forward_kernel(
 # fmt: on
 
 
+_LAUNCHES: dict[tuple, dict] = {}
+"""Launch metadata per call shape (grid, tiles, constexpr switches), looked up instead of recomputed in
+Python on every call; the key holds the configs generation and ``configs.forward_config`` itself (a
+benchmark may replace it)."""
+
+
+def _launch_plan(q, k, *, causal, wants, has_bias, has_gate, local_window, waad_window) -> dict:
+    from workbench_kernels import configs
+
+    key = (tuple(q.shape), k.shape[1], k.shape[2], q.dtype, q.device, causal, wants, has_bias, has_gate,
+           local_window, waad_window, configs.generation(), configs.forward_config)  # fmt: skip
+    plan = _LAUNCHES.get(key)
+    if plan is not None:
+        return plan
+    import torch
+
+    batch, heads, q_len, head_dim = q.shape
+    config = configs.forward_config(head_dim, q.dtype, q.device, with_statistics=bool(wants - {"lse"}))
+    plan = {
+        "grid": (triton.cdiv(q_len, config["BLOCK_M"]), batch * heads),
+        "float_names": ["lse"] + sorted(wants - {"lse", "argmax"}),
+        "argmax": "argmax" in wants,
+        "near_window": max(local_window if "local_mass" in wants else 0, waad_window if "waad" in wants else 0),
+        "scalars": (heads, heads // k.shape[1], q_len, k.shape[2]),
+        "constexprs": dict(
+            HEAD_DIM=head_dim, BLOCK_D=configs.block_d(head_dim), BLOCK_M=config["BLOCK_M"],
+            BLOCK_N=config["BLOCK_N"], CAUSAL=causal, HAS_BIAS=has_bias, HAS_GATE=has_gate,
+            ENTROPY="entropy" in wants, MAX="max" in wants, ARGMAX="argmax" in wants,
+            SINK="sink_mass" in wants, LOCAL="local_mass" in wants, SPAN="span_mass" in wants,
+            DISTANCE="mean_distance" in wants, WAAD="waad" in wants,
+            ARGMAX_BRANCH=bool(config.get("ARGMAX_BRANCH", False)),
+            ARGMAX_PACKED=bool(config.get("ARGMAX_PACKED", False)),
+            DISTANCE_MMA=bool(config.get("DISTANCE_MMA", False)),
+            DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+            num_warps=config["num_warps"], num_stages=config["num_stages"],
+        ),
+    }  # fmt: skip
+    if len(_LAUNCHES) > 256:
+        _LAUNCHES.clear()
+    _LAUNCHES[key] = plan
+    return plan
+
+
 def attention_forward(
     q,
     k,
@@ -336,49 +386,42 @@ def attention_forward(
     logit_bias,
     head_gate,
 ):
-    """Launch the forward. Arguments are already validated by ``workbench_kernels.api``; returns (out, stats)."""
+    """Launch the forward. Arguments are already validated by ``workbench_kernels.api``; returns (out, stats).
+
+    One kernel launch; allocates only the outputs (out, one buffer for the fp32 statistics, argmax).
+    The bias and the gate are read in their own dtype and strides (converted, clamped and scaled in the
+    kernel), so they cost no copy when they are already on the device."""
     import torch
-    from workbench_kernels.configs import block_d, forward_config
 
     batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    wants = set(statistics)
-    config = forward_config(head_dim, q.dtype, q.device, with_statistics=bool(wants - {"lse"}))
+    plan = _launch_plan(
+        q, k, causal=causal, wants=frozenset(statistics), has_bias=logit_bias is not None,
+        has_gate=head_gate is not None, local_window=local_window, waad_window=waad_window,
+    )  # fmt: skip
     out = torch.empty((batch, q_len, heads, head_dim), dtype=q.dtype, device=q.device)
     # One allocation for all fp32 statistics (fewer host-side calls; it matters at 4k tokens).
-    float_names = ["lse"] + sorted(wants - {"lse", "argmax"})
+    float_names = plan["float_names"]
     buffer = torch.empty((len(float_names), batch, heads, q_len), dtype=torch.float32, device=q.device)
     stats = dict(zip(float_names, buffer.unbind(0), strict=True))
-    if "argmax" in wants:
+    if plan["argmax"]:
         stats["argmax"] = torch.empty((batch, heads, q_len), dtype=torch.int64, device=q.device)
     dummy = stats["lse"]
     if logit_bias is not None:
-        bias = logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=MASKED_LOGIT_VALUE) * LOG2E_VALUE
-        bias = bias.contiguous()
+        bias = logit_bias.to(device=q.device)  # no copy when it is on the device already
+        bias_strides = bias.stride()
     else:
-        bias = dummy
-    gate = head_gate.to(device=q.device, dtype=torch.float32).contiguous() if head_gate is not None else dummy
+        bias, bias_strides = dummy, (0, 0)
+    gate = head_gate.to(device=q.device) if head_gate is not None else dummy
     span_start, span_end = span if span is not None else (0, 0)
-    near_window = max(local_window if "local_mass" in wants else 0, waad_window if "waad" in wants else 0)
-    grid = (triton.cdiv(q_len, config["BLOCK_M"]), batch * heads)
-    attention_forward_kernel[grid](
+    attention_forward_kernel[plan["grid"]](
         q, k, v, out, bias, gate,
         stats["lse"], stats.get("entropy", dummy), stats.get("max", dummy), stats.get("argmax", dummy),
         stats.get("sink_mass", dummy), stats.get("local_mass", dummy), stats.get("span_mass", dummy),
         stats.get("mean_distance", dummy), stats.get("waad", dummy),
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        bias.stride(0) if logit_bias is not None else 0,
-        heads, heads // kv_heads, q_len, k_len, scaling * LOG2E_VALUE,
-        sink_tokens, local_window, waad_window, near_window, span_start, span_end,
-        HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-        CAUSAL=causal, HAS_BIAS=logit_bias is not None, HAS_GATE=head_gate is not None,
-        ENTROPY="entropy" in wants, MAX="max" in wants, ARGMAX="argmax" in wants,
-        SINK="sink_mass" in wants, LOCAL="local_mass" in wants, SPAN="span_mass" in wants,
-        DISTANCE="mean_distance" in wants, WAAD="waad" in wants,
-        ARGMAX_BRANCH=bool(config.get("ARGMAX_BRANCH", False)),
-        ARGMAX_PACKED=bool(config.get("ARGMAX_PACKED", False)),
-        DISTANCE_MMA=bool(config.get("DISTANCE_MMA", False)),
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=config["num_warps"], num_stages=config["num_stages"],
+        *bias_strides, gate.stride(0) if head_gate is not None else 0,
+        *plan["scalars"], scaling * LOG2E_VALUE,
+        sink_tokens, local_window, waad_window, plan["near_window"], span_start, span_end,
+        **plan["constexprs"],
     )  # fmt: skip
     return out, stats

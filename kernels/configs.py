@@ -15,13 +15,30 @@ import torch
 
 _OVERRIDES: dict[str, dict[str, int]] = {}
 _SWITCHES: dict[str, dict[str, bool]] = {}
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """Bumped whenever ``override`` or ``switches`` changes a config: launchers that cache launch
+    metadata per call shape put it in their cache key."""
+    return _GENERATION[0]
+
+
+def _changed() -> None:
+    _GENERATION[0] += 1
+
 
 # Compile-time speed switches (all exact; see benchmarks/NOTES.md for their measured effect):
 #   forward: ARGMAX_PACKED (argmax index packed into the low mantissa bits of the running max),
 #            DISTANCE_MMA (mean-distance sums as a [BLOCK_N, 16] tensor-core product), ARGMAX_BRANCH
 #   key:     EXP_POLY (half of the exponentials as an FMA polynomial), PIPELINE (next q.k issued
-#            before this block's exponentials)
-SWITCHES = {"forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"), "key": ("EXP_POLY", "PIPELINE")}
+#            before this block's exponentials), QUERY_SPLIT (an int, 1 = off, 2 or 4: each key block's
+#            query blocks split over that many programs, partial sums added into zeroed outputs; for
+#            short T, where key blocks x heads do not fill the SMs; deterministic with 2; unmeasured)
+SWITCHES = {
+    "forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"),
+    "key": ("EXP_POLY", "PIPELINE", "QUERY_SPLIT"),
+}
 
 
 def _next_power_of_two(n: int) -> int:
@@ -94,6 +111,7 @@ def override(kernel: str, **config: int) -> Iterator[None]:
         raise ValueError(f"unknown kernel {kernel!r}; choose 'forward', 'key' or 'tile'")
     previous = _OVERRIDES.get(kernel)
     _OVERRIDES[kernel] = dict(config)
+    _changed()
     try:
         yield
     finally:
@@ -101,10 +119,11 @@ def override(kernel: str, **config: int) -> Iterator[None]:
             _OVERRIDES.pop(kernel, None)
         else:
             _OVERRIDES[kernel] = previous
+        _changed()
 
 
 @contextlib.contextmanager
-def switches(kernel: str, **flags: bool) -> Iterator[None]:
+def switches(kernel: str, **flags: bool | int) -> Iterator[None]:
     """Turn speed switches on for ``kernel`` ("forward" or "key") on top of whatever tiles it picks
     (the model benchmark uses this: its head dim has its own tiles)."""
     if kernel not in SWITCHES:
@@ -114,6 +133,7 @@ def switches(kernel: str, **flags: bool) -> Iterator[None]:
         raise ValueError(f"unknown {kernel} switches {unknown}; choose from {SWITCHES[kernel]}")
     previous = _SWITCHES.get(kernel)
     _SWITCHES[kernel] = {**(previous or {}), **flags}
+    _changed()
     try:
         yield
     finally:
@@ -121,3 +141,4 @@ def switches(kernel: str, **flags: bool) -> Iterator[None]:
             _SWITCHES.pop(kernel, None)
         else:
             _SWITCHES[kernel] = previous
+        _changed()

@@ -21,10 +21,9 @@ FMA polynomial, rel. error 2.7e-6, to offload the MUFU pipe), PIPELINE (next blo
 
 from __future__ import annotations
 
-import functools
-
 import triton
 import triton.language as tl
+from workbench_kernels.attention_forward import bias_log2
 
 LOG2E_VALUE = 1.4426950408889634
 LOG2E = tl.constexpr(LOG2E_VALUE)
@@ -50,6 +49,17 @@ def _exp2_polynomial(y):
 
 
 @triton.jit
+def _cell_count(row_cell, col, cell, Tk, q_offset):
+    """Number of (i, j) pairs of pooled cell (row_cell, col) inside the matrix, at least 1, as fp32
+    (rows by absolute position from q_offset on); the same int64 product as the PyTorch reference."""
+    row_start = row_cell.to(tl.int64) * cell
+    col_start = col.to(tl.int64) * cell
+    rows = tl.maximum(tl.minimum(row_start + cell, Tk) - tl.maximum(row_start, q_offset), 0)
+    cols = tl.maximum(tl.minimum(col_start + cell, Tk) - col_start, 0)
+    return tl.maximum((rows * cols).to(tl.float32), 1.0)
+
+
+@triton.jit
 def _flush_pooled(
     pooled_base,
     pool_vec,
@@ -57,12 +67,16 @@ def _flush_pooled(
     start_n,
     offs_kn,
     Tk,
+    q_offset,
     cell,
     cells,
     BLOCK_N: tl.constexpr,
     COL_CELLS: tl.constexpr,
+    OWNED: tl.constexpr,
 ):
-    """Add the per-key sums of one row cell into pooled[row_cell, column cells of this key block]."""
+    """Add the per-key sums of one row cell into pooled[row_cell, column cells of this key block].
+    OWNED (cell divides BLOCK_N: this program is the only one that sums into these column cells, and
+    flushes each row cell once): store the mean itself, sum / count, instead of an atomic add."""
     if row_cell >= 0:
         first_col = start_n // cell
         last_col = (tl.minimum(start_n + BLOCK_N, Tk) - 1) // cell
@@ -71,7 +85,24 @@ def _flush_pooled(
             col = first_col + r
             if col <= last_col:
                 total = tl.sum(tl.where((key_cell == col) & (offs_kn < Tk), pool_vec, 0.0), 0)
-                tl.atomic_add(pooled_base + row_cell * cells + col, total)
+                if OWNED:
+                    mean = tl.math.div_rn(total, _cell_count(row_cell, col, cell, Tk, q_offset))
+                    tl.store(pooled_base + row_cell * cells + col, mean)
+                else:
+                    tl.atomic_add(pooled_base + row_cell * cells + col, total)
+
+
+@triton.jit
+def _zero_pooled(pooled_base, row_lo, row_hi, col_lo, col_hi,
+                 ZERO_ROWS: tl.constexpr, ZERO_COLS: tl.constexpr, cells):  # fmt: skip
+    """pooled[rows [row_lo, row_hi), cols [col_lo, col_hi)] = 0 (cells a program owns but never sums into)."""
+    for a0 in range(row_lo, row_hi, ZERO_ROWS):
+        rows = a0 + tl.arange(0, ZERO_ROWS)
+        for c0 in range(col_lo, col_hi, ZERO_COLS):
+            cols = c0 + tl.arange(0, ZERO_COLS)
+            mask = (rows[:, None] < row_hi) & (cols[None, :] < col_hi)
+            tl.store(pooled_base + rows[:, None] * cells + cols[None, :],
+                     tl.zeros([ZERO_ROWS, ZERO_COLS], dtype=tl.float32), mask=mask)  # fmt: skip
 
 
 # fmt: off
@@ -99,7 +130,7 @@ def _key_block(
     bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi, cell, cells,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, FAI: tl.constexpr, POOLED: tl.constexpr, ROW_CELLS: tl.constexpr,
-    COL_CELLS: tl.constexpr, EXP_POLY: tl.constexpr,
+    COL_CELLS: tl.constexpr, EXP_POLY: tl.constexpr, OWNED: tl.constexpr,
 ):
     """Sums over one query block from its raw transposed scores s = k . q^T (keys x queries)."""
     rows = start_m + offs_m
@@ -136,8 +167,8 @@ def _key_block(
         last_cell = (last_row + q_offset) // cell
         if first_cell == last_cell:
             if first_cell != current_row_cell:
-                _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell, cells,
-                              BLOCK_N, COL_CELLS)
+                _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, q_offset, cell,
+                              cells, BLOCK_N, COL_CELLS, OWNED)
                 pool_vec = tl.zeros_like(pool_vec)
                 current_row_cell = first_cell
             pool_vec += column_sum
@@ -148,8 +179,8 @@ def _key_block(
                 if a <= last_cell:
                     part = tl.sum(tl.where(row_cell[None, :] == a, p, 0.0), 1)
                     if a != current_row_cell:
-                        _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell,
-                                      cells, BLOCK_N, COL_CELLS)
+                        _flush_pooled(pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, q_offset,
+                                      cell, cells, BLOCK_N, COL_CELLS, OWNED)
                         pool_vec = tl.zeros_like(pool_vec)
                         current_row_cell = a
                     pool_vec += part
@@ -163,7 +194,7 @@ def _key_steps(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, FAI: tl.constexpr, POOLED: tl.constexpr,
     ROW_CELLS: tl.constexpr, COL_CELLS: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    EXP_POLY: tl.constexpr, PIPELINE: tl.constexpr,
+    EXP_POLY: tl.constexpr, PIPELINE: tl.constexpr, OWNED: tl.constexpr,
 ):
     """Query blocks [lo, hi) (multiples of BLOCK_M). PIPELINE issues block n+1's q.k product before
     block n's exponentials, so the tensor cores can run under them; the last step recomputes a block
@@ -184,7 +215,7 @@ def _key_steps(
                     received, fai, pool_vec, current_row_cell, s, lse2, start_m,
                     bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi,
                     cell, cells, BLOCK_M, BLOCK_N, MASKED, CAUSAL, HAS_BIAS, FAI, POOLED, ROW_CELLS,
-                    COL_CELLS, EXP_POLY,
+                    COL_CELLS, EXP_POLY, OWNED,
                 )
     else:
         for start_m in range(lo, hi, BLOCK_M):
@@ -196,7 +227,7 @@ def _key_steps(
                 received, fai, pool_vec, current_row_cell, s, lse2, start_m,
                 bias, pooled_base, start_n, offs_kn, offs_m, Tq, Tk, q_offset, qk_scale, fai_lo, fai_hi,
                 cell, cells, BLOCK_M, BLOCK_N, MASKED, CAUSAL, HAS_BIAS, FAI, POOLED, ROW_CELLS,
-                COL_CELLS, EXP_POLY,
+                COL_CELLS, EXP_POLY, OWNED,
             )
     return received, fai, pool_vec, current_row_cell
 # fmt: on
@@ -220,6 +251,7 @@ def key_statistics_kernel(
     stride_kn,
     stride_kd,
     stride_bias_h,
+    stride_bias_k,
     H,
     heads_per_kv,
     Tq,
@@ -243,6 +275,10 @@ def key_statistics_kernel(
     DOT_PRECISION: tl.constexpr,
     EXP_POLY: tl.constexpr,
     PIPELINE: tl.constexpr,
+    POOLED_OWNED: tl.constexpr,
+    ZERO_ROWS: tl.constexpr,
+    ZERO_COLS: tl.constexpr,
+    QUERY_SPLIT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -265,7 +301,11 @@ def key_statistics_kernel(
         other=0.0,
     )
     if HAS_BIAS:
-        bias = tl.load(Bias + head.to(tl.int64) * stride_bias_h + offs_kn, mask=key_mask, other=0.0)
+        bias = bias_log2(
+            tl.load(
+                Bias + head.to(tl.int64) * stride_bias_h + offs_kn * stride_bias_k, mask=key_mask, other=0.0
+            )
+        )
     else:
         bias = tl.zeros([BLOCK_N], dtype=tl.float32)
     q_base = Q + batch.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
@@ -284,6 +324,19 @@ def key_statistics_kernel(
         lo = 0
         diag_end = 0
     tail_start = tl.maximum(diag_end, full_end)
+    if QUERY_SPLIT > 1:
+        # Split over the query blocks of this key block (short T: more programs than key blocks x heads
+        # fill the SMs): part program_id(2) of QUERY_SPLIT walks its share of [lo, q_blocks_end).
+        share = tl.cdiv((q_blocks_end - lo) // BLOCK_M, QUERY_SPLIT) * BLOCK_M
+        part_lo = lo + tl.program_id(2) * share
+        part_hi = tl.minimum(part_lo + share, q_blocks_end)
+        first_lo, first_hi = part_lo, tl.minimum(diag_end, part_hi)
+        mid_lo, mid_hi = tl.maximum(diag_end, part_lo), tl.minimum(full_end, part_hi)
+        tail_lo, tail_hi = tl.maximum(tail_start, part_lo), part_hi
+    else:
+        first_lo, first_hi = lo, diag_end
+        mid_lo, mid_hi = diag_end, full_end
+        tail_lo, tail_hi = tail_start, q_blocks_end
 
     received = tl.zeros([BLOCK_N], dtype=tl.float32)
     fai = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -302,8 +355,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        lo,
-        diag_end,
+        first_lo,
+        first_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -330,6 +383,7 @@ def key_statistics_kernel(
         DOT_PRECISION,
         EXP_POLY,
         PIPELINE,
+        POOLED_OWNED,
     )
     received, fai, pool_vec, current_row_cell = _key_steps(
         received,
@@ -343,8 +397,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        diag_end,
-        full_end,
+        mid_lo,
+        mid_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -371,6 +425,7 @@ def key_statistics_kernel(
         DOT_PRECISION,
         EXP_POLY,
         PIPELINE,
+        POOLED_OWNED,
     )
     received, fai, pool_vec, current_row_cell = _key_steps(
         received,
@@ -384,8 +439,8 @@ def key_statistics_kernel(
         pooled_base,
         stride_qm,
         stride_qd,
-        tail_start,
-        q_blocks_end,
+        tail_lo,
+        tail_hi,
         start_n,
         offs_kn,
         offs_m,
@@ -412,21 +467,65 @@ def key_statistics_kernel(
         DOT_PRECISION,
         EXP_POLY,
         PIPELINE,
+        POOLED_OWNED,
     )
     if POOLED:
         _flush_pooled(
-            pooled_base, pool_vec, current_row_cell, start_n, offs_kn, Tk, cell, cells, BLOCK_N, COL_CELLS
+            pooled_base,
+            pool_vec,
+            current_row_cell,
+            start_n,
+            offs_kn,
+            Tk,
+            q_offset,
+            cell,
+            cells,
+            BLOCK_N,
+            COL_CELLS,
+            POOLED_OWNED,
         )
+        if POOLED_OWNED:
+            # No zero-filled map to add into: this program also writes the zeros of its columns (row cells
+            # before its first query block and past the last key), and the last program the columns past
+            # the last key, so every cell is stored exactly once and the map needs no memset.
+            first_col = start_n // cell
+            col_end = (tl.minimum(start_n + BLOCK_N, Tk) - 1) // cell + 1
+            used_cells = (Tk - 1) // cell + 1
+            _zero_pooled(
+                pooled_base, 0, (lo + q_offset) // cell, first_col, col_end, ZERO_ROWS, ZERO_COLS, cells
+            )
+            _zero_pooled(pooled_base, used_cells, cells, first_col, col_end, ZERO_ROWS, ZERO_COLS, cells)
+            if pid_n == tl.num_programs(0) - 1:
+                _zero_pooled(pooled_base, 0, cells, used_cells, cells, ZERO_ROWS, ZERO_COLS, cells)
 
     out_offset = pid_bh.to(tl.int64) * Tk + offs_kn
     if RECEIVED:
-        tl.store(Received + out_offset, received, mask=key_mask)
+        if QUERY_SPLIT > 1:  # onto zeros: with two parts 0 + a + b = 0 + b + a, so still deterministic
+            tl.atomic_add(Received + out_offset, received, mask=key_mask)
+        else:
+            tl.store(Received + out_offset, received, mask=key_mask)
     if FAI:
         window_first = tl.maximum(offs_kn + fai_lo, q_offset)
         window_last = tl.minimum(offs_kn + fai_hi, Tk - 1)
         count = tl.maximum(window_last - window_first + 1, 0)
         fai = tl.where(count > 0, fai / tl.maximum(count, 1).to(tl.float32), 0.0)
-        tl.store(Fai + out_offset, fai, mask=key_mask)
+        if QUERY_SPLIT > 1:
+            tl.atomic_add(Fai + out_offset, fai, mask=key_mask)
+        else:
+            tl.store(Fai + out_offset, fai, mask=key_mask)
+
+
+@triton.jit
+def pooled_mean_kernel(Pooled, Tq, Tk, cell, cells, BLOCK: tl.constexpr):
+    """pooled <- pooled / count in place, for maps whose cells several programs added into (cell does not
+    divide BLOCK_N). One program per BLOCK cells of one (batch, head); counts computed, not stored."""
+    pid = tl.program_id(0)
+    base = Pooled + tl.program_id(1).to(tl.int64) * cells * cells
+    index = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = index < cells * cells
+    total = tl.load(base + index, mask=mask, other=0.0)
+    count = _cell_count(index // cells, index % cells, cell, Tk, Tk - Tq)
+    tl.store(base + index, tl.math.div_rn(total, count), mask=mask)
 
 
 def _cells_touched(block: int, cell: int) -> int:
@@ -434,100 +533,147 @@ def _cells_touched(block: int, cell: int) -> int:
     return -(-(block - 1) // cell) + 1
 
 
-def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pooled_cells):
-    """Launch the key-side pass. Arguments are validated by ``workbench_kernels.api``; returns name -> tensor."""
-    import torch
-    from workbench_kernels.configs import block_d, key_config
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+_LAUNCHES: dict[tuple, dict] = {}
+"""Launch metadata per call shape (grids, tiles, constexpr switches): a dict lookup instead of
+recomputing them in Python on every call. The key holds everything they depend on, including the
+configs generation (``configs.override`` / ``switches`` change it) and ``configs.key_config`` itself."""
+_MEAN_BLOCK = 256
+
+
+def _launch_plan(q, k, *, causal, has_bias, received, fai, pooled_cells) -> dict:
+    from workbench_kernels import configs
 
     batch, heads, q_len, head_dim = q.shape
-    kv_heads, k_len = k.shape[1], k.shape[2]
-    config = key_config(head_dim, q.dtype, q.device)
+    k_len = k.shape[2]
+    key = (tuple(q.shape), k.shape[1], k_len, q.dtype, q.device, causal, has_bias, received, fai,
+           pooled_cells, configs.generation(), configs.key_config)  # fmt: skip
+    plan = _LAUNCHES.get(key)
+    if plan is not None:
+        return plan
+    import torch
+
+    config = configs.key_config(head_dim, q.dtype, q.device)
     block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
-    results = {}
-    empty = torch.empty(0, dtype=torch.float32, device=q.device)
-    received_out = (
-        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device) if received else empty
-    )
-    fai_out = (
-        torch.empty((batch, heads, k_len), dtype=torch.float32, device=q.device)
-        if fai_window is not None
-        else empty
-    )
     cells = min(int(pooled_cells), k_len) if pooled_cells else 0
     cell = -(-k_len // cells) if cells else 1
-    pooled_out = (
-        torch.zeros((batch, heads, cells, cells), dtype=torch.float32, device=q.device) if cells else empty
-    )
-    if logit_bias is not None:
-        bias = (
-            logit_bias.to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE
-        ).contiguous()
+    split = int(config.get("QUERY_SPLIT", 1))
+    if split not in (1, 2, 4):
+        raise ValueError(f"QUERY_SPLIT={split}; choose 1 (off), 2 or 4")
+    # A split adds partial sums (atomics) into zeroed outputs, so every pooled cell may get two parts.
+    owned = bool(cells) and block_n % cell == 0 and split == 1
+    col_cells = _cells_touched(block_n, cell) if cells else 1
+    zero_cols = min(_next_power_of_two(col_cells), 64)
+    plan = {
+        "grid": (triton.cdiv(k_len, block_n), batch * heads, split),
+        "split": split,
+        "cells": cells,
+        "cell": cell,
+        "owned": owned,
+        "mean_grid": (triton.cdiv(cells * cells, _MEAN_BLOCK), batch * heads)
+        if cells and not owned
+        else None,
+        "scalars": (heads, heads // k.shape[1], q_len, k_len),
+        "constexprs": dict(
+            HEAD_DIM=head_dim,
+            BLOCK_D=configs.block_d(head_dim),
+            BLOCK_M=block_m,
+            BLOCK_N=block_n,
+            CAUSAL=causal,
+            HAS_BIAS=has_bias,
+            RECEIVED=received,
+            FAI=fai,
+            POOLED=cells > 0,
+            ROW_CELLS=_cells_touched(block_m, cell) if cells else 1,
+            COL_CELLS=col_cells,
+            DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+            EXP_POLY=bool(config.get("EXP_POLY", False)),
+            PIPELINE=bool(config.get("PIPELINE", False)),
+            POOLED_OWNED=owned,
+            ZERO_ROWS=max(1, min(32, 1024 // zero_cols)),
+            ZERO_COLS=zero_cols,
+            QUERY_SPLIT=split,
+            num_warps=config["num_warps"],
+            num_stages=config["num_stages"],
+        ),
+    }
+    if len(_LAUNCHES) > 256:
+        _LAUNCHES.clear()
+    _LAUNCHES[key] = plan
+    return plan
+
+
+def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pooled_cells):
+    """Launch the key-side pass. Arguments are validated by ``workbench_kernels.api``; returns name -> tensor.
+
+    One kernel launch and no allocation beyond the outputs when the pooled cell width divides the key
+    tile (BLOCK_N; every length up to 8k with 64 cells on the GPU tiles): the kernel stores each cell's
+    mean and the zeros of cells nobody sums into. Otherwise the map is zero-filled first and divided by
+    its counts in place after (three launches). The bias is converted, clamped and scaled in the kernel.
+    """
+    import torch
+
+    batch, heads, q_len, _ = q.shape
+    k_len = k.shape[2]
+    received, fai = bool(received), fai_window is not None
+    if not (received or fai or pooled_cells):
+        return {}
+    plan = _launch_plan(
+        q, k, causal=causal, has_bias=logit_bias is not None, received=received, fai=fai,
+        pooled_cells=int(pooled_cells),
+    )  # fmt: skip
+    cells = plan["cells"]
+    lse = lse.contiguous()  # no copy: the api passes the forward's fp32 lse
+    shape, device = (batch, heads, k_len), q.device
+    if plan["split"] > 1:  # the parts add into zeros: one zero-filled buffer for both outputs
+        parts = torch.zeros((received + fai, *shape), dtype=torch.float32, device=device).unbind(0)
+        received_out = parts[0] if received else lse
+        fai_out = parts[-1] if fai else lse
     else:
-        bias = empty
-    fai_lo, fai_hi = fai_window if fai_window is not None else (0, 0)
-    grid = (triton.cdiv(k_len, block_n), batch * heads)
-    key_statistics_kernel[grid](
+        received_out = torch.empty(shape, dtype=torch.float32, device=device) if received else lse
+        fai_out = torch.empty(shape, dtype=torch.float32, device=device) if fai else lse
+    if cells:
+        make = torch.empty if plan["owned"] else torch.zeros
+        pooled_out = make((batch, heads, cells, cells), dtype=torch.float32, device=device)
+    else:
+        pooled_out = lse
+    if logit_bias is not None:
+        bias = logit_bias.to(device=device)  # no copy when it is on the device already
+        bias_strides = bias.stride()
+    else:
+        bias, bias_strides = lse, (0, 0)
+    fai_lo, fai_hi = fai_window if fai else (0, 0)
+    key_statistics_kernel[plan["grid"]](
         q,
         k,
-        lse.contiguous(),
+        lse,
         bias,
         received_out,
         fai_out,
         pooled_out,
         *q.stride(),
         *k.stride(),
-        bias.stride(0) if logit_bias is not None else 0,
-        heads,
-        heads // kv_heads,
-        q_len,
-        k_len,
+        *bias_strides,
+        *plan["scalars"],
         scaling * LOG2E_VALUE,
         int(fai_lo),
         int(fai_hi),
-        cell,
+        plan["cell"],
         max(cells, 1),
-        HEAD_DIM=head_dim,
-        BLOCK_D=block_d(head_dim),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        CAUSAL=causal,
-        HAS_BIAS=logit_bias is not None,
-        RECEIVED=bool(received),
-        FAI=fai_window is not None,
-        POOLED=cells > 0,
-        ROW_CELLS=_cells_touched(block_m, cell) if cells else 1,
-        COL_CELLS=_cells_touched(block_n, cell) if cells else 1,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        EXP_POLY=bool(config.get("EXP_POLY", False)),
-        PIPELINE=bool(config.get("PIPELINE", False)),
-        num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
+        **plan["constexprs"],
     )
+    if plan["mean_grid"] is not None:
+        pooled_mean_kernel[plan["mean_grid"]](
+            pooled_out, q_len, k_len, plan["cell"], cells, BLOCK=_MEAN_BLOCK
+        )
+    results = {}
     if received:
         results["received"] = received_out
-    if fai_window is not None:
+    if fai:
         results["fai"] = fai_out
     if cells:
-        results["pooled"] = pooled_out / pooled_counts(q_len, k_len, cells, q.device)
+        results["pooled"] = pooled_out
     return results
-
-
-def pooled_counts(q_len: int, k_len: int, cells: int, device):
-    """Number of (i, j) pairs inside the matrix for each pooled cell (rows by absolute position)."""
-    import torch
-
-    return _pooled_counts(int(q_len), int(k_len), int(cells), torch.device(device))
-
-
-@functools.lru_cache(maxsize=64)
-def _pooled_counts(q_len: int, k_len: int, cells: int, device):
-    """Cached: five small kernels per call otherwise, visible at 4k tokens. Callers must not modify it."""
-    import torch
-
-    cell = -(-k_len // cells)
-    edges = torch.arange(cells + 1, device=device, dtype=torch.int64) * cell
-    starts, ends = edges[:-1], edges[1:].clamp(max=k_len)
-    cols = (ends - starts).clamp(min=0)
-    rows = (ends - starts.clamp(min=k_len - q_len)).clamp(min=0)
-    counts = (rows[:, None] * cols[None, :]).to(torch.float32)
-    return counts.clamp(min=1.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from workbench_kernels.attention_forward import bias_log2
 
 LOG2E_VALUE = 1.4426950408889634
 LOG2E = tl.constexpr(LOG2E_VALUE)
@@ -31,6 +32,7 @@ def probability_tile_kernel(
     stride_kn,
     stride_kd,
     stride_lse_b,
+    stride_bias_k,
     stride_ob,
     stride_om,
     Tq,
@@ -71,7 +73,7 @@ def probability_tile_kernel(
     lse = tl.load(Lse + batch.to(tl.int64) * stride_lse_b + rows, mask=row_mask, other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if HAS_BIAS:
-        s += tl.load(Bias + keys, mask=key_mask, other=0.0)[None, :]
+        s += bias_log2(tl.load(Bias + keys * stride_bias_k, mask=key_mask, other=0.0))[None, :]
     p = tl.math.exp2(s - (lse * LOG2E)[:, None])
     visible = row_mask[:, None] & key_mask[None, :]
     if CAUSAL:
@@ -102,12 +104,8 @@ def probability_tile_launch(q, k, lse, *, scaling, head, query_range, key_range,
     q_head = q[:, head]
     k_head = k[:, head // (heads // kv_heads)]
     lse_head = lse[:, head]
-    if logit_bias is not None:
-        bias = (
-            logit_bias[head].to(device=q.device, dtype=torch.float32).clamp(min=-1.0e30) * LOG2E_VALUE
-        ).contiguous()
-    else:
-        bias = lse_head
+    # The bias row is read in its own dtype and stride and clamped and scaled in the kernel: no copy.
+    bias = logit_bias[head].to(device=q.device) if logit_bias is not None else lse_head
     grid = (triton.cdiv(q1 - q0, config["BLOCK_M"]), triton.cdiv(k1 - k0, config["BLOCK_N"]), batch)
     probability_tile_kernel[grid](
         q_head,
@@ -122,6 +120,7 @@ def probability_tile_launch(q, k, lse, *, scaling, head, query_range, key_range,
         k_head.stride(1),
         k_head.stride(2),
         lse_head.stride(0),
+        bias.stride(0) if logit_bias is not None else 0,
         out.stride(0),
         out.stride(1),
         q_len,
