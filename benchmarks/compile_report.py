@@ -110,6 +110,10 @@ def main() -> None:
         forward_config(d, torch.bfloat16, cuda, False),
     ]
     fwd_configs.append(dict(fwd_configs[0], ARGMAX_BRANCH=True))
+    # round 4 (fewer ALU operations per score): the tensor-core variants on the shipped statistics tiles
+    fwd_configs.append(dict(fwd_configs[0], DISTANCE_MMA=True))
+    fwd_configs.append(dict(fwd_configs[0], ROWSUM_MMA=True))
+    fwd_configs.append(dict(fwd_configs[0], ROWSUM_MMA=True, num_stages=2))
     key_configs = [key_config(d, torch.bfloat16, cuda)]
     if args.sweep:
         fwd_configs += [
@@ -123,7 +127,8 @@ def main() -> None:
             {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
         ]
     for config in fwd_configs:
-        for stats in ((), all_stats) if "ARGMAX_BRANCH" not in config else (all_stats,):
+        variant = any(config.get(name) for name in ("ARGMAX_BRANCH", "DISTANCE_MMA", "ROWSUM_MMA"))
+        for stats in ((), all_stats) if not variant else (all_stats,):
 
             def launch(stats=stats):
                 attention_forward(

@@ -17,6 +17,8 @@ table last.
     python3 benchmarks/kernel_sweep.py                      # GPU, about 3 minutes
     python3 benchmarks/kernel_sweep.py --model              # + the whole-model line
     python3 benchmarks/kernel_sweep.py --dry-run            # CPU interpreter, tiny shapes
+    python3 benchmarks/kernel_sweep.py --lengths 4096 16384 32768 --budget-ms 300 \
+        --only fwd_packed fwd_packed_mma fwd_rowsum fwd_rowsum_s2   # round 4, fewer ALU ops (< 2 min)
 Needs only torch, triton and numpy (the --model line also runs benchmarks/model_capture.py).
 """
 
@@ -56,6 +58,11 @@ FORWARD_VARIANTS = {
     "fwd_packed_s2": {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "ARGMAX_PACKED": True},
     "fwd_packed_mma": {
         "BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "ARGMAX_PACKED": True, "DISTANCE_MMA": True,
+    },
+    # round 4 (fewer ALU operations per score): row sum + absolute key-position sums on the tensor cores
+    "fwd_rowsum": {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, "ARGMAX_PACKED": True, "ROWSUM_MMA": True},
+    "fwd_rowsum_s2": {
+        "BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "ARGMAX_PACKED": True, "ROWSUM_MMA": True,
     },
     "fwd_packed_mma_m128": {
         "BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "ARGMAX_PACKED": True, "DISTANCE_MMA": True,

@@ -25,7 +25,9 @@ and the keys within the window of the diagonal, so they are recomputed exactly t
 q.k tiles per query block) instead of costing every step of the main loop. WAAD = W - sum p max(W - d, 0).
 Speed switches (constexpr, all exact; kernels/configs.py): ARGMAX_PACKED (index in the low mantissa bits
 of one float max; max p then recomputed at the argmax), DISTANCE_MMA (distance sums on the tensor cores),
-ARGMAX_BRANCH (index search only where the running max rose).
+ARGMAX_BRANCH (index search only where the running max rose), ROWSUM_MMA (row sum and absolute key
+position sums as one p @ [BLOCK_N, 16] product, entropy from sum e * s; see the comment in the loop;
+a row whose every key has bias -inf loses its entropy to cancellation at -1e30 on this path).
 """
 
 from __future__ import annotations
@@ -56,10 +58,17 @@ def _forward_steps(
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, ENTROPY: tl.constexpr, ARGMAX: tl.constexpr, ARGMAX_BRANCH: tl.constexpr,
     ARGMAX_PACKED: tl.constexpr, SPAN: tl.constexpr, DISTANCE: tl.constexpr, DISTANCE_MMA: tl.constexpr,
-    EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ROWSUM_MMA: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Online softmax over key blocks [lo, hi); MASKED applies the causal and key-bound masks."""
-    if DISTANCE and DISTANCE_MMA:
+    columns = tl.arange(0, 16)[None, :]
+    if ROWSUM_MMA:
+        # [BLOCK_N, 16] operand: column 0 the local key offset j - start_n, column 1 ones, columns 2 and 3
+        # the block index start_n / BLOCK_N mod 256 and / 256 (set per step): every entry an integer
+        # <= 255, exact in bf16 / fp16. p @ operand accumulates, rescaled by alpha, the row sum l and
+        # sum e * j = acc0 + BLOCK_N * (acc2 + 256 * acc3): no per-score add for l or distance.
+        fixed_columns = tl.where(columns == 0, offs_n[:, None], tl.where(columns == 1, 1, 0))
+    elif DISTANCE and DISTANCE_MMA:
         # [BLOCK_N, 16] operand holding the local key offset j - start_n in column 0 (exact in bf16 / fp16
         # for BLOCK_N <= 256): p @ offsets puts sum e * (j - start_n) on the tensor cores.
         offsets = tl.where(tl.arange(0, 16)[None, :] == 0, offs_n[:, None], 0).to(v_base.dtype.element_ty)
@@ -119,10 +128,16 @@ def _forward_steps(
         x = scores * score_scale - m_new[:, None]
         p = tl.math.exp2(x)
         alpha = tl.math.exp2(m_i - m_new)
-        row_sum = tl.sum(p, 1)
-        if ENTROPY:
-            entropy_i = alpha * (entropy_i + (m_i - m_new) * l_i) + tl.sum(p * x, 1)
-        l_i = l_i * alpha + row_sum
+        if ROWSUM_MMA:
+            if ENTROPY:
+                # u' = sum e * s (s in log2 units, not shifted by m): rescaled by alpha only, so l is not
+                # needed per step; the epilogue takes u = u' - m l = sum e * x.
+                entropy_i = alpha * entropy_i + score_scale * tl.sum(p * scores, 1)
+        else:
+            row_sum = tl.sum(p, 1)
+            if ENTROPY:
+                entropy_i = alpha * (entropy_i + (m_i - m_new) * l_i) + tl.sum(p * x, 1)
+            l_i = l_i * alpha + row_sum
         acc = acc * alpha[:, None]
         if MASKED:
             v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
@@ -132,7 +147,12 @@ def _forward_steps(
             v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
         p_cast = p.to(v.dtype)
         acc = tl.dot(p_cast, v, acc, input_precision=DOT_PRECISION)
-        if DISTANCE:
+        if ROWSUM_MMA:
+            block = start_n // BLOCK_N
+            operand = tl.where(columns == 2, block % 256, tl.where(columns == 3, block // 256, fixed_columns))
+            distance_acc = tl.dot(p_cast, operand.to(v_base.dtype.element_ty), distance_acc * alpha[:, None],
+                                  input_precision=DOT_PRECISION)
+        elif DISTANCE:
             # sum e * (i_abs - j) = (i_abs - start_n) * sum e - sum e * (j - start_n): small terms, exact in fp32
             if DISTANCE_MMA:
                 distance_i = distance_i * alpha + (i_abs - start_n).to(tl.float32) * row_sum
@@ -196,7 +216,7 @@ def attention_forward_kernel(
     ENTROPY: tl.constexpr, MAX: tl.constexpr, ARGMAX: tl.constexpr, SINK: tl.constexpr,
     LOCAL: tl.constexpr, SPAN: tl.constexpr, DISTANCE: tl.constexpr, WAAD: tl.constexpr,
     ARGMAX_BRANCH: tl.constexpr, ARGMAX_PACKED: tl.constexpr, DISTANCE_MMA: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    ROWSUM_MMA: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Longest causal rows first: the last query blocks have the most keys.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -244,15 +264,26 @@ def attention_forward_kernel(
         q, k_base, v_base, bias_base, stride_bias_k, stride_kn, stride_kd, stride_vn, stride_vd,
         0, diag_lo, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
         HEAD_DIM, BLOCK_N, False, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
-        DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
+        DISTANCE, DISTANCE_MMA, ROWSUM_MMA, EVEN_D, DOT_PRECISION,
     )
     acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc = _forward_steps(
         acc, l_i, m_i, entropy_i, argmax_i, span_i, distance_i, distance_acc,
         q, k_base, v_base, bias_base, stride_bias_k, stride_kn, stride_kd, stride_vn, stride_vd,
         diag_lo, hi, i_abs, offs_n, offs_d, Tk, qk_scale, span_start, span_end,
         HEAD_DIM, BLOCK_N, True, CAUSAL, HAS_BIAS, ENTROPY, ARGMAX, ARGMAX_BRANCH, ARGMAX_PACKED, SPAN,
-        DISTANCE, DISTANCE_MMA, EVEN_D, DOT_PRECISION,
+        DISTANCE, DISTANCE_MMA, ROWSUM_MMA, EVEN_D, DOT_PRECISION,
     )
+
+    if ROWSUM_MMA:
+        columns = tl.arange(0, 16)[None, :]
+        l_i = tl.sum(tl.where(columns == 1, distance_acc, 0.0), 1)
+        if ENTROPY:
+            entropy_i = entropy_i - m_i * l_i
+        if DISTANCE:
+            key_sum = tl.sum(tl.where(columns == 0, distance_acc, 0.0), 1) + BLOCK_N * (
+                tl.sum(tl.where(columns == 2, distance_acc, 0.0), 1)
+                + 256.0 * tl.sum(tl.where(columns == 3, distance_acc, 0.0), 1))
+            distance_i = i_abs.to(tl.float32) * l_i - key_sum
 
     sink_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     local_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -320,7 +351,7 @@ def attention_forward_kernel(
     if SPAN:
         tl.store(Span + stat_offset, span_i * inv_l, mask=row_mask)
     if DISTANCE:
-        if DISTANCE_MMA:
+        if DISTANCE_MMA and not ROWSUM_MMA:
             distance_i -= tl.sum(distance_acc, 1)
         tl.store(Distance + stat_offset, distance_i * inv_l, mask=row_mask)
     if WAAD:
@@ -361,6 +392,7 @@ def _launch_plan(q, k, *, causal, wants, has_bias, has_gate, local_window, waad_
             ARGMAX_BRANCH=bool(config.get("ARGMAX_BRANCH", False)),
             ARGMAX_PACKED=bool(config.get("ARGMAX_PACKED", False)),
             DISTANCE_MMA=bool(config.get("DISTANCE_MMA", False)),
+            ROWSUM_MMA=bool(config.get("ROWSUM_MMA", False)),
             DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
             num_warps=config["num_warps"], num_stages=config["num_stages"],
         ),

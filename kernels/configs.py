@@ -30,13 +30,15 @@ def _changed() -> None:
 
 # Compile-time speed switches (all exact; see benchmarks/NOTES.md for their measured effect):
 #   forward: ARGMAX_PACKED (argmax index packed into the low mantissa bits of the running max),
-#            DISTANCE_MMA (mean-distance sums as a [BLOCK_N, 16] tensor-core product), ARGMAX_BRANCH
+#            DISTANCE_MMA (mean-distance sums as a [BLOCK_N, 16] tensor-core product), ARGMAX_BRANCH,
+#            ROWSUM_MMA (round 4, unmeasured: row sum + absolute key-position sums in one [BLOCK_N, 16]
+#            product, entropy as lse - E_p[s]; removes the per-score row-sum add and distance FMA)
 #   key:     EXP_POLY (half of the exponentials as an FMA polynomial), PIPELINE (next q.k issued
 #            before this block's exponentials), QUERY_SPLIT (an int, 1 = off, 2 or 4: each key block's
 #            query blocks split over that many programs, partial sums added into zeroed outputs; for
 #            short T, where key blocks x heads do not fill the SMs; deterministic with 2; unmeasured)
 SWITCHES = {
-    "forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH"),
+    "forward": ("ARGMAX_PACKED", "DISTANCE_MMA", "ARGMAX_BRANCH", "ROWSUM_MMA"),
     "key": ("EXP_POLY", "PIPELINE", "QUERY_SPLIT"),
 }
 

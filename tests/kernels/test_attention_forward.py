@@ -286,6 +286,34 @@ def test_forward_switches_match_reference(case: Case, switches: dict, generator)
     check_statistics(case, draw, q, k, bias, stats, ref_stats, ALL)
 
 
+# Round 4 (fewer ALU operations per score): ROWSUM_MMA alone and on top of the shipped switches, causal and
+# full attention, with and without a bias (the full cases take the distance sums over keys after the query).
+ROWSUM_SWITCHES = [
+    {"ROWSUM_MMA": True},
+    {"ARGMAX_PACKED": True, "ROWSUM_MMA": True},
+]
+ROWSUM_CASES = (
+    [
+        Case(bf16, 1, 2, 4, 1531, 1531, 128, q_scale=2.0, sink_tokens=4),
+        Case(bf16, 1, 2, 1, 777, 999, 64, causal=False, bias=True),
+        Case(f16, 1, 1, 3, 1000, 1000, 128, causal=False, gate=True),
+    ]
+    if ON_GPU
+    else [
+        Case(f32, 1, 1, 4, 77, 77, 64, q_scale=3.0, sink_tokens=4),
+        Case(f32, 1, 2, 1, 40, 61, 32, causal=False, bias=True),
+        Case(f16, 1, 1, 3, 50, 50, 48, bias=True, gate=True),
+        Case(f32, 1, 1, 2, 45, 70, 32, causal=False),
+    ]
+)
+
+
+@pytest.mark.parametrize("switches", ROWSUM_SWITCHES, ids=lambda s: "+".join(sorted(s)))
+@pytest.mark.parametrize("case", ROWSUM_CASES, ids=str)
+def test_rowsum_mma_matches_reference(case: Case, switches: dict, generator):
+    test_forward_switches_match_reference(case, switches, generator)
+
+
 def test_switches_reject_unknown_names():
     with pytest.raises(ValueError, match="choose from"):
         with configs.switches("forward", ARGMAX_PACKD=True):
