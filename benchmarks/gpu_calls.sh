@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lead's device calls for one GPU session (issues 15-17), each `bash benchmarks/gpu_calls.sh VERB`:
-#   first   stage the carried part; the Gluon key pass check (GLUON=0 skips it), the short-context times and
-#           CUDA-graph tests (SHORT=0 skips them); start the gpu-marked kernel
+#   first   stage the carried part; the short-context times and CUDA-graph tests (SHORT=0 skips them), the
+#           forward variants' sweep (ALU=0 skips it), the Gluon key pass check (GLUON=1); start the gpu-marked kernel
 #           tests in the background (e2e returns their logs; then PYTEST_GPU=0 on long skips them)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
 #   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
@@ -39,12 +39,19 @@ first)
     # then, in the background while the parts arrive, every gpu-marked kernel test file but the Gluon one's
     # (`e2e` returns their logs as gpu_tests.log). GLUON=0 skips the check.
     mkdir -p /tmp/gpu-tests
-    [ "${GLUON:-1}" = 1 ] && GLUON_TESTS=0 OUT="$OUT" bash benchmarks/gluon_gpu_check.sh
+    # the Gluon key pass was measured 2026-12-07 (exact, slower): GLUON=1 checks it again after a change
+    [ "${GLUON:-0}" = 1 ] && GLUON_TESTS=0 OUT="$OUT" bash benchmarks/gluon_gpu_check.sh
     if [ "${SHORT:-1}" = 1 ]; then  # issue 19 item 2: short-context times (eager and CUDA-graph replay) + graph tests
         timeout -k 5 150 python3 benchmarks/short_context.py --out "$OUT/short_context.json" > "$OUT/short_context.log" 2>&1
         echo "short_context exit $?"; tail -n 15 "$OUT/short_context.log"
         timeout -k 5 150 python3 -m pytest tests/kernels -q -x -m gpu -k "graph_capture or bf16_long" -p no:cacheprovider \
             >> "$OUT/short_context.log" 2>&1; echo "graph tests exit $?"; tail -n 3 "$OUT/short_context.log"
+    fi
+    if [ "${ALU:-1}" = 1 ]; then  # issue 19 item 3: the forward's variants (ROWSUM_MMA, DISTANCE_MMA) vs the default and SDPA
+        mkdir -p "$OUT/sweep"
+        timeout -k 5 170 python3 benchmarks/kernel_sweep.py --lengths 4096 16384 32768 --budget-ms 300 \
+            --only fwd_packed fwd_packed_mma fwd_rowsum fwd_rowsum_s2 --out-dir "$OUT/sweep" > "$OUT/sweep/sweep.log" 2>&1
+        echo "kernel_sweep exit $?"; tail -n 12 "$OUT/sweep/sweep.log"
     fi
     for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py; do
         setsid nohup timeout 600 python3 -m pytest "$file" -q -p no:cacheprovider -rfE \
