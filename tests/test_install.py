@@ -90,11 +90,19 @@ def test_env_json_from_another_folder(tmp_path):
 
 
 BLOCK_TRITON = """
-import sys
-class Block:
+import importlib.abc, importlib.machinery, sys
+class Broken(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise ImportError("simulated: triton broken")
+class Block(importlib.abc.MetaPathFinder):
+    # triton is found (as an installed but broken package is) and fails when imported; a finder that raised
+    # in find_spec instead broke torch 2.14's own find_spec("triton") probe (test-latest, 2026-12-07)
     def find_spec(self, name, path=None, target=None):
         if name == "triton" or name.startswith("triton."):
-            raise ImportError("simulated: triton broken")
+            return importlib.machinery.ModuleSpec(name, Broken(), is_package=True)
+        return None
 sys.meta_path.insert(0, Block())
 """
 
