@@ -96,12 +96,16 @@ class Bench:
             begin = time.perf_counter()
             fn()
             return (time.perf_counter() - begin) * 1e3
+        return statistics.median(self.times(fn, max_runs))
+
+    def times(self, fn, max_runs: int = 40, min_runs: int = 3) -> list[float]:
+        """Every timed run's ms (CUDA only): a warm-up, one estimate, then budget / estimate runs."""
         fn()  # warm-up (compilation happened in the check)
         torch.cuda.synchronize()
         times = [self._once(fn)]
-        runs = int(min(max_runs, max(3, self.budget_ms / max(times[0], 1e-3))))
+        runs = int(min(max_runs, max(min_runs, self.budget_ms / max(times[0], 1e-3))))
         times += [self._once(fn) for _ in range(runs - 1)]
-        return statistics.median(times)
+        return times
 
     def _once(self, fn) -> float:
         self.flush.zero_()

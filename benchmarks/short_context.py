@@ -35,6 +35,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from kernel_sweep import Bench  # noqa: E402
 from workbench_kernels import api as kernels  # noqa: E402
 from workbench_kernels import configs  # noqa: E402
 
@@ -49,28 +50,15 @@ def log(message: str) -> None:
 
 
 class Timer:
-    """Median ms of fn over n runs (n from a budget, 5 to max_runs), L2 flushed before each run."""
+    """Median ms of fn over n runs (n from a budget, 5 to max_runs), L2 flushed before each run
+    (kernel_sweep's Bench)."""
 
     def __init__(self, budget_ms: float):
-        self.budget_ms = budget_ms
-        self.flush = torch.empty(64 * 1024 * 1024, dtype=torch.int32, device="cuda")
+        self.bench = Bench(True, budget_ms)
 
     def __call__(self, fn, max_runs: int = 50) -> dict:
-        fn()
-        torch.cuda.synchronize()
-        times = [self._once(fn)]
-        runs = int(min(max_runs, max(5, self.budget_ms / max(times[0], 1e-3))))
-        times += [self._once(fn) for _ in range(runs - 1)]
-        return {"ms": statistics.median(times), "runs": runs, "min_ms": min(times)}
-
-    def _once(self, fn) -> float:
-        self.flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
+        times = self.bench.times(fn, max_runs, min_runs=5)
+        return {"ms": statistics.median(times), "runs": len(times), "min_ms": min(times)}
 
 
 def captured(fn):
