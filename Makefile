@@ -52,6 +52,7 @@ test-latest:
 	$(LATEST)/bin/pip install -q $(TORCH)
 	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[lens,app,vision,dev]'
 	$(LATEST)/bin/pip install -q --no-deps -r requirements-extra.txt
+	$(LATEST)/bin/python -m ipykernel install --sys-prefix --name attention-workbench --display-name "Attention workbench" >/dev/null
 	$(LATEST)/bin/pip list --format=freeze > $(LATEST)/versions.txt
 	$(LATEST)/bin/workbench setup
 	$(LATEST)/bin/python -m pytest -q -x --durations=10
