@@ -90,7 +90,32 @@ def make_inputs(length: int, device, dtype, seed: int):
     return q, k, v
 
 
-def workloads(q, k, v):
+def flex_with_lse(q, k, v, scaling: float):
+    """FlexAttention (torch.compile'd, causal block mask) returning the output and its log-sum-exp: the
+    reference column of issue 19's table. None where this torch has no flex attention or cannot compile it."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError as error:
+        print(f"flex attention: not available ({error})", flush=True)
+        return None
+    length = q.shape[2]
+    mask = create_block_mask(  # compiled: the eager mask would materialise T x T booleans (16 GB at 128k)
+        lambda b, h, qi, ki: qi >= ki, None, None, length, length, device=q.device, _compile=True
+    )
+    compiled = torch.compile(flex_attention, dynamic=False)
+
+    def run():
+        return compiled(q, k, v, block_mask=mask, scale=scaling, enable_gqa=True, return_lse=True)
+
+    try:
+        run()
+    except Exception as error:  # say which path is missing, never drop the column silently
+        print(f"flex attention: failed to run ({type(error).__name__}: {str(error)[:200]})", flush=True)
+        return None
+    return run
+
+
+def workloads(q, k, v, *, flex: bool = False):
     length = q.shape[2]
     scaling = HEAD_DIM**-0.5
     row_options = dict(
@@ -114,6 +139,9 @@ def workloads(q, k, v):
     def forward_with_statistics():
         return kernels.attention_with_statistics(q, k, v, **row_options)
 
+    def rows_lse():  # the forward returning the log-sum-exp only (issue 19's first column)
+        return kernels.attention_with_statistics(q, k, v, scaling=scaling, causal=True, statistics=("lse",))
+
     lse = forward_with_statistics()[1]["lse"]
 
     def key_pass():
@@ -135,13 +163,18 @@ def workloads(q, k, v):
         )
         return out, stats, keyed
 
-    return {
+    work = {
         "sdpa": sdpa,
         "plain": plain,
+        "rows_lse": rows_lse,
         "forward_stats": forward_with_statistics,
         "key_pass": key_pass,
         "capture": capture,
     }
+    flex_run = flex_with_lse(q, k, v, scaling) if flex else None
+    if flex_run is not None:
+        work["flex_lse"] = flex_run
+    return work
 
 
 def tune(q, k, v, candidates: dict = CANDIDATES, *, pooled_cells: int = POOLED_CELLS) -> dict:
@@ -190,6 +223,7 @@ def main() -> None:
     )
     parser.add_argument("--tune", action="store_true", help="pick tile configs at 16k before the sweep")
     parser.add_argument("--smoke", action="store_true", help="tiny lengths on the CPU interpreter (fp32)")
+    parser.add_argument("--flex", action="store_true", help="also time FlexAttention returning lse (GPU)")
     args = parser.parse_args()
 
     global HEADS, KV_HEADS, HEAD_DIM, POOLED_CELLS
@@ -215,7 +249,7 @@ def main() -> None:
     for length in lengths:
         q, k, v = make_inputs(length, device, dtype, seed=length)
         with overrides(chosen):
-            work = workloads(q, k, v)
+            work = workloads(q, k, v, flex=args.flex and on_gpu)
             # Correct at scale: our output against SDPA's, and received mass summing to the number of rows.
             out, stats, keyed = work["capture"]()
             sdpa_out = work["sdpa"]().transpose(1, 2)
@@ -252,6 +286,7 @@ def main() -> None:
             {
                 "T": length,
                 **{f"{name}_ms": round(ms, 4) for name, ms in times.items()},
+                "ratios": {name: round(ms / times["sdpa"], 3) for name, ms in times.items() if name != "sdpa"},
                 "inputs_gb": round(inputs_gb, 3),
                 "peak_gb": round(peak_gb, 3),
                 "extra_gb": round(peak_gb - inputs_gb, 3),
@@ -286,6 +321,15 @@ def main() -> None:
         print(
             f"{row['T']:>7} {row['sdpa_ms']:>9.3f} {detail['plain_ms']:>9.3f} {detail['forward_stats_ms']:>9.3f} "
             f"{detail['key_pass_ms']:>9.3f} {row['capture_ms']:>9.3f} {row['ratio']:>6.2f} {row['peak_gb']:>8.2f}"
+        )
+    # issue 19's table: ratios against SDPA in this run
+    print()
+    print(f"{'T':>7} {'rows, lse only':>15} {'all row stats':>14} {'full capture':>13} {'flex + lse':>11}")
+    for detail in details:
+        r = detail["ratios"]
+        print(
+            f"{detail['T']:>7} {r['rows_lse']:>15.2f} {r['forward_stats']:>14.2f} {r['capture']:>13.2f} "
+            f"{r.get('flex_lse', float('nan')):>11.2f}"
         )
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lead's device calls for one GPU session (issues 15-17), each `bash benchmarks/gpu_calls.sh VERB`:
 #   first   stage the carried part; the short-context times and CUDA-graph tests (SHORT=0 skips them), the
-#           forward variants' sweep (ALU=0 skips it), the Gluon key pass check (GLUON=1); start the gpu-marked kernel
+#           forward variants' sweep (ALU=0 skips it), every path against SDPA 4k-128k with FlexAttention and the 1B
+#           model at 32k (TARGETS=0 skips them), the Gluon key pass check (GLUON=1); start the gpu-marked kernel
 #           tests in the background (e2e returns their logs; then PYTEST_GPU=0 on long skips them)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
 #   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
@@ -42,22 +43,31 @@ first)
     # the Gluon key pass was measured 2026-12-07 (exact, slower): GLUON=1 checks it again after a change
     [ "${GLUON:-0}" = 1 ] && GLUON_TESTS=0 OUT="$OUT" bash benchmarks/gluon_gpu_check.sh
     if [ "${SHORT:-1}" = 1 ]; then  # issue 19 item 2: short-context times (eager and CUDA-graph replay) + graph tests
-        timeout -k 5 150 python3 benchmarks/short_context.py --out "$OUT/short_context.json" > "$OUT/short_context.log" 2>&1
+        timeout -k 5 ${SHORT_TIMEOUT:-90} python3 benchmarks/short_context.py --out "$OUT/short_context.json" > "$OUT/short_context.log" 2>&1
         echo "short_context exit $?"; tail -n 15 "$OUT/short_context.log"
-        timeout -k 5 150 python3 -m pytest tests/kernels -q -x -m gpu -k "graph_capture or bf16_long" -p no:cacheprovider \
+        timeout -k 5 ${GRAPH_TIMEOUT:-80} python3 -m pytest tests/kernels -q -x -m gpu -k "graph_capture or bf16_long" -p no:cacheprovider \
             >> "$OUT/short_context.log" 2>&1; echo "graph tests exit $?"; tail -n 3 "$OUT/short_context.log"
     fi
     if [ "${ALU:-1}" = 1 ]; then  # issue 19 item 3: the forward's variants (ROWSUM_MMA, DISTANCE_MMA) vs the default and SDPA
         mkdir -p "$OUT/sweep"
-        timeout -k 5 170 python3 benchmarks/kernel_sweep.py --lengths 4096 16384 32768 --budget-ms 300 \
+        timeout -k 5 ${ALU_TIMEOUT:-150} python3 benchmarks/kernel_sweep.py --lengths 4096 16384 32768 --budget-ms 250 \
             --only fwd_packed fwd_packed_mma fwd_rowsum fwd_rowsum_s2 --out-dir "$OUT/sweep" > "$OUT/sweep/sweep.log" 2>&1
         echo "kernel_sweep exit $?"; tail -n 12 "$OUT/sweep/sweep.log"
+    fi
+    if [ "${TARGETS:-1}" = 1 ]; then  # issue 19 item 4: every path's ratio to SDPA, 4k-128k, FlexAttention beside; the 1B model at 32k
+        mkdir -p "$OUT/targets"
+        timeout -k 5 ${TARGETS_TIMEOUT:-160} python3 benchmarks/attention_stats.py --flex --out "$OUT/targets/attention_stats.json" \
+            > "$OUT/targets/attention_stats.log" 2>&1; echo "attention_stats exit $?"; tail -n 8 "$OUT/targets/attention_stats.log"
+        timeout -k 5 ${MODEL_TIMEOUT:-90} python3 benchmarks/model_capture.py --out "$OUT/targets/model_capture.json" \
+            > "$OUT/targets/model_capture.log" 2>&1; echo "model_capture exit $?"; tail -n 4 "$OUT/targets/model_capture.log"
     fi
     for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py; do
         setsid nohup timeout 600 python3 -m pytest "$file" -q -p no:cacheprovider -rfE \
             > "/tmp/gpu-tests/$(basename "$file" .py).log" 2>&1 < /dev/null &
     done
     python3 -m workbench.cli env --json > "$OUT/env.json" 2>&1; cat "$OUT/env.json"
+    # at most 8 files come back: everything in one archive
+    (cd "$OUT" && tar czf /tmp/first.tgz --exclude=first.tgz . && find . -mindepth 1 -delete && mv /tmp/first.tgz .)
     [ $staged = 3 ] && exit 0; exit $staged ;;
 stage)
     [ $staged = 3 ] && exit 0; exit $staged ;;
