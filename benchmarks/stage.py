@@ -82,7 +82,11 @@ def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
     # seen on the GPU 2026-12-07)
     from importlib.metadata import distribution
 
-    metadata = Path(distribution("gguf")._path) / "METADATA"  # noqa: SLF001 (the dist-info folder)
+    metadata = next(
+        Path(entry.locate())
+        for entry in distribution("gguf").files or ()
+        if entry.name == "METADATA" and entry.parent.name.endswith(".dist-info")
+    )
     members.append((f"site/{metadata.parent.name}/METADATA", metadata))
     for wheel in sorted(wheels.glob("*.whl")) if wheels else []:
         members.append((f"wheels/{wheel.name}", wheel))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench.seam.spec import ROW_STATISTICS
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # kernels compile lazily, so this still takes effect
@@ -18,17 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SPEC = wb.CaptureSpec(
-    statistics=(
-        "lse",
-        "entropy",
-        "max",
-        "argmax",
-        "sink_mass",
-        "local_mass",
-        "span_mass",
-        "mean_distance",
-        "waad",
-    ),
+    statistics=ROW_STATISTICS,  # every row statistic, as the kernels define them
     key_statistics=("received", "fai"),
     span=(2, 7),
     pooled_cells=8,

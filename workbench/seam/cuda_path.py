@@ -29,8 +29,7 @@ def key_pass_path() -> dict | None:
     """The key pass this machine runs for a capture ({"name", "reason"}), or None without the kernels."""
     if _kernels is None:
         return None
-    device = torch.device("cuda") if torch.cuda.is_available() else None
-    return _kernels.key_pass_path(device).as_dict()
+    return _kernels.key_pass_path().as_dict()  # the current CUDA device, else CPU
 
 
 def importable() -> bool:
