@@ -27,6 +27,13 @@ verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm|c
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
+targets() {  # issue 19 item 4: every path's ratio to SDPA, 4k-128k, FlexAttention beside; the 1B model at 32k
+    mkdir -p "$OUT/targets"
+    timeout -k 5 ${TARGETS_TIMEOUT:-160} python3 benchmarks/attention_stats.py --flex --out "$OUT/targets/attention_stats.json" \
+        > "$OUT/targets/attention_stats.log" 2>&1; echo "attention_stats exit $?"; tail -n 8 "$OUT/targets/attention_stats.log"
+    timeout -k 5 ${MODEL_TIMEOUT:-90} python3 benchmarks/model_capture.py --out "$OUT/targets/model_capture.json" \
+        > "$OUT/targets/model_capture.log" 2>&1; echo "model_capture exit $?"; tail -n 4 "$OUT/targets/model_capture.log"
+}
 case $verb in
 all)
     [ $staged = 0 ] || exit $staged
@@ -54,13 +61,7 @@ first)
             --only fwd_packed fwd_packed_mma fwd_rowsum fwd_rowsum_s2 --out-dir "$OUT/sweep" > "$OUT/sweep/sweep.log" 2>&1
         echo "kernel_sweep exit $?"; tail -n 12 "$OUT/sweep/sweep.log"
     fi
-    if [ "${TARGETS:-1}" = 1 ]; then  # issue 19 item 4: every path's ratio to SDPA, 4k-128k, FlexAttention beside; the 1B model at 32k
-        mkdir -p "$OUT/targets"
-        timeout -k 5 ${TARGETS_TIMEOUT:-160} python3 benchmarks/attention_stats.py --flex --out "$OUT/targets/attention_stats.json" \
-            > "$OUT/targets/attention_stats.log" 2>&1; echo "attention_stats exit $?"; tail -n 8 "$OUT/targets/attention_stats.log"
-        timeout -k 5 ${MODEL_TIMEOUT:-90} python3 benchmarks/model_capture.py --out "$OUT/targets/model_capture.json" \
-            > "$OUT/targets/model_capture.log" 2>&1; echo "model_capture exit $?"; tail -n 4 "$OUT/targets/model_capture.log"
-    fi
+    [ "${TARGETS:-1}" = 1 ] && targets
     for file in $(ls tests/kernels/test_*.py | grep -v gluon) tests/test_seam_kernels.py; do
         setsid nohup timeout 600 python3 -m pytest "$file" -q -p no:cacheprovider -rfE \
             > "/tmp/gpu-tests/$(basename "$file" .py).log" 2>&1 < /dev/null &
@@ -116,6 +117,9 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
         --json "$OUT/gpu_e2e_long.json" > "$OUT/e2e_long.log" 2>&1
     echo "e2e long exit $?"; tail -n 30 "$OUT/e2e_long.log"
     tar czf "$OUT/e2e_long_outputs.tgz" --exclude='*.safetensors' --exclude='*.parquet' --exclude='stores' --exclude='text-*' -C /tmp e2e-long 2>/dev/null
+    if [ "${TARGETS:-0}" = 1 ]; then  # issue 19's targets here when `first` skipped them (TARGETS=0 there)
+        OUT=/tmp/targets-out targets; tar czf "$OUT/targets.tgz" -C /tmp/targets-out targets
+    fi
     if [ "${GLUON:-0}" = 1 ]; then  # the Gluon key pass check (issue 19), alone on the GPU after the timings
         OUT=/tmp/gluon bash benchmarks/gluon_gpu_check.sh; tar czf "$OUT/gluon.tgz" -C /tmp gluon
     fi
