@@ -5,7 +5,7 @@
 #           model at 32k (TARGETS=0 skips them), the Gluon key pass check (GLUON=1); start the gpu-marked kernel
 #           tests in the background (e2e returns their logs; then PYTEST_GPU=0 on long skips them)
 #   stage   stage the carried part (exit 3 while parts are missing; stage.py names them)
-#   e2e     every model-loading command on CUDA (benchmarks/e2e.py); collects the background test logs
+#   e2e     every model-loading command on CUDA (benchmarks/e2e.py; E2E_ONLY="a,b" runs those only); collects the background test logs
 #   long    the long-context captures next to SDPA, notebook 01 and `pytest -m gpu` (benchmarks/e2e.py);
 #           GLUON=1 then runs benchmarks/gluon_gpu_check.sh (the Gluon key pass, ~2-3 min) -> gluon.tgz
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
@@ -91,7 +91,7 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
         done
         export E2E_NOTE="these ran on the same GPU at the same time (niced): $BG"
     fi
-    timeout ${E2E_TIMEOUT:-500} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e --json "$OUT/gpu_e2e_commands.json" > "$OUT/e2e_commands.log" 2>&1
+    timeout ${E2E_TIMEOUT:-500} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e ${E2E_ONLY:+--only "$E2E_ONLY"} --json "$OUT/gpu_e2e_commands.json" > "$OUT/e2e_commands.log" 2>&1
     echo "e2e commands exit $?"; tail -n 30 "$OUT/e2e_commands.log"
     for f in /tmp/gpu-tests/*.log; do echo "== $f"; tail -n 5 "$f"; done > "$OUT/gpu_tests.log" 2>&1
     grep -E "==|passed|failed|error" "$OUT/gpu_tests.log" | head -20
