@@ -37,6 +37,15 @@ def test_binding_writes_tables(results):
     assert set(ablation.basis) == {"binding", "random", "none"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_layer"] in (0, 6) and summary["test_pairs"] > 0
+    # per-scene same-class counts add back up to each probe's same-class accuracy and pair count
+    scenes = pd.read_parquet(out / "scenes.parquet")
+    totals = scenes.groupby(["layer", "probe"])[["n_same_class", "correct_same_class"]].sum()
+    merged = probes.set_index(["layer", "probe"]).join(totals, how="inner", rsuffix="_scenes")
+    assert len(merged) == len(probes)
+    assert (merged.n_same_class_scenes == merged.n_same_class).all()
+    assert (merged.n_same_class == summary["test_same_class_pairs"]).all()
+    assert ((merged.correct_same_class / merged.n_same_class - merged.same_class_accuracy).abs() < 1e-9).all()
+    assert scenes.scene.nunique() > 1
     from workbench.store import default_store
 
     runs = default_store().runs(kind="binding")

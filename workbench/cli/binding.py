@@ -30,7 +30,7 @@ from workbench.pipeline.steps.binding import BindingOptions as B
 @uses_store
 def binding(
     model: str = typer.Argument(..., help="dinov2-s14, a tiny-vit-* name, a .safetensors checkpoint, a HF ViT folder or id"),
-    out: Path = typer.Option(..., "--out", help="folder for probes.parquet, heads.parquet, ablation.parquet, summary.json"),
+    out: Path = typer.Option(..., "--out", help="folder for probes.parquet, heads.parquet, ablation.parquet, scenes.parquet, summary.json"),
     layers: str | None = option(B, "layers"),
     scenes: int | None = option(B, "scenes"),
     seed: int | None = option(B, "seed"),
@@ -56,6 +56,8 @@ def binding(
         record.table("probes").to_parquet(staging / "probes.parquet", index=False)
         heads.to_parquet(staging / "heads.parquet", index=False)
         record.table("ablation").to_parquet(staging / "ablation.parquet", index=False)
+        if "scenes" in record.arrays:  # runs recorded before it existed have no per-scene counts
+            record.table("scenes").to_parquet(staging / "scenes.parquet", index=False)
         (staging / "summary.json").write_text(json.dumps(record.artifacts["summary"], indent=2, default=str))
         if len(heads):
             write_heads_json(staging / "HEADS.json", heads, done.model.name)
@@ -70,4 +72,4 @@ def binding(
         table = table[table.layer == best].set_index("probe")
         line = ", ".join(f"{name} {table.loc[name, 'same_class_accuracy']:.3f}" for name in table.index)
         typer.echo(f"best layer {best} (quadratic, validation): same-class accuracy {line}")
-    typer.echo(f"wrote {out}/probes.parquet, heads.parquet, ablation.parquet; run {done.run_id} in {default_store().root}")
+    typer.echo(f"wrote {out}/probes.parquet, heads.parquet, ablation.parquet, scenes.parquet; run {done.run_id} in {default_store().root}")

@@ -58,6 +58,8 @@ class BindingResult:
     heads: pd.DataFrame
     ablation: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    # same-class pairs per (layer, probe, test scene): n and correct, for intervals that resample scenes
+    scenes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -102,8 +104,13 @@ class _LayerProbes:
         self.standardizer: dict[int, P.Standardizer] = {}
 
 
+def _scene_rows(scenes: list | None, predicted, pairs, layer: int, probe: str) -> None:
+    if scenes is not None:
+        scenes.append(P.scene_counts(predicted, pairs).assign(layer=layer, probe=probe))
+
+
 def _evaluate_layer(
-    features_train, features_test, train, test, val_mask, kinds, config, tag, layer, kept=None
+    features_train, features_test, train, test, val_mask, kinds, config, tag, layer, kept=None, scenes=None
 ):
     rows = []
     standardizer = P.Standardizer.fit(features_train)
@@ -126,6 +133,7 @@ def _evaluate_layer(
             scores = probe(tx, ty).numpy()
             val_scores = probe(vx, vy).numpy()
         row = {"layer": layer, "probe": f"{tag}{kind}", **P.pair_metrics(scores, scores > 0, test.pairs)}
+        _scene_rows(scenes, scores > 0, test.pairs, layer, f"{tag}{kind}")
         val_metrics = P.pair_metrics(val_scores, val_scores > 0, val_pairs)
         row["val_accuracy"] = val_metrics["accuracy"]
         row["val_same_class_accuracy"] = val_metrics["same_class_accuracy"]
@@ -135,6 +143,7 @@ def _evaluate_layer(
     cos_train = P.cosine_scores(features_train, train_pairs)
     threshold = P.best_threshold(cos_train, train_pairs.label.astype(bool))
     cos_test = P.cosine_scores(features_test, test.pairs)
+    _scene_rows(scenes, cos_test > threshold, test.pairs, layer, f"{tag}cosine")
     rows.append(
         {
             "layer": layer,
@@ -145,7 +154,7 @@ def _evaluate_layer(
     return rows
 
 
-def _pointwise_row(features_train, features_test, train, test, layer, config):
+def _pointwise_row(features_train, features_test, train, test, layer, config, scenes=None):
     background = NUM_CLASSES
     standardizer = P.Standardizer.fit(features_train)
     classifier = P.class_probe(
@@ -158,6 +167,7 @@ def _pointwise_row(features_train, features_test, train, test, layer, config):
     pi, pj = P.gather(probabilities, test.pairs)
     scores = (pi * pj).sum(-1).numpy()
     predicted = (pi.argmax(-1) == pj.argmax(-1)).numpy()
+    _scene_rows(scenes, predicted, test.pairs, layer, "pointwise-class")
     return {"layer": layer, "probe": "pointwise-class", **P.pair_metrics(scores, predicted, test.pairs)}
 
 
@@ -227,7 +237,7 @@ def run_binding(model: VisionModel, config: BindingConfig | None = None, progres
         f"pairs: {len(train.pairs)} train, {len(test.pairs)} test ({int(test.pairs.same_class.sum())} same-class)"
     )
 
-    rows, kept = [], _LayerProbes()
+    rows, kept, scenes = [], _LayerProbes(), []
     feats_train = extract(model, train.images, layers, config.batch)
     feats_test = extract(model, test.images, layers, config.batch)
     for layer in tqdm(layers, desc="probes", leave=False):
@@ -242,8 +252,9 @@ def run_binding(model: VisionModel, config: BindingConfig | None = None, progres
             "",
             layer,
             kept,
+            scenes,
         )
-        rows.append(_pointwise_row(feats_train[layer], feats_test[layer], train, test, layer, config))
+        rows.append(_pointwise_row(feats_train[layer], feats_test[layer], train, test, layer, config, scenes))
         progress(
             f"layer {layer}: "
             + ", ".join(f"{r['probe']} {r['same_class_accuracy']:.3f}" for r in rows if r["layer"] == layer)
@@ -263,6 +274,7 @@ def run_binding(model: VisionModel, config: BindingConfig | None = None, progres
                 config,
                 "random-init:",
                 layer,
+                scenes=scenes,
             )
         del r_train, r_test
     if config.pixel_baseline:
@@ -270,7 +282,9 @@ def run_binding(model: VisionModel, config: BindingConfig | None = None, progres
             pixel_features(train.images, model.patch_size),
             pixel_features(test.images, model.patch_size),
         )
-        rows += _evaluate_layer(p_train, p_test, train, test, val_mask, ("quadratic",), config, "pixels:", -1)
+        rows += _evaluate_layer(
+            p_train, p_test, train, test, val_mask, ("quadratic",), config, "pixels:", -1, scenes=scenes
+        )
     probes_table = pd.DataFrame(rows)
 
     quadratic = probes_table[probes_table.probe == "quadratic"]
@@ -298,7 +312,9 @@ def run_binding(model: VisionModel, config: BindingConfig | None = None, progres
         "test_same_class_pairs": int(test.pairs.same_class.sum()),
         "seconds": round(time.time() - started, 1),
     }
-    return BindingResult(probes_table, heads, pd.DataFrame(ablation_rows), summary)
+    columns = ["layer", "probe", "scene", "n_same_class", "correct_same_class"]
+    scene_table = pd.concat(scenes, ignore_index=True)[columns] if scenes else pd.DataFrame(columns=columns)
+    return BindingResult(probes_table, heads, pd.DataFrame(ablation_rows), summary, scene_table)
 
 
 def _ablation(model, feats_test, test, kept, best_layer, layers, config, progress):

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -245,6 +246,22 @@ def pair_metrics(scores: np.ndarray, predicted: np.ndarray, pairs: Pairs) -> dic
         )
         out[name] = float((predicted[chosen] == label[chosen]).mean()) if chosen.any() else float("nan")
     return out
+
+
+def scene_counts(predicted: np.ndarray, pairs: Pairs) -> pd.DataFrame:
+    """Same-class (different-instance) pairs per test scene: how many, how many predicted right. Pairs
+    cluster in scenes, so an interval for a same-class accuracy resamples scenes, not pairs."""
+    stratum = pairs.same_class
+    right = (predicted[stratum] == pairs.label.astype(bool)[stratum]).astype(np.int64)
+    scenes = pairs.scene[stratum]
+    order = np.unique(scenes)
+    return pd.DataFrame(
+        {
+            "scene": order.astype(np.int64),
+            "n_same_class": np.bincount(np.searchsorted(order, scenes), minlength=len(order)),
+            "correct_same_class": np.bincount(np.searchsorted(order, scenes), weights=right, minlength=len(order)).astype(np.int64),
+        }
+    )
 
 
 def cosine_scores(features: torch.Tensor, pairs: Pairs) -> np.ndarray:

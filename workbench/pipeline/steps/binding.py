@@ -92,7 +92,7 @@ class BindingStep(Step):
         scene_hash = hashlib.sha256(json.dumps(result.summary["scene_config"], sort_keys=True).encode()).hexdigest()
         return StepOutput(
             head_tables={"heads": result.heads} if len(result.heads) else {},
-            arrays={"probes": result.probes, "ablation": result.ablation},
+            arrays={"probes": result.probes, "ablation": result.ablation, "scenes": result.scenes},
             summary={k: v for k, v in result.summary.items() if k != "config"},
             artifacts={"summary": result.summary, "heads": result.heads},
             input_hash=scene_hash[:16],
