@@ -135,3 +135,34 @@ def test_rendered_tables_carry_the_raw_numbers():
         assert f"| {row.doc} | {row.domain} | {row.tokens} | {row.loss_base:.3f} |" in retrieval_doc
     sinks = json.loads((data / "sinks" / "SINKS.json").read_text())
     assert f"**{100 * sinks['sink_1']:.1f}**" in (ROOT / "5-sinks-calibration.md").read_text()
+
+
+def _binding_folder(tmp_path, quadratic_right: float, baseline_right: float, scenes: int = 40) -> Path:
+    """A `workbench binding dinov2-s14` folder with per-scene counts: 10 same-class pairs per scene."""
+    import pandas as pd
+
+    folder = tmp_path / "binding" / "dinov2-s14-n8"
+    folder.mkdir(parents=True)
+    rows = []
+    for scene in range(scenes):
+        for probe, share in (("quadratic", quadratic_right), ("lowrank", 1.0), ("diagonal", baseline_right),
+                             ("random-init:quadratic", baseline_right - 0.1)):  # fmt: skip
+            # the rate varies by scene (clustered), around its mean
+            right = int(round(10 * min(1.0, max(0.0, share + (0.1 if scene % 2 else -0.1)))))
+            rows.append({"layer": 3, "probe": probe, "scene": scene, "n_same_class": 10, "correct_same_class": right})
+        rows.append({"layer": -1, "probe": "pixels:quadratic", "scene": scene, "n_same_class": 10, "correct_same_class": 5})
+    pd.DataFrame(rows).to_parquet(folder / "scenes.parquet")
+    (folder / "summary.json").write_text(json.dumps({"best_layer": 3, "config": {"scenes": 8}}))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("quadratic", "baseline", "verdict"),
+                         [(0.8, 0.6, "reproduced"), (0.6, 0.6, "inconclusive"), (0.4, 0.7, "not reproduced")])  # fmt: skip
+def test_binding_finding_compares_the_quadratic_probe_with_its_best_baseline(tmp_path, quadratic, baseline, verdict):
+    from workbench.report import binding
+
+    (entry,) = binding.findings(_binding_folder(tmp_path, quadratic, baseline))
+    assert entry["verdict"] == verdict and entry["n"] == 40
+    assert abs(entry["value"] - (quadratic - baseline)) < 1e-9  # the best baseline: diagonal, not lowrank
+    assert "diagonal" in entry["metric"] and entry["ci"][0] <= entry["value"] <= entry["ci"][1]
+    assert entry["source"].endswith("dinov2-s14-n8/scenes.parquet")

@@ -42,6 +42,7 @@ FINDING_BUILDERS: tuple[Callable[[Path], list[dict]], ...] = (
     duo.findings,
     rhythm.findings,
     calibration.findings,
+    binding.findings,
 )
 
 

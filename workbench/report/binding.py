@@ -129,3 +129,61 @@ def tiny_vit_ablation(data: Path) -> str:
                 f"| {row.auroc:.3f} | {row.same_class_auroc:.3f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+# --- the DINOv2 finding: data/binding/dinov2-s14-*/ (a `workbench binding dinov2-s14` folder with scenes.parquet)
+QUADRATIC_FAMILY = ("quadratic", "lowrank")  # the probe and its low-rank form; every other row is a baseline
+
+
+def dinov2_folders(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "binding").glob("dinov2-s14-*") if (p / "scenes.parquet").exists())
+
+
+def quadratic_margin(scenes, layer: int, resamples: int = 10_000, seed: int = 0):
+    """Same-class accuracy of the quadratic probe minus the best baseline's at ``layer`` (raw pixels from
+    layer -1), with a percentile bootstrap over test scenes (the pairs cluster in scenes): the best
+    baseline is chosen again in every resample. Returns (value, (low, high), scenes, best baseline)."""
+    import numpy as np
+
+    chosen = scenes[(scenes.layer == layer) | scenes.probe.str.startswith("pixels:")]
+    correct = chosen.pivot_table(index="scene", columns="probe", values="correct_same_class", aggfunc="sum")
+    count = chosen.pivot_table(index="scene", columns="probe", values="n_same_class", aggfunc="sum")
+    baselines = [p for p in correct.columns if p not in QUADRATIC_FAMILY]
+    columns = ["quadratic", *baselines]
+    right, total = correct[columns].to_numpy(np.float64), count[columns].to_numpy(np.float64)
+
+    observed = right.sum(0) / total.sum(0)
+    best = baselines[int(np.argmax(observed[1:]))]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(right), size=(resamples, len(right)))
+    accuracy = right[draws].sum(axis=1) / total[draws].sum(axis=1)  # (resamples, probes)
+    margins = accuracy[:, 0] - accuracy[:, 1:].max(axis=1)
+    low, high = np.quantile(margins, [0.025, 0.975])
+    return float(observed[0] - observed[1:].max()), (float(low), float(high)), len(right), best
+
+
+def findings(data: Path) -> list[dict]:
+    import pandas as pd
+
+    entries = []
+    for folder in dinov2_folders(data):
+        summary = json.loads((folder / "summary.json").read_text())
+        layer = summary["best_layer"]
+        value, (low, high), n, best = quadratic_margin(pd.read_parquet(folder / "scenes.parquet"), layer)
+        verdict = "reproduced" if low > 0 else "not reproduced" if high < 0 else "inconclusive"
+        entries.append(
+            {
+                "finding": "A quadratic IsSameObject probe on DINOv2 features beats every baseline on same-class "
+                "(different-instance) pairs at its validation-selected layer",
+                "paper": "Li et al. 2025, Does Object Binding Naturally Emerge in Large Pretrained ViTs?",
+                "metric": f"same-class accuracy, quadratic minus the best baseline (here {best}; linear, diagonal, "
+                f"pointwise-class, cosine, random-init network, raw pixels), DINOv2-S/14 layer {layer}, "
+                f"{summary['config']['scenes']} train scenes, 95% CI resampling test scenes",
+                "value": round(value, 4),
+                "ci": [round(low, 4), round(high, 4)],
+                "n": n,
+                "verdict": verdict,
+                "source": f"docs/results/data/binding/{folder.name}/scenes.parquet",
+            }
+        )
+    return entries
