@@ -14,6 +14,7 @@
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
 #           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
+#   one     BG verbs + e2e + long at once, within ONE_DEADLINE (575 s): $OUT holds at most 8 files
 #   all     e2e (with BG) and long in one call, for a session with little device time left: $OUT/e2e and
 #           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
 #   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
@@ -27,6 +28,19 @@ verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm|c
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
+collect_bg() {  # the background verbs (BG on e2e): let them end ($1 seconds at most), stop the rest, return all as bg.tgz
+    local pending=""
+    for _ in $(seq "$1"); do
+        pending=$(for d in /tmp/bg/*/; do j=$(basename "$d"); [ -e /tmp/bg/$j.done ] || echo $j; done)
+        [ -z "$pending" ] && break; sleep 1
+    done
+    pending=$(for d in /tmp/bg/*/; do j=$(basename "$d"); [ -e /tmp/bg/$j.done ] || echo $j; done)
+    [ -z "$pending" ] || { echo "still running, stopped: $pending (their finished units are returned)"
+                          for j in $pending; do kill -- -"$(cat /tmp/bg/$j.pid)"; done; sleep 3; }
+    for d in /tmp/bg/*/; do echo "== $d"; tail -n 12 "$d/call.log"; done
+    # the work folders too: a stopped verb never reached its own tar
+    tar czf "$OUT/bg.tgz" -C /tmp bg $(cd /tmp && ls -d lofit duo rhythm calibration retrieval-random 2>/dev/null)
+}
 targets() {  # issue 19 item 4: every path's ratio to SDPA, 4k-128k, FlexAttention beside; the 1B model at 32k
     mkdir -p "$OUT/targets"
     timeout -k 5 ${TARGETS_TIMEOUT:-160} python3 benchmarks/attention_stats.py --flex --out "$OUT/targets/attention_stats.json" \
@@ -41,6 +55,17 @@ all)
     OUT="$OUT/e2e" bash benchmarks/gpu_calls.sh e2e
     cat "$OUT/e2e/gpu_tests.log" >> "$OUT/e2e/e2e_commands.log" 2>/dev/null; rm -f "$OUT/e2e/gpu_tests.log"
     OUT="$OUT/long" bash benchmarks/gpu_calls.sh long
+    exit 0 ;;
+one)  # issues 16-17 in one call, for a session with one call's device time left: the BG verbs start, the
+    # e2e commands (E2E_ONLY) and the long-context captures + notebook run beside them (their timings say so),
+    # then the BG verbs get until ONE_DEADLINE seconds after the start and come back as bg.tgz
+    [ $staged = 0 ] || exit $staged
+    began=$(date +%s)
+    BG="${BG:-lofit calibration duo rhythm retrieval-random}" E2E_TIMEOUT=${E2E_TIMEOUT:-300} bash benchmarks/gpu_calls.sh e2e
+    cat "$OUT/gpu_tests.log" "$OUT/env.json" >> "$OUT/e2e_commands.log" 2>/dev/null; rm -f "$OUT/gpu_tests.log" "$OUT/env.json"
+    BG_COLLECT=0 PYTEST_GPU=0 LONG_TIMEOUT=${LONG_TIMEOUT:-230} bash benchmarks/gpu_calls.sh long
+    left=$(( ${ONE_DEADLINE:-575} - ($(date +%s) - began) )); [ $left -gt 0 ] || left=1
+    collect_bg $left
     exit 0 ;;
 first)
     # The Gluon key pass check (issue 19, ~2 min; needs no staged part), alone on the GPU, its files in $OUT;
@@ -101,17 +126,7 @@ long)  # long-context captures next to SDPA, notebook 01, pytest -m gpu
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
     export WORKBENCH_RESULTS=/tmp/wb-e2e/results; mkdir -p $WORKBENCH_RESULTS
-    if [ -d /tmp/bg ]; then  # the background verbs (BG on e2e): let them end, then return them
-        for _ in $(seq ${BG_WAIT:-150}); do
-            pending=$(for d in /tmp/bg/*/; do j=$(basename "$d"); [ -e /tmp/bg/$j.done ] || echo $j; done)
-            [ -z "$pending" ] && break; sleep 1
-        done
-        [ -z "$pending" ] || { echo "still running, stopped: $pending (their finished units are returned)"
-                              for j in $pending; do kill -- -"$(cat /tmp/bg/$j.pid)"; done; sleep 3; }
-        for d in /tmp/bg/*/; do echo "== $d"; tail -n 12 "$d/call.log"; done
-        # the work folders too: a stopped verb never reached its own tar
-        tar czf "$OUT/bg.tgz" -C /tmp bg $(cd /tmp && ls -d lofit duo rhythm calibration retrieval-random 2>/dev/null)
-    fi
+    [ -d /tmp/bg ] && [ "${BG_COLLECT:-1}" = 1 ] && collect_bg ${BG_WAIT:-150}
     timeout ${LONG_TIMEOUT:-400} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e-long --only none --long-context \
         --llama-dir /tmp/wb-e2e/llama-1b-random --notebook $([ "${PYTEST_GPU:-1}" = 1 ] && echo --pytest-gpu) --pytest-timeout 150 \
         --json "$OUT/gpu_e2e_long.json" > "$OUT/e2e_long.log" 2>&1
