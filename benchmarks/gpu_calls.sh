@@ -56,6 +56,14 @@ all)
     cat "$OUT/e2e/gpu_tests.log" >> "$OUT/e2e/e2e_commands.log" 2>/dev/null; rm -f "$OUT/e2e/gpu_tests.log"
     OUT="$OUT/long" bash benchmarks/gpu_calls.sh long
     exit 0 ;;
+targets)  # issue 19's targets alone (no staged part needed); also SHORT=1 for the short-context times
+    targets
+    if [ "${SHORT:-0}" = 1 ]; then
+        timeout -k 5 ${SHORT_TIMEOUT:-90} python3 benchmarks/short_context.py --out "$OUT/targets/short_context.json" > "$OUT/targets/short_context.log" 2>&1
+        echo "short_context exit $?"; tail -n 15 "$OUT/targets/short_context.log"
+    fi
+    (cd "$OUT" && tar czf targets.tgz targets && rm -rf targets)
+    exit 0 ;;
 one)  # issues 16-17 in one call, for a session with one call's device time left: the BG verbs start, the
     # e2e commands (E2E_ONLY) and the long-context captures + notebook run beside them (their timings say so),
     # then the BG verbs get until ONE_DEADLINE seconds after the start and come back as bg.tgz
