@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -234,10 +235,20 @@ def cli(args: list, device: str, dtype: str, env: dict, timeout: int, log: Path)
     with log.open("w") as handle:
         handle.write(" ".join(command) + "\n")
         handle.flush()
+        # PYTHONFAULTHANDLER: a command stopped at its time limit gets SIGABRT first, so its log ends with the
+        # Python stack of every thread (where it hung), then SIGKILL if it is still there 5 s later
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env={**env, "PYTHONFAULTHANDLER": "1"})
         try:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=timeout, cwd=ROOT).returncode
+            code = process.wait(timeout=timeout)
             status = "ok" if code == 0 else f"exit {code}"
         except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             status = f"timeout ({timeout} s)"
     return status, round(time.perf_counter() - started, 2)
 
