@@ -256,6 +256,23 @@ def key_statistics(
                 return results
             except Exception as error:  # compile or launch failure: recorded, warned once, Triton runs
                 path = selection.record_launch_failure(q, error)
+        from workbench_kernels.key_statistics_pass import pooled_in_kernel
+
+        if pooled_cells and not pooled_in_kernel(q, k, int(pooled_cells)):
+            # narrow pooled cells (short context): the kernel sums received/FAI, PyTorch sums the map
+            from workbench_kernels.reference import key_statistics_reference, pooled_grid
+
+            cell, _ = pooled_grid(k.shape[2], int(pooled_cells))
+            _record_key_pass(selection.KeyPassPath(path.name, f"{path.reason}; the pooled map by PyTorch on the "
+                                                              f"device (cell width {cell} is too narrow for the "
+                                                              "kernel's unrolled cell loop)"))  # fmt: skip
+            with _device_guard(q):
+                results = key_statistics_launch(q, k, lse, **options, pooled_cells=0) if received or fai_window else {}
+                results["pooled"] = key_statistics_reference(
+                    q, k, scaling=scaling, causal=causal, logit_bias=logit_bias, received=False, fai_window=None,
+                    pooled_cells=int(pooled_cells), dtype=torch.float32, chunk=_reference_chunk(batch, heads, k.shape[2]),
+                )["pooled"]  # fmt: skip
+            return results
         _record_key_pass(path)
         with _device_guard(q):
             return key_statistics_launch(q, k, lse, **options, pooled_cells=int(pooled_cells))

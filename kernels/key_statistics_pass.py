@@ -606,6 +606,33 @@ def _launch_plan(q, k, *, causal, has_bias, received, fai, pooled_cells) -> dict
     return plan
 
 
+MAX_POOLED_UNROLL = 16
+"""Most (row cell x column cell) pairs one key tile may touch for the kernel to sum the pooled map: the
+kernel unrolls ROW_CELLS x COL_CELLS reductions at each of its call sites, so narrow cells (e.g. 128 cells
+over 256 keys, cell 2: 33 x 65 on the 64 x 128 GPU tiles) make a kernel Triton needs many minutes to
+compile (seen 2026-12-07: `workbench capture --window 256` on an H100 hung past 120 s). Wider-cell maps
+(4k keys in 64 cells: 2 x 3) compile in seconds."""
+
+
+def pooled_in_kernel(q, k, pooled_cells: int) -> bool:
+    """Whether the key-pass kernel sums this pooled map itself (else ``workbench_kernels.api`` sums it with
+    the PyTorch definition on the same device and records that it did). Compiled kernels only: the CPU
+    interpreter compiles nothing, so its tests keep exercising the kernel's narrow-cell code."""
+    from workbench_kernels import configs
+
+    if not pooled_cells or not k.shape[2] or not q.is_cuda:
+        return True
+    config = configs.key_config(q.shape[-1], q.dtype, q.device)
+    return pooled_unroll(config["BLOCK_M"], config["BLOCK_N"], k.shape[2], pooled_cells) <= MAX_POOLED_UNROLL
+
+
+def pooled_unroll(block_m: int, block_n: int, k_len: int, pooled_cells: int) -> int:
+    """ROW_CELLS x COL_CELLS of a ``block_m`` x ``block_n`` tile over a map of ``pooled_cells`` on ``k_len`` keys."""
+    cells = min(int(pooled_cells), k_len)
+    cell = -(-k_len // cells)
+    return _cells_touched(block_m, cell) * _cells_touched(block_n, cell)
+
+
 def key_statistics_launch(q, k, lse, *, scaling, causal, logit_bias, received, fai_window, pooled_cells):
     """Launch the key-side pass. Arguments are validated by ``workbench_kernels.api``; returns name -> tensor.
 

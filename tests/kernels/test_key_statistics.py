@@ -192,3 +192,28 @@ def test_exp2_polynomial_accuracy():
     rel = ((y.double() - reference) / reference).abs()[close].max().item()
     assert rel < 3e-6, rel
     assert torch.isfinite(y).all() and (y >= 0).all() and (y[~close] < 1e-35).all()
+
+
+def test_narrow_pooled_cells_leave_the_kernel_loop_and_say_so(generator, monkeypatch):
+    """Where the kernel would unroll too many cell reductions (narrow cells, short context on the GPU
+    tiles), the map comes from the PyTorch definition on the same device, received/FAI still from the
+    kernel, and the recorded key-pass path says so."""
+    from workbench_kernels import key_statistics_pass
+
+    # the case that hung on an H100 (256 keys, 128 cells, 64 x 128 tiles) leaves; 8k keys in 128 cells stays
+    assert key_statistics_pass.pooled_unroll(64, 128, 256, 128) > key_statistics_pass.MAX_POOLED_UNROLL
+    assert key_statistics_pass.pooled_unroll(64, 128, 8192, 128) <= key_statistics_pass.MAX_POOLED_UNROLL
+    dtype = bf16 if ON_GPU else f32
+    q = generator.normal(1, 4, 70, 32, dtype=dtype)
+    k = generator.normal(1, 2, 70, 32, dtype=dtype)
+    _, stats = kernels.attention_with_statistics(q, k, k, scaling=0.3)
+    monkeypatch.setattr(key_statistics_pass, "pooled_in_kernel", lambda *args: False)
+    result = kernels.key_statistics(q, k, stats["lse"], scaling=0.3, pooled_cells=35)
+    path = kernels.last_key_pass_path()
+    reference = key_statistics_reference(q, k, scaling=0.3, pooled_cells=35)
+    assert set(result) == set(reference) == {"received", "fai", "pooled"}
+    for name in result:
+        assert result[name].device == q.device
+        assert relative_error(result[name], reference[name]) < TOLERANCE[dtype], name
+    if kernels.uses_triton(q):
+        assert "pooled map by PyTorch" in path.reason and "cell width 2" in path.reason
