@@ -50,7 +50,7 @@ class Command:
 # --- the command list (the one place) ------------------------------------------------------------------
 COMMANDS = [
     Command("capture", lambda o: ["capture", MODEL, "--text", SAMPLE, "--out", o / "capture.parquet", "--window", "256"],
-            ["capture.parquet"], "head_table", timeout=300),  # the first command: it pays the kernels' JIT compile
+            ["capture.parquet"], "head_table", timeout=150),  # the first command: it pays the kernels' JIT compile (seconds since the narrow-cell fix)
     Command("heads retrieval", lambda o: ["heads", "retrieval", MODEL, "--out", o / "HEADS.json", "--needles", DETECT_NEEDLE,
                                           "--lengths", "256", "--depths", "30,70", "--max-new-tokens", "12"],
             ["HEADS.json"], "top10_overlap"),

@@ -14,7 +14,7 @@
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
 #           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
-#   one     BG verbs + e2e + long at once, within ONE_DEADLINE (575 s): $OUT holds at most 8 files
+#   one     BG verbs + e2e + long (LONG=0 skips it) at once, within ONE_DEADLINE (575 s): $OUT holds at most 8 files
 #   all     e2e (with BG) and long in one call, for a session with little device time left: $OUT/e2e and
 #           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
 #   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
@@ -71,9 +71,11 @@ one)  # issues 16-17 in one call, for a session with one call's device time left
     began=$(date +%s)
     BG="${BG:-lofit calibration duo rhythm retrieval-random}" E2E_TIMEOUT=${E2E_TIMEOUT:-300} bash benchmarks/gpu_calls.sh e2e
     cat "$OUT/gpu_tests.log" "$OUT/env.json" >> "$OUT/e2e_commands.log" 2>/dev/null; rm -f "$OUT/gpu_tests.log" "$OUT/env.json"
-    BG_COLLECT=0 PYTEST_GPU=0 LONG_TIMEOUT=${LONG_TIMEOUT:-230} bash benchmarks/gpu_calls.sh long
+    [ "${LONG:-1}" = 1 ] && BG_COLLECT=0 PYTEST_GPU=0 LONG_TIMEOUT=${LONG_TIMEOUT:-230} bash benchmarks/gpu_calls.sh long
     left=$(( ${ONE_DEADLINE:-575} - ($(date +%s) - began) )); [ $left -gt 0 ] || left=1
     collect_bg $left
+    # the analyses' gpu-marked tests (started by e2e) may end after the commands: their logs as they are now
+    for f in /tmp/gpu-tests/*.log; do echo "== $f (at the end of the call)"; tail -n 8 "$f"; done >> "$OUT/e2e_commands.log" 2>&1
     exit 0 ;;
 first)
     # The Gluon key pass check (issue 19, ~2 min; needs no staged part), alone on the GPU, its files in $OUT;
@@ -203,7 +205,7 @@ retrieval-random)  # one process for the fixed sets (batched), one per fresh dra
     date; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
     timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fixed --haystack "$essays" --out $out \
         > $out/random-fixed.log 2>&1 &
-    for draw in $(seq 0 $((${DRAWS:-5} - 1))); do
+    for draw in ${DRAW_LIST:-$(seq 0 $((${DRAWS:-5} - 1)))}; do  # DRAW_LIST="0 2": those draws only
         timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fresh --draw $draw --haystack "$essays" \
             --out $out > $out/random-fresh-d$draw.log 2>&1 &
     done

@@ -63,6 +63,9 @@ def parse(argv=None):
     p.add_argument("--clutrr-train-limit", type=int, default=None, help="subsample CLUTRR's train.json")
     p.add_argument("--eval-batch", type=int, default=128)
     p.add_argument("--workers", type=int, default=6, help="parallel (fold, seed) jobs on the GPU")
+    p.add_argument("--jobs", default=None,
+                   help="comma list of job names to run, e.g. truthfulqa-fold1-seed0 (the rest of a cut run; "
+                        "then merge both runs' units/ folders into one out folder and --merge)")
     p.add_argument(
         "--budget-s", type=float, default=480, help="no condition starts that would end after this"
     )
@@ -337,6 +340,12 @@ def plan_jobs(args, started: float) -> tuple[list[dict], int]:
                         "deadline": started + args.budget_s,
                     }
                 )
+    if args.jobs:
+        wanted = set(args.jobs.split(","))
+        unknown = wanted - {f"{j['task']}-fold{j['fold']}-seed{j['seed']}" for j in jobs}
+        if unknown:
+            raise SystemExit(f"--jobs: no such job {sorted(unknown)}")
+        jobs = [j for j in jobs if f"{j['task']}-fold{j['fold']}-seed{j['seed']}" in wanted]
     expected = sum(len(job["ks"]) * len(conditions) + job["base"] for job in jobs)
     return jobs, expected
 
