@@ -569,14 +569,22 @@ def _read_part(path: Path) -> dict:
 
 
 def merge(parts: list[Path], target: Path) -> dict:
-    """One report from the reports of several calls (a device call lasts 10 minutes at most): the commands
-    of all in order, and the other sections from whichever part has them."""
+    """One report from the reports of several calls (a device call lasts 10 minutes at most): each command's
+    row from the last part that ran it (a rerun replaces an earlier timeout), each row labelled with the card
+    and date of its part (calls of one session can land on different cards), in the commands' order; the
+    other sections from the last part that has them. A merged report can be a part again."""
     reports = [_read_part(Path(p)) for p in parts]
-    merged = {key: value for report in reports for key, value in report.items() if key != "commands"}
-    merged["commands"] = [row for report in reports for row in report.get("commands", [])]
-    done = {row["command"] for row in merged["commands"]}
-    merged["not_run"] = [c.name for c in COMMANDS if c.name not in done]  # e.g. the call's time ran out
-    merged["parts"] = [{"file": Path(p).name, "date": r.get("date"), "total_s": r.get("total_s")} for p, r in zip(parts, reports, strict=True)]
+    merged = {key: value for report in reports for key, value in report.items() if key not in ("commands", "parts")}
+    rows: dict[str, dict] = {}
+    for report in reports:
+        for row in report.get("commands", []):
+            rows[row["command"]] = {**row, "gpu": row.get("gpu") or report.get("gpu"),
+                                    "run_date": row.get("run_date") or report.get("date")}  # fmt: skip
+    order = [c.name for c in COMMANDS]
+    merged["commands"] = sorted(rows.values(), key=lambda r: order.index(r["command"]) if r["command"] in order else len(order))
+    merged["not_run"] = [name for name in order if name not in rows]  # e.g. the call's time ran out
+    merged["parts"] = [entry for p, r in zip(parts, reports, strict=True)
+                       for entry in r.get("parts") or [{"file": Path(p).name, "date": r.get("date"), "total_s": r.get("total_s")}]]  # fmt: skip
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(merged, indent=1, default=str))
     return merged
