@@ -30,6 +30,30 @@ def test_adapter_shape_and_modules(make_dinov2):
     assert adapter_for(model) is VIT_ADAPTER
 
 
+def test_older_dinov2_layout_is_captured_through_its_inner_self_attention(make_dinov2):
+    """transformers up to at least 5.17 (the lent GPU's) wraps the module that calls the attention interface:
+    ``layer.attention.attention`` (Dinov2SelfAttention) inside ``layer.attention`` (Dinov2Attention). The
+    adapter must hand the seam the inner one, or no layer is captured (seen on the GPU, 2026-12-07)."""
+
+    class Wrapper(torch.nn.Module):  # the older layout around the same attention module and weights
+        def __init__(self, inner):
+            super().__init__()
+            self.attention = inner
+
+        def forward(self, *args, **kwargs):
+            return self.attention(*args, **kwargs)
+
+    model = make_dinov2()
+    images = torch.rand(2, 3, 16, 16)
+    expected = VisionModel("small", model, Preprocess(image_size=16)).attention_maps(images)
+    inner = [layer.attention for layer in model.encoder.layer]
+    for layer in model.encoder.layer:
+        layer.attention = Wrapper(layer.attention)
+    assert VIT_ADAPTER.attention_modules(model) == inner
+    maps = VisionModel("small", model, Preprocess(image_size=16)).attention_maps(images)
+    torch.testing.assert_close(maps, expected)
+
+
 def test_seam_rows_match_eager_and_are_bidirectional(make_dinov2):
     model = make_dinov2()
     vision = VisionModel("small", model, Preprocess(image_size=16))

@@ -42,7 +42,15 @@ class VitAdapter(Adapter):
         return [self.embeddings(model), *self.blocks(model)]
 
     def attention_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [block.attention for block in self.blocks(model)]
+        """The modules that call the attention interface: ``block.attention`` (transformers 5.2x), or its inner
+        self-attention where the block's ``attention`` wraps one (``Dinov2Attention(attention=Dinov2SelfAttention,
+        output=...)`` up to at least transformers 5.17, as on the lent GPU: instrumenting the wrapper there left
+        every layer uncaptured)."""
+        modules = []
+        for block in self.blocks(model):
+            inner = getattr(block.attention, "attention", None)
+            modules.append(inner if isinstance(inner, nn.Module) else block.attention)
+        return modules
 
     @contextlib.contextmanager
     def edit_residuals(
