@@ -41,6 +41,22 @@ _RENAMES = {
 }
 
 
+
+def match_layout(state: dict, expected: set[str]) -> dict:
+    """``state`` with its attention weights named as the model at hand names them: the 5.2x layout
+    (``attention.q_proj``, ...) and the older one (``attention.attention.query``, ``attention.output.dense``;
+    transformers 5.17, the lent GPU's) name the same tensors. Keys the model already expects stay as they are."""
+    renamed = {}
+    for key, value in state.items():
+        if key not in expected:
+            for old, new in _RENAMES.items():
+                for a, b in ((new, old), (old, new)):
+                    if a in key and key.replace(a, b) in expected:
+                        key = key.replace(a, b)
+                        break
+        renamed[key] = value
+    return renamed
+
 def dinov2_dir() -> Path:
     return paths.home() / "models" / "dinov2-s14"
 
@@ -115,7 +131,7 @@ def build_dinov2(state: dict[str, torch.Tensor], attn_implementation: str = "wor
     config = dinov2_config()
     config._attn_implementation = attn_implementation  # Dinov2Model(config, attn_implementation=...) is rejected
     model = Dinov2Model(config)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(match_layout(state, set(model.state_dict())), strict=True)
     return model.eval()
 
 

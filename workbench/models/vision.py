@@ -44,8 +44,10 @@ def load_tiny_vit(path: Path, attn_implementation: str = "workbench", random_ini
     torch.manual_seed(seed)
     model = Dinov2Model(config)
     if not random_init:
+        from workbench.models.dinov2 import match_layout
+
         state = {k: v.float() for k, v in load_file(str(path)).items()}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(match_layout(state, set(model.state_dict())), strict=True)
     model.workbench_metadata = meta
     return model.eval()
 
