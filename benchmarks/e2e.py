@@ -574,12 +574,13 @@ def merge(parts: list[Path], target: Path) -> dict:
     and date of its part (calls of one session can land on different cards), in the commands' order; the
     other sections from the last part that has them. A merged report can be a part again."""
     reports = [_read_part(Path(p)) for p in parts]
-    merged = {key: value for report in reports for key, value in report.items() if key not in ("commands", "parts")}
+    merged = {key: value for report in reports for key, value in report.items() if key not in ("commands", "parts", "note")}
     rows: dict[str, dict] = {}
     for report in reports:
         for row in report.get("commands", []):
             rows[row["command"]] = {**row, "gpu": row.get("gpu") or report.get("gpu"),
-                                    "run_date": row.get("run_date") or report.get("date")}  # fmt: skip
+                                    "run_date": row.get("run_date") or report.get("date"),
+                                    "note": row.get("note") or report.get("note")}  # fmt: skip
     order = [c.name for c in COMMANDS]
     merged["commands"] = sorted(rows.values(), key=lambda r: order.index(r["command"]) if r["command"] in order else len(order))
     merged["not_run"] = [name for name in order if name not in rows]  # e.g. the call's time ran out
