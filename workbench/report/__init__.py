@@ -86,6 +86,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "influence": lambda: influence.table(data),
         "kernels-capture": lambda: kernels.capture_table(data),
         "kernels-model": lambda: kernels.model_table(data),
+        "kernels-round4": lambda: kernels.targets_table(data),
         "lofit-truthfulqa": lambda: lofit.table(data, "truthfulqa"),
         "lofit-clutrr": lambda: lofit.table(data, "clutrr"),
         "duo-training": lambda: duo.training_table(data),

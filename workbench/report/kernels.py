@@ -32,3 +32,27 @@ def model_table(data: Path) -> str:
             f"| {row['ratio']:.2f} | {row['peak_gb']:.1f} | {row['logits_rel_error']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+ROUND4 = "kernels/gpu-2026-12-07"
+TARGETS = {"rows_lse": None, "forward_stats": 1.3, "capture": 1.8, "flex_lse": None}  # issue 19 item 4 (16k-128k)
+
+
+def targets_table(data: Path) -> str:
+    """Issue 19's table: every path's time over SDPA's in the same process, per length, with FlexAttention
+    returning lse beside it (``benchmarks/attention_stats.py --flex``), and the 1B-shaped model at 32k."""
+    folder = data / ROUND4
+    if not (folder / "attention_stats_detail.json").exists():
+        return "_no committed round-4 run yet_\n"
+    rows = json.loads((folder / "attention_stats_detail.json").read_text())
+    lines = [
+        "| T | rows, lse only | all row statistics | full capture | FlexAttention returning lse | SDPA ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratios = row["ratios"]
+        cells = [f"{ratios[k]:.2f}" if ratios.get(k) is not None else "failed" for k in TARGETS]
+        lines.append(f"| {row['T'] // 1024}k | " + " | ".join(cells) + f" | {row['sdpa_ms']:.2f} |")
+    model = json.loads((folder / "model_capture.json").read_text())
+    notes = "; ".join(f"{m['model']} at {m['T'] // 1024}k: {m['ratio']:.2f}x ({m['gpu']}, {m['date']})" for m in model)
+    return "\n".join(lines) + f"\n\nWhole model: {notes}.\n"
