@@ -77,6 +77,10 @@ def test_shared_budget_trains_budget_coordinates_for_every_head(tiny_model):
     assert torch.linalg.matrix_rank(artifact.offsets.flatten()[:, None]) == 1  # spanned, not free
     assert log["loss"][-1] < log["loss"][0]
     assert artifact.params["budget"] == 5
+    # the step on each coordinate is scaled so that the whole edit grows as LoFiT's does on its K heads
+    scale = (5 / (len(artifact.heads) * shape.head_dim)) ** 0.5
+    assert artifact.params["lr_scale"] == pytest.approx(scale)
+    assert artifact.params["lr"] == pytest.approx(0.3 * scale)
 
 
 def test_folds_partition_the_questions():

@@ -431,14 +431,25 @@ def train_shared_budget(
     val_items: Sequence | None = None,
     projection_seed: int = 0,
     progress: bool = True,
+    lr_scale: float | None = None,
 ) -> tuple[LofitArtifact, dict, torch.Tensor]:
     """The all-heads control at LoFiT's parameter count: every head gets an offset, and all offsets
     together are ``P w`` with ``budget`` trained coordinates w and a fixed random P (``budget_projection``).
+
+    ``lr_scale`` multiplies ``config.lr`` (default ``sqrt(budget / offset coordinates)``): an Adam step of
+    lr on each of the ``budget`` coordinates moves each of the N mapped offset coordinates by about lr, so
+    the whole edit grows by lr * sqrt(N) per step against LoFiT's lr * sqrt(budget) on its K heads; the
+    default makes the two edits grow alike. With the unscaled lr (``lr_scale=1``, the first GPU run of
+    2026-12-07) the validation loss rose from 0.70 to 11-13 within one epoch and the control never left
+    its initial offsets.
 
     Returns (artifact with an offset on every head, training log, the trained w).
     """
     shape = model.shape
     heads = [(layer, head) for layer in range(shape.num_layers) for head in range(shape.num_heads)]
+    if lr_scale is None:
+        lr_scale = math.sqrt(budget / (len(heads) * shape.head_dim))
+    config = replace(config, lr=config.lr * lr_scale)
     examples = make_examples(model, items, config)
     val_examples = make_examples(model, val_items, config) if val_items else None
     projection = budget_projection(len(heads) * shape.head_dim, budget, projection_seed, model.device)
@@ -467,6 +478,7 @@ def train_shared_budget(
         "items": len(items),
         "examples": len(examples),
         "budget": budget,
+        "lr_scale": lr_scale,
         "projection_seed": projection_seed,
         "selected_step": log.get("selected_step"),
     }
