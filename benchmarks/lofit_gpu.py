@@ -25,8 +25,13 @@ loses all-heads rows first.
 The (fold, seed) jobs run as parallel worker processes on the one GPU (a 135M model leaves it mostly
 idle). Every worker writes ``units/<job>.json`` after every condition and the main process merges them
 into ``results.json`` every few seconds, so a run cut by a timeout still leaves every finished
-condition. ``--merge`` rebuilds results.json from units/ alone. ``--smoke`` is the CPU check: tiny-gqa,
-a few questions, one step.
+condition. ``--merge`` rebuilds results.json from units/ alone, keeping the newest unit of each (task,
+fold, seed, condition, K). ``--smoke`` is the CPU check: tiny-gqa, a few questions, one step.
+
+The rest of a cut run, in a fresh out folder (a run clears its own units/), then merged:
+    --jobs truthfulqa-fold0-seed2,...            whole (fold, seed) jobs: units/<job>.json
+    --conditions all --jobs ...                  some conditions again: units/<job>--all-k8+27.json
+    cp -r NEW/units/* NEW/offsets RUN/ ... && --merge --out RUN
 """
 
 from __future__ import annotations
@@ -165,7 +170,11 @@ def run_worker(args, job: dict) -> None:
     deadline = job["deadline"]
     task, fold, seed = job["task"], job["fold"], job["seed"]
     name = f"{task}-fold{fold}-seed{seed}"
-    unit_path = args.out / "units" / f"{name}.json"
+    # a run of other conditions or Ks for the same job (e.g. `--conditions all` after a fix) writes its own file,
+    # so copying its units/ beside an earlier run's loses nothing; --merge keeps the newest unit of each key
+    default = args.conditions == "lofit,random,all" and args.ks == "8,27"
+    suffix = "" if default else f"--{args.conditions.replace(',', '+')}-k{args.ks.replace(',', '+')}"
+    unit_path = args.out / "units" / f"{name}{suffix}.json"
     units: list[dict] = []
 
     def say(text):
@@ -173,7 +182,7 @@ def run_worker(args, job: dict) -> None:
 
     def record(unit):
         units.append(unit)
-        write_json(unit_path, {"job": job, "units": units})
+        write_json(unit_path, {"job": job, "written": time.time(), "units": units})
 
     if args.device.startswith("cuda"):
         # fp32 weights and activations; matmuls on TF32 tensor cores unless --no-tf32 (about 3x the
@@ -249,11 +258,13 @@ def run_worker(args, job: dict) -> None:
                 },
             )
             heads = "all"
+            extra = {"lr_scale": artifact.params.get("lr_scale")}  # absent in units of the run before the fix: 1.0
         else:
             chosen = top_heads(table, k) if condition == "lofit" else random_heads(model, k, 1000 + seed)
             artifact, log = train_offsets(model, chosen, train, config, val_items=val, progress=False)
             artifact.save(folder)
             heads = [list(h) for h in artifact.heads]
+            extra = {}
         train_seconds = time.time() - t0
         result = _evaluate(model, task, split["test"], artifact.interventions(), args.eval_batch)
         record(
@@ -269,6 +280,7 @@ def run_worker(args, job: dict) -> None:
                 "val": log["val"],
                 "train_seconds": round(train_seconds, 2),
                 "seconds": round(time.time() - t0, 2),
+                **extra,
                 **result,
             }
         )
@@ -352,8 +364,12 @@ def plan_jobs(args, started: float) -> tuple[list[dict], int]:
 
 def merge(args, started: float | None = None, expected: int | None = None) -> dict:
     units = []
-    for path in sorted((args.out / "units").glob("*.json")):
-        units += json.loads(path.read_text())["units"]
+    files = [json.loads(path.read_text()) for path in sorted((args.out / "units").glob("*.json"))]
+    newest: dict[tuple, dict] = {}  # a unit re-run later (other units/ file, newer "written") replaces the earlier
+    for file in sorted(files, key=lambda f: f.get("written", 0.0)):
+        for unit in file["units"]:
+            newest[(unit["task"], unit["fold"], unit.get("seed"), unit["condition"], unit.get("k"))] = unit
+    units += newest.values()
     previous = {}
     if (args.out / "results.json").exists():
         previous = json.loads((args.out / "results.json").read_text())

@@ -149,3 +149,26 @@ def test_padded_batches_score_like_one_sequence_at_a_time(tiny_model, monkeypatc
     monkeypatch.setattr(losses, "needs_padding_mask", lambda interventions: False)
     unmasked = torch.tensor(score_sequences(tiny_model, pairs, calibration, batch_size=len(pairs)))
     assert (unmasked - alone).abs().max() > 1e-4  # without the mask the pads would change ACT's rows
+
+
+def test_merge_keeps_the_newest_unit_of_each_condition(tmp_path):
+    """A later run of some conditions (its own units/ file, newer "written") replaces those units only."""
+    import json
+    import types
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import lofit_gpu
+
+    def unit(condition, k, mc1):
+        return {"task": "truthfulqa", "fold": 0, "seed": 0, "condition": condition, "k": k, "mc1": mc1}
+
+    (tmp_path / "units").mkdir()
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": {"p": 1}, "device": "GPU", "torch": "2.11"}))
+    first = {"written": 1.0, "units": [unit("lofit", 8, 0.3), unit("all", 8, 0.25)]}
+    later = {"written": 2.0, "units": [unit("all", 8, 0.27)]}
+    (tmp_path / "units" / "truthfulqa-fold0-seed0.json").write_text(json.dumps(first))
+    (tmp_path / "units" / "truthfulqa-fold0-seed0--all-k8.json").write_text(json.dumps(later))
+    result = lofit_gpu.merge(types.SimpleNamespace(out=tmp_path))
+    by_condition = {u["condition"]: u["mc1"] for u in result["units"]}
+    assert by_condition == {"lofit": 0.3, "all": 0.27}
+    assert result["torch"] == "2.11"  # a merge on another machine keeps the run's torch
