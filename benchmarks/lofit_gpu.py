@@ -31,7 +31,7 @@ fold, seed, condition, K). ``--smoke`` is the CPU check: tiny-gqa, a few questio
 The rest of a cut run, in a fresh out folder (a run clears its own units/), then merged:
     --jobs truthfulqa-fold0-seed2,...            whole (fold, seed) jobs: units/<job>.json
     --conditions all --jobs ...                  some conditions again: units/<job>--all-k8+27.json
-    cp -r NEW/units/* NEW/offsets RUN/ ... && --merge --out RUN
+    cp NEW/units/* RUN/units/; cp -r NEW/offsets/* RUN/offsets/; then --merge --out RUN
 """
 
 from __future__ import annotations
