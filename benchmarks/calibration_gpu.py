@@ -411,7 +411,7 @@ def merge(args, started: float | None = None, expected: int | None = None) -> di
     result = {
         "protocol": previous.get("protocol") or protocol(args),
         "device": previous.get("device") or device_name(args),
-        "torch": torch.__version__,
+        "torch": previous.get("torch") if started is None and previous.get("torch") else torch.__version__,  # a --merge elsewhere keeps the run's
         "finished": expected is not None and done == expected,  # every job ran to its end
         "jobs_expected": expected if expected is not None else previous.get("jobs_expected"),
         "jobs_done": done,
