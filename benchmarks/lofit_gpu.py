@@ -363,13 +363,12 @@ def plan_jobs(args, started: float) -> tuple[list[dict], int]:
 
 
 def merge(args, started: float | None = None, expected: int | None = None) -> dict:
-    units = []
     files = [json.loads(path.read_text()) for path in sorted((args.out / "units").glob("*.json"))]
     newest: dict[tuple, dict] = {}  # a unit re-run later (other units/ file, newer "written") replaces the earlier
     for file in sorted(files, key=lambda f: f.get("written", 0.0)):
         for unit in file["units"]:
             newest[(unit["task"], unit["fold"], unit.get("seed"), unit["condition"], unit.get("k"))] = unit
-    units += newest.values()
+    units = list(newest.values())
     previous = {}
     if (args.out / "results.json").exists():
         previous = json.loads((args.out / "results.json").read_text())

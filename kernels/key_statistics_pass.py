@@ -628,8 +628,9 @@ def pooled_in_kernel(q, k, pooled_cells: int) -> bool:
 
 def pooled_unroll(block_m: int, block_n: int, k_len: int, pooled_cells: int) -> int:
     """ROW_CELLS x COL_CELLS of a ``block_m`` x ``block_n`` tile over a map of ``pooled_cells`` on ``k_len`` keys."""
-    cells = min(int(pooled_cells), k_len)
-    cell = -(-k_len // cells)
+    from workbench_kernels.reference import pooled_grid
+
+    cell, _ = pooled_grid(k_len, int(pooled_cells))
     return _cells_touched(block_m, cell) * _cells_touched(block_n, cell)
 
 

@@ -41,21 +41,18 @@ _RENAMES = {
 }
 
 
-
 def match_layout(state: dict, expected: set[str]) -> dict:
     """``state`` with its attention weights named as the model at hand names them: the 5.2x layout
     (``attention.q_proj``, ...) and the older one (``attention.attention.query``, ``attention.output.dense``;
     transformers 5.17, the lent GPU's) name the same tensors. Keys the model already expects stay as they are."""
+    pairs = [*_RENAMES.items(), *((new, old) for old, new in _RENAMES.items())]
     renamed = {}
     for key, value in state.items():
         if key not in expected:
-            for old, new in _RENAMES.items():
-                for a, b in ((new, old), (old, new)):
-                    if a in key and key.replace(a, b) in expected:
-                        key = key.replace(a, b)
-                        break
+            key = next((key.replace(a, b) for a, b in pairs if a in key and key.replace(a, b) in expected), key)
         renamed[key] = value
     return renamed
+
 
 def dinov2_dir() -> Path:
     return paths.home() / "models" / "dinov2-s14"
