@@ -171,4 +171,5 @@ def test_merge_keeps_the_newest_unit_of_each_condition(tmp_path):
     result = lofit_gpu.merge(types.SimpleNamespace(out=tmp_path))
     by_condition = {u["condition"]: u["mc1"] for u in result["units"]}
     assert by_condition == {"lofit": 0.3, "all": 0.27}
+    assert len(result["units"]) == 2  # the replaced unit is gone, not listed beside its replacement
     assert result["torch"] == "2.11"  # a merge on another machine keeps the run's torch
