@@ -10,6 +10,8 @@
 #           GLUON=1 then runs benchmarks/gluon_gpu_check.sh (the Gluon key pass, ~2-3 min) -> gluon.tgz
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
+#   lofit-runs  several lofit_gpu.sh runs at once, one per line of LOFIT_PLAN (benchmarks/lofit_plans/*.txt:
+#           "NAME TASKS ARGS...", each into /tmp/lofit/NAME): the rest of a cut run in one call
 #   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, 5-8 min)
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
@@ -69,11 +71,13 @@ one)  # issues 16-17 in one call, for a session with one call's device time left
     # then the BG verbs get until ONE_DEADLINE seconds after the start and come back as bg.tgz
     [ $staged = 0 ] || exit $staged
     began=$(date +%s)
+    mkdir -p /tmp/bg-smi; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > /tmp/bg-smi/smi.csv 2>&1 &
     BG="${BG:-lofit calibration duo rhythm retrieval-random}" E2E_TIMEOUT=${E2E_TIMEOUT:-300} bash benchmarks/gpu_calls.sh e2e
     cat "$OUT/gpu_tests.log" "$OUT/env.json" >> "$OUT/e2e_commands.log" 2>/dev/null; rm -f "$OUT/gpu_tests.log" "$OUT/env.json"
     [ "${LONG:-1}" = 1 ] && BG_COLLECT=0 PYTEST_GPU=0 LONG_TIMEOUT=${LONG_TIMEOUT:-230} bash benchmarks/gpu_calls.sh long
     left=$(( ${ONE_DEADLINE:-575} - ($(date +%s) - began) )); [ $left -gt 0 ] || left=1
     collect_bg $left
+    cp /tmp/bg-smi/smi.csv "$OUT/smi.csv" 2>/dev/null  # the card's memory and use every 15 s through the call
     # the analyses' gpu-marked tests (started by e2e) may end after the commands: their logs as they are now
     for f in /tmp/gpu-tests/*.log; do echo "== $f (at the end of the call)"; tail -n 8 "$f"; done >> "$OUT/e2e_commands.log" 2>&1
     exit 0 ;;
@@ -156,6 +160,23 @@ lofit)
     tail -n 30 /tmp/lofit/lofit.log
     tar czf "$OUT/lofit.tgz" -C /tmp lofit
     exit 0 ;;
+lofit-runs)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    plan=${LOFIT_PLAN:?LOFIT_PLAN=benchmarks/lofit_plans/NAME.txt}
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    mkdir -p /tmp/lofit; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > /tmp/lofit/smi.csv 2>&1 &
+    smi=$!; runs=()
+    while read -r name tasks args; do
+        case $name in ''|'#'*) continue ;; esac
+        TASKS=$tasks EXTRA="$args" bash benchmarks/lofit_gpu.sh /tmp/lofit/$name > /dev/null 2>&1 &
+        runs+=($!)
+    done < "$plan"
+    wait "${runs[@]}"; kill $smi 2>/dev/null
+    echo "lofit runs done"
+    for log in /tmp/lofit/*/lofit.log; do echo "== $log"; grep -v "^ \|Traceback\|File " "$log" | tail -n 12; done
+    tar czf "$OUT/lofit.tgz" -C /tmp lofit
+    exit 0 ;;
 duo)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
@@ -192,7 +213,9 @@ duo-rhythm)
 calibration)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
-    bash benchmarks/calibration_gpu.sh /tmp/calibration > /dev/null 2>&1; echo "calibration exit $?"
+    # CAL_TASKS / CAL_EXTRA (e.g. "--methods act"): EXTRA and TASKS belong to the other verbs beside it
+    TASKS="${CAL_TASKS:-clutrr,truthfulqa,sentiment}" EXTRA="${CAL_EXTRA:-}" bash benchmarks/calibration_gpu.sh /tmp/calibration \
+        > /dev/null 2>&1; echo "calibration exit $?"
     tail -n 40 /tmp/calibration/calibration.log
     tar czf "$OUT/calibration.tgz" -C /tmp calibration
     exit 0 ;;

@@ -5,3 +5,5 @@ _wb_src=${TMPDIR:-/tmp}/workbench-src
 mkdir -p "$_wb_src" && ln -sfn "$PWD/kernels" "$_wb_src/workbench_kernels"
 export PYTHONPATH="$PWD:$_wb_src${PYTHONPATH:+:$PYTHONPATH}"
 unset _wb_src
+# many small processes share the one card (BG verbs): fewer stranded cached blocks
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}

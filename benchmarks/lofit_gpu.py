@@ -216,24 +216,26 @@ def run_worker(args, job: dict) -> None:
         say(f"base: { {k: v for k, v in result.items() if k != 'items'} }")
 
     overrides = {"epochs": args.epochs, "steps": args.steps, "seed": seed}
-    t0 = time.time()
-    table, _, select_log = select_heads(
-        model, train, TrainConfig.defaults(task, 1, **overrides), progress=False
-    )
-    heads_path = args.out / "heads" / f"{name}.json"
-    write_json(
-        heads_path,
-        {
-            "job": job,
-            "steps": select_log["steps"],
-            "seconds": round(time.time() - t0, 2),
-            "heads": table[["layer", "head", "score"]].to_dict("records"),
-        },
-    )
-    say(f"step 1: {select_log['steps']} steps in {time.time() - t0:.1f}s")
+    conditions = args.conditions.split(",")
+    table = None  # step 1 ranks the heads for the LoFiT condition only: random and all-heads runs skip it
+    if "lofit" in conditions:
+        t0 = time.time()
+        table, _, select_log = select_heads(
+            model, train, TrainConfig.defaults(task, 1, **overrides), progress=False
+        )
+        heads_path = args.out / "heads" / f"{name}.json"
+        write_json(
+            heads_path,
+            {
+                "job": job,
+                "steps": select_log["steps"],
+                "seconds": round(time.time() - t0, 2),
+                "heads": table[["layer", "head", "score"]].to_dict("records"),
+            },
+        )
+        say(f"step 1: {select_log['steps']} steps in {time.time() - t0:.1f}s")
 
     config = TrainConfig.defaults(task, 2, **overrides)
-    conditions = args.conditions.split(",")
     plan = [(c, k) for c in ("lofit", "random") if c in conditions for k in job["ks"]]
     plan += [("all", k) for k in job["ks"] if "all" in conditions]
     longest = 0.0  # the slowest condition so far: a condition that would end past the budget is not started

@@ -14,7 +14,7 @@ python3 benchmarks/stage.py receive || exit 3
 source /tmp/wb-stage/env.sh; source benchmarks/gpu_env.sh
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 date; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
-timeout 570 python3 benchmarks/lofit_gpu.py --data "$WORKBENCH_DATA" --tasks "${TASKS:-truthfulqa}" ${EXTRA:-} --out "$out"
+timeout ${LOFIT_TIMEOUT:-570} python3 benchmarks/lofit_gpu.py --data "$WORKBENCH_DATA" --tasks "${TASKS:-truthfulqa}" ${EXTRA:-} --out "$out"
 status=$?
 # a cut run still has every finished condition in units/: fold them into results.json
 [ $status -eq 0 ] || python3 benchmarks/lofit_gpu.py --merge --data "$WORKBENCH_DATA" --tasks "${TASKS:-truthfulqa}" ${EXTRA:-} --out "$out"

@@ -173,3 +173,19 @@ def test_merge_keeps_the_newest_unit_of_each_condition(tmp_path):
     assert by_condition == {"lofit": 0.3, "all": 0.27}
     assert len(result["units"]) == 2  # the replaced unit is gone, not listed beside its replacement
     assert result["torch"] == "2.11"  # a merge on another machine keeps the run's torch
+
+
+def test_a_run_without_the_lofit_condition_skips_step_1(tmp_path):
+    """Random and all-heads runs do not rank heads: no step 1, no heads file, their own units file."""
+    if not (DATA / "truthfulqa" / "train.csv").exists():
+        pytest.skip("the shared TruthfulQA data is not on this machine")
+    out = tmp_path / "random-only"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "lofit_gpu.py"), "--smoke", "--data", str(DATA),
+         "--conditions", "random", "--jobs", "truthfulqa-fold1-seed0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "step 1" not in done.stdout and not (out / "heads").exists()
+    units = json.loads((out / "units" / "truthfulqa-fold1-seed0--random-k2.json").read_text())["units"]
+    assert sorted(u["condition"] for u in units) == ["base", "random"]
