@@ -11,7 +11,7 @@
 # (benchmarks/gpu_e2e.sh does e2e + long in one go where a call may take longer than 10 minutes.)
 #   lofit   LoFiT at the paper's protocol (benchmarks/lofit_gpu.sh)
 #   lofit-runs  several lofit_gpu.sh runs at once, one per line of LOFIT_PLAN (benchmarks/lofit_plans/*.txt:
-#           "NAME TASKS ARGS...", each into /tmp/lofit/NAME): the rest of a cut run in one call
+#           "NAME TASKS ARGS...", each into /tmp/lofit/NAME; LOFIT_PLAN="a.txt b.txt" runs both plans at once)
 #   duo     DuoAttention gates to their plateau + the deployment check (benchmarks/duo_gpu.py, 5-8 min)
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
@@ -171,7 +171,7 @@ lofit-runs)
         case $name in ''|'#'*) continue ;; esac
         TASKS=$tasks EXTRA="$args" bash benchmarks/lofit_gpu.sh /tmp/lofit/$name > /dev/null 2>&1 &
         runs+=($!)
-    done < "$plan"
+    done < <(cat $plan)  # LOFIT_PLAN may name several plan files
     wait "${runs[@]}"; kill $smi 2>/dev/null
     echo "lofit runs done"
     for log in /tmp/lofit/*/lofit.log; do echo "== $log"; grep -v "^ \|Traceback\|File " "$log" | tail -n 12; done
