@@ -62,19 +62,22 @@ def tree_bytes() -> int:
     return sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
 
 
-def _payload_members(wheels: Path | None = None) -> list[tuple[str, Path]]:
+def _payload_members(wheels: Path | None = None, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """Every file of the payload; ``skip`` leaves out "smollm2" (the GGUF) or "dinov2" (the ViT weights),
+    for a session whose device time allows fewer staging calls (the runs that need them then fail loudly)."""
     sys.path.insert(0, str(ROOT))
     import gguf
 
     from workbench.models.convert import smollm2_gguf
     from workbench.models.dinov2 import dinov2_dir
 
-    members = [("smollm2.gguf", smollm2_gguf())]
+    members = [] if "smollm2" in skip else [("smollm2.gguf", smollm2_gguf())]
     dinov2 = dinov2_dir()
-    if not (dinov2 / "model.safetensors").exists():
-        raise SystemExit(f"{dinov2} is missing: run `workbench setup` first")
-    members.append(("home/models/dinov2-s14/config.json", dinov2 / "config.json"))
-    members.append(("home/models/dinov2-s14/model.safetensors", _half(dinov2 / "model.safetensors")))
+    if "dinov2" not in skip:
+        if not (dinov2 / "model.safetensors").exists():
+            raise SystemExit(f"{dinov2} is missing: run `workbench setup` first")
+        members.append(("home/models/dinov2-s14/config.json", dinov2 / "config.json"))
+        members.append(("home/models/dinov2-s14/model.safetensors", _half(dinov2 / "model.safetensors")))
     package = Path(gguf.__file__).parent
     for path in sorted(package.rglob("*.py")):
         members.append((f"site/gguf/{path.relative_to(package)}", path))
@@ -114,12 +117,13 @@ def pack(
     members: list[tuple[str, Path]] | None = None,
     stage: Path = STAGE,
     wheels: Path | None = None,
+    skip: tuple[str, ...] = (),
 ) -> dict:
     """Pack ``members`` (archive name, file) into parts under ``stage``; returns the manifest."""
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "build").mkdir(parents=True)
-    members = _payload_members(wheels) if members is None else members
+    members = _payload_members(wheels, skip) if members is None else members
     tar_path = stage / "build" / "payload.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:  # 7-10 % smaller: one call fewer
         for name, path in members:
@@ -232,11 +236,13 @@ def main() -> None:
     packer = sub.add_parser("pack")
     packer.add_argument("--part-mb", type=float, default=None, help="part size (default: what fits a call)")
     packer.add_argument("--wheels", type=Path, default=None, help="a folder of wheels to install there")
+    packer.add_argument("--skip", action="append", default=[], choices=("smollm2", "dinov2"),
+                        help="leave these weights out (fewer calls; their runs then fail)")
     receiver = sub.add_parser("receive")
     receiver.add_argument("--dir", type=Path, default=DEVICE_DIR)
     args = parser.parse_args()
     if args.verb == "pack":
-        pack(int(args.part_mb * 1e6) if args.part_mb else None, wheels=args.wheels)
+        pack(int(args.part_mb * 1e6) if args.part_mb else None, wheels=args.wheels, skip=tuple(args.skip))
     else:
         sys.exit(receive(args.dir))
 

@@ -94,3 +94,11 @@ def test_only_the_wheels_the_machine_lacks_are_installed(tmp_path, capsys):
     site = device / "payload" / "site"
     assert (site / "wbstagefake.py").is_file() and not (site / "pytest.py").exists()
     assert "installed wbstagefake; the image already has pytest" in capsys.readouterr().out
+
+
+def test_skip_leaves_the_named_weights_out_of_the_payload():
+    stage = _stage_module()
+    names = [name for name, _ in stage._payload_members(skip=("dinov2",))]
+    assert "smollm2.gguf" in names and not any("dinov2" in name for name in names)
+    names = [name for name, _ in stage._payload_members(skip=("dinov2", "smollm2"))]
+    assert "smollm2.gguf" not in names and any(name.startswith("site/gguf/") for name in names)
