@@ -300,7 +300,8 @@ def merge(args, started: float | None = None) -> dict:
     result = {
         "protocol": previous.get("protocol") or protocol(args),
         "device": previous.get("device") or device_name(args),
-        "torch": torch.__version__,
+        # a --merge elsewhere keeps the run's torch
+        "torch": previous.get("torch") if started is None and previous.get("torch") else torch.__version__,
         "finished": "train" in train and len(conditions) >= expected,
         "conditions_expected": expected,
         "wall_seconds": round(time.time() - started, 1) if started else previous.get("wall_seconds"),
