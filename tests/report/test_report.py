@@ -118,6 +118,20 @@ def test_lofit_table_and_findings_from_a_results_file(tmp_path):
     assert found["mc1"]["n"] == 40
 
 
+def test_all_heads_units_from_before_the_lr_fix_are_left_out(tmp_path):
+    run = tmp_path / "lofit" / "gpu-test"
+    run.mkdir(parents=True)
+    ids = list(range(40))
+    units = [_unit("base", 0, None, 0, ids, [0.0] * 40, [0.3] * 40)]
+    units.append(_unit("random", 8, 0, 0, ids, [0.0] * 40, [0.4] * 40))
+    units.append(_unit("all", 8, 0, 0, ids, [0.0] * 40, [0.3] * 40))  # diverged: no lr_scale recorded
+    units.append({**_unit("all", 8, 1, 0, ids, [0.0] * 40, [0.5] * 40), "lr_scale": 0.17})
+    (run / "results.json").write_text(json.dumps({"device": "test", "finished": True, "units": units}))
+    table = lofit_report.table(tmp_path, "truthfulqa")
+    assert "| all heads, same budget | 8 | 512 | 1 | 40 | 0.000 [0.000, 0.000] | 0.500 [0.500, 0.500] |" in table
+    assert "Left out: 1 all-heads units trained before the learning-rate fix" in table
+
+
 def test_rendered_tables_carry_the_raw_numbers():
     """Spot checks against the raw files, read here independently of the renderers."""
     import pandas as pd
@@ -166,3 +180,10 @@ def test_binding_finding_compares_the_quadratic_probe_with_its_best_baseline(tmp
     assert abs(entry["value"] - (quadratic - baseline)) < 1e-9  # the best baseline: diagonal, not lowrank
     assert "diagonal" in entry["metric"] and entry["ci"][0] <= entry["value"] <= entry["ci"][1]
     assert entry["source"].endswith("dinov2-s14-n8/scenes.parquet")
+
+
+def test_the_gpu_e2e_report_in_benchmarks_results_is_the_committed_one():
+    """Issue 16 names benchmarks/results/gpu_e2e.json; the docs render docs/results/data/gpu/gpu_e2e.json."""
+    named = json.loads((REPO / "benchmarks" / "results" / "gpu_e2e.json").read_text())
+    rendered = json.loads((ROOT / "data" / "gpu" / "gpu_e2e.json").read_text())
+    assert named == rendered, "copy docs/results/data/gpu/gpu_e2e.json to benchmarks/results/gpu_e2e.json"

@@ -68,6 +68,13 @@ def test_duo_gate_top_vs_random_is_paired_per_prompt(tmp_path):
     table = duo.deployment_table(tmp_path)
     assert "| gate-top | 50% | - | 40 | 0.750 [" in table and "per seed 0.000-0.250" in table
     assert "gate optimisation did not finish" in duo.training_table(tmp_path)
+    assert "partial" not in found["metric"]
+    # gates cut by the call's time: the finding says so
+    result = json.loads((run / "results.json").read_text())
+    result["train"] = {"params": {"stopped": "time", "steps_done": 198, "schedule_steps": 647}}
+    (run / "results.json").write_text(json.dumps(result))
+    (found,) = duo.findings(tmp_path)
+    assert found["metric"].endswith("partial run: gates stopped by time at step 198 of 647")
 
 
 def test_rhythm_verdicts():

@@ -198,11 +198,16 @@ def findings(data: Path) -> list[dict]:
             low, high = bootstrap_ci(diffs)
             verdict = "reproduced" if low > 0 else "not reproduced" if high <= 0 else "inconclusive"
             seeds = len(_seeds(conditions, "random", ratio))
+            train = (result.get("train") or {}).get("params") or {}
+            partial = ""
+            if not result.get("finished") or train.get("stopped") not in (None, "plateau"):
+                partial = (f"; partial run: gates stopped by {train.get('stopped', '?')} at step "
+                           f"{train.get('steps_done', '?')} of {train.get('schedule_steps', '?')}")  # fmt: skip
             out.append(
                 {
                     "finding": f"DuoAttention: top-gate KV heads kept full beat random splits at {ratio:.0%} full",
                     "paper": "Xiao et al. 2024, DuoAttention",
-                    "metric": f"held-out NIAH success(gate-top) - mean over {seeds} random splits, {model}",
+                    "metric": f"held-out NIAH success(gate-top) - mean over {seeds} random splits, {model}{partial}",
                     "value": round(float(np.mean(diffs)), 4),
                     "ci": [round(low, 4), round(high, 4)],
                     "n": len(diffs),

@@ -23,6 +23,13 @@ LABELS = {
 }
 
 
+def usable(units: list[dict]) -> tuple[list[dict], int]:
+    """The units a table may use, and how many it leaves out: all-heads units trained before the lr fix
+    (2026-12-07; no ``lr_scale`` recorded) diverged in their first epoch and kept step 0, so they measure
+    the base model, not the control."""
+    kept = [u for u in units if u["condition"] != "all" or "lr_scale" in u]
+    return kept, len(units) - len(kept)
+
 
 def _per_item(units: list[dict], task: str, condition: str, k: int, metric: str) -> tuple[dict, int]:
     """item id -> mean over seeds; and the number of seeds."""
@@ -61,7 +68,7 @@ def table(data: Path, task: str = "truthfulqa") -> str:
     parts = []
     for path in files:
         result = json.loads(path.read_text())
-        units = [u for u in result["units"] if u["task"] == task]
+        units, dropped = usable([u for u in result["units"] if u["task"] == task])
         if not units:
             continue
         metrics = METRICS[task]
@@ -92,6 +99,9 @@ def table(data: Path, task: str = "truthfulqa") -> str:
                     control = _per_item(units, task, "random", k, m)[0] if condition != "random" else {}
                     cells.append(_versus(per_metric[m][0], control) if k else "-")
                 lines.append("| " + " | ".join(cells) + " |")
+        if dropped:
+            lines += ["", f"Left out: {dropped} all-heads units trained before the learning-rate fix (they diverged "
+                      "and kept step 0, i.e. the base model)."]  # fmt: skip
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts) if parts else f"No {task} units in the committed LoFiT results.\n"
 
@@ -101,7 +111,7 @@ def findings(data: Path) -> list[dict]:
     for path in result_files(data, "lofit"):
         result = json.loads(path.read_text())
         source = f"docs/results/data/lofit/{path.parent.name}/results.json"
-        units = result["units"]
+        units, _ = usable(result["units"])
         for task, metrics in METRICS.items():
             for k in sorted({u["k"] for u in units if u["task"] == task and u["condition"] == "lofit"}):
                 for metric in metrics:
