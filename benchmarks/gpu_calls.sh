@@ -30,6 +30,12 @@ verb=${1:?usage: gpu_calls.sh first|stage|e2e|long|lofit|duo|rhythm|duo-rhythm|c
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source benchmarks/gpu_env.sh; export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 python3 benchmarks/stage.py receive; staged=$?
+convert_once() {  # the SmolLM2 GGUF to safetensors, once, before several processes load it (they would race)
+    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+}
+smi_log() {  # the card's memory and use every 15 s into $1, in the background ($! is its pid)
+    mkdir -p "$(dirname "$1")"; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > "$1" 2>&1 &
+}
 collect_bg() {  # the background verbs (BG on e2e): let them end ($1 seconds at most), stop the rest, return all as bg.tgz
     local pending=""
     for _ in $(seq "$1"); do
@@ -71,7 +77,7 @@ one)  # issues 16-17 in one call, for a session with one call's device time left
     # then the BG verbs get until ONE_DEADLINE seconds after the start and come back as bg.tgz
     [ $staged = 0 ] || exit $staged
     began=$(date +%s)
-    mkdir -p /tmp/bg-smi; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > /tmp/bg-smi/smi.csv 2>&1 &
+    smi_log /tmp/bg-smi/smi.csv
     BG="${BG:-lofit calibration duo rhythm retrieval-random}" E2E_TIMEOUT=${E2E_TIMEOUT:-300} bash benchmarks/gpu_calls.sh e2e
     cat "$OUT/gpu_tests.log" "$OUT/env.json" >> "$OUT/e2e_commands.log" 2>/dev/null; rm -f "$OUT/gpu_tests.log" "$OUT/env.json"
     [ "${LONG:-1}" = 1 ] && BG_COLLECT=0 PYTEST_GPU=0 LONG_TIMEOUT=${LONG_TIMEOUT:-230} bash benchmarks/gpu_calls.sh long
@@ -119,7 +125,7 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
     mkdir -p /tmp/gpu-tests  # the analyses' gpu-marked tests need the staged wheels: started here, collected below
     ( timeout 400 python3 -m pytest tests/test_devices_analyses.py -m gpu -q -p no:cacheprovider -rfE \
         > /tmp/gpu-tests/test_devices_analyses.log 2>&1 < /dev/null & )
-    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    convert_once
     if [ -n "${BG:-}" ]; then
         rm -rf /tmp/bg; mkdir -p /tmp/bg
         for job in $BG; do
@@ -164,9 +170,8 @@ lofit-runs)
     [ $staged = 0 ] || exit $staged
     source /tmp/wb-stage/env.sh
     plan=${LOFIT_PLAN:?LOFIT_PLAN=benchmarks/lofit_plans/NAME.txt}
-    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
-    mkdir -p /tmp/lofit; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > /tmp/lofit/smi.csv 2>&1 &
-    smi=$!; runs=()
+    convert_once
+    smi_log /tmp/lofit/smi.csv; smi=$!; runs=()
     while read -r name tasks args; do
         case $name in ''|'#'*) continue ;; esac
         TASKS=$tasks EXTRA="$args" bash benchmarks/lofit_gpu.sh /tmp/lofit/$name > /dev/null 2>&1 &
@@ -200,7 +205,7 @@ duo-rhythm)
     source /tmp/wb-stage/env.sh
     mkdir -p /tmp/duo /tmp/rhythm
     # convert the GGUF once before the processes start (two conversions at once would race)
-    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    convert_once
     timeout ${RHYTHM_TIMEOUT:-540} python3 benchmarks/rhythm_gpu.py --out /tmp/rhythm --budget-s ${RHYTHM_BUDGET:-420} > /tmp/rhythm/rhythm.log 2>&1 &
     rhythm_pid=$!
     timeout ${DUO_TIMEOUT:-540} python3 benchmarks/duo_gpu.py --out /tmp/duo --budget-s ${DUO_BUDGET:-470} > /tmp/duo/duo.log 2>&1
@@ -224,7 +229,7 @@ retrieval-random)  # one process for the fixed sets (batched), one per fresh dra
     source /tmp/wb-stage/env.sh
     out=/tmp/retrieval-random; mkdir -p $out
     essays=$WORKBENCH_DATA/niah/essays
-    timeout 120 python3 -c "from workbench.models.convert import convert_smollm2; from workbench.models.registry import smollm2_dir; convert_smollm2(smollm2_dir())"
+    convert_once
     date; nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
     timeout ${RR_TIMEOUT:-520} python3 benchmarks/retrieval_gpu.py random-fixed --haystack "$essays" --out $out \
         > $out/random-fixed.log 2>&1 &
