@@ -3,7 +3,7 @@
     source benchmarks/gpu_env.sh; source /tmp/wb-stage/env.sh
     python3 benchmarks/duo_gpu.py --out OUT [--budget-s 540]
 
-Two worker processes share the GPU (a 135M model leaves it mostly idle):
+Worker processes share the GPU (a 135M model leaves it mostly idle):
 
 * ``train``: 90 KV-head gates, the mix batched per layer (two SDPA calls, workbench/seam/streaming.py),
   ``--batch`` passkey samples of one length per step (length drawn from ``--train-lengths``), AdamW lr
@@ -18,8 +18,10 @@ Time (an estimate, not measured on a GPU): a step is about 3.9 TFLOP of dense wo
 0.1-0.3 s, so 1000 steps take 2-5 minutes and the schedule is cut only on a slower card. The controls
 (22 conditions x 144 prompts, 48 decoded together, at most 32 steps each) take 1-2 minutes beside it.
 Wall time of a call: 5-8 minutes, at most ``--budget-s`` (500) plus loading and merging.
-* ``controls``: the conditions that need no gates: full attention, random full/streaming splits at each
-  ratio (``--seeds``), every head streaming.
+* ``controls`` (and ``controls-1``... with ``--control-workers``, default 2): the conditions that need no
+  gates, dealt round-robin over them: full attention, random full/streaming splits at each ratio
+  (``--seeds``), every head streaming. (On 2026-12-07 one control worker beside a busy card reached only
+  2 of the 10 random splits.)
 
 Deployment check: held-out needles (the 8 built-in ``heldout`` needles, none used for training, which
 uses NATO-word passkeys) in the essays at ``--eval-lengths`` x ``--eval-depths``, chat template, greedy,
@@ -85,6 +87,7 @@ def parse(argv=None):
     p.add_argument("--budget-s", type=float, default=500, help="no condition starts after this")
     p.add_argument("--train-share", type=float, default=0.7, help="share of the budget training may use")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--control-workers", type=int, default=2, help="processes sharing the no-gate conditions")
     p.add_argument("--smoke", action="store_true", help="CPU check: tiny-gqa, synthetic haystack, few steps")
     p.add_argument("--estimate", action="store_true", help="only count the work")
     p.add_argument("--merge", action="store_true", help="only rebuild results.json from units/")
@@ -257,11 +260,13 @@ def run_worker(args, job: dict) -> None:
         params = gates.attrs["params"]
         say(f"gates: {params['steps_done']} steps, stopped by {params['stopped']} ({time.time() - t0:.0f}s)")
         plan = [("gate-top", ratio, None, full_heads_by_gate(gates, ratio)) for ratio in ratios]
-    else:
+    else:  # the no-gate conditions, dealt round-robin over the control workers
         plan = [("full", 1.0, None, None)]
         for ratio in ratios:
             plan += [("random", ratio, seed, random_full_heads(pool, ratio, seed)) for seed in seeds]
         plan.append(("all-streaming", 0.0, None, []))
+        share = workers(args).index(name) - 1
+        plan = plan[share :: args.control_workers]
     prompts, source = _prompts(model, args)
     state["prompts"] = {"count": len(prompts), "haystack": source}
     save()
@@ -282,12 +287,14 @@ def run_worker(args, job: dict) -> None:
 # --- the main process ---------------------------------------------------------------------------------
 
 
-WORKERS = ("train", "controls")
+def workers(args) -> list[str]:
+    """``train`` and the control workers (``controls``, ``controls-1``, ...)."""
+    return ["train", "controls"] + [f"controls-{i}" for i in range(1, args.control_workers)]
 
 
 def merge(args, started: float | None = None) -> dict:
     units = {}
-    for name in WORKERS:
+    for name in workers(args):
         path = args.out / "units" / f"{name}.json"
         if path.exists():
             units[name] = json.loads(path.read_text())
@@ -307,7 +314,7 @@ def merge(args, started: float | None = None) -> dict:
         "wall_seconds": round(time.time() - started, 1) if started else previous.get("wall_seconds"),
         "train": train.get("train"),
         "gates_partial": train.get("gates_partial"),
-        "prompts": train.get("prompts") or units.get("controls", {}).get("prompts"),
+        "prompts": train.get("prompts") or next((u["prompts"] for u in units.values() if "prompts" in u), None),
         "conditions": conditions,
     }
     write_json(args.out / "results.json", result)
@@ -358,12 +365,13 @@ def main(argv=None) -> int:
         stale.unlink()
     (args.out / "results.json").unlink(missing_ok=True)
     merge(args, started)
-    print(f"workers {WORKERS} on {device_name(args)}; writing {args.out}", flush=True)
+    names = workers(args)
+    print(f"workers {names} on {device_name(args)}; writing {args.out}", flush=True)
     run_workers(
         __file__,
         list(argv if argv is not None else sys.argv[1:]),
-        [{"worker": name, "deadline": started + args.budget_s} for name in WORKERS],
-        workers=len(WORKERS),
+        [{"worker": name, "deadline": started + args.budget_s} for name in names],
+        workers=len(names),
         poll_s=1 if args.smoke else 5,
         tick=lambda: merge(args, started),
         label=lambda job: job["worker"],
