@@ -16,6 +16,7 @@
 #   rhythm  preplan-and-anchor rhythm on generated arithmetic problems (benchmarks/rhythm_gpu.py, ~3-5 min)
 #   duo-rhythm  both at once on the one GPU (3 processes; 5-8 min): one call instead of two;
 #           or BG="duo rhythm" on e2e (then BG_WAIT >= 480 on long, or they are stopped early)
+#   together  the BG verbs alone, at once, within DEADLINE (570 s): BG="duo lofit-runs" -> bg.tgz, smi.csv
 #   one     BG verbs + e2e + long (LONG=0 skips it) at once, within ONE_DEADLINE (575 s): $OUT holds at most 8 files
 #   all     e2e (with BG) and long in one call, for a session with little device time left: $OUT/e2e and
 #           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
@@ -35,6 +36,15 @@ convert_once() {  # the SmolLM2 GGUF to safetensors, once, before several proces
 }
 smi_log() {  # the card's memory and use every 15 s into $1, in the background ($! is its pid)
     mkdir -p "$(dirname "$1")"; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv -l 15 > "$1" 2>&1 &
+}
+start_bg() {  # each verb of $BG in the background (niced, 2 CPU threads), its OUT and log in /tmp/bg/VERB
+    rm -rf /tmp/bg; mkdir -p /tmp/bg
+    for job in $BG; do
+        mkdir -p /tmp/bg/$job
+        ( OUT=/tmp/bg/$job OMP_NUM_THREADS=2 setsid nohup nice -n 10 bash -c \
+            "echo \$\$ > /tmp/bg/$job.pid; bash benchmarks/gpu_calls.sh $job > /tmp/bg/$job/call.log 2>&1; touch /tmp/bg/$job.done" \
+            < /dev/null > /dev/null 2>&1 & )
+    done
 }
 collect_bg() {  # the background verbs (BG on e2e): let them end ($1 seconds at most), stop the rest, return all as bg.tgz
     local pending=""
@@ -87,6 +97,18 @@ one)  # issues 16-17 in one call, for a session with one call's device time left
     # the analyses' gpu-marked tests (started by e2e) may end after the commands: their logs as they are now
     for f in /tmp/gpu-tests/*.log; do echo "== $f (at the end of the call)"; tail -n 8 "$f"; done >> "$OUT/e2e_commands.log" 2>&1
     exit 0 ;;
+together)  # the BG verbs alone at once (no e2e commands, no tests beside them), within DEADLINE (570 s) of the
+    # start; all their outputs come back as bg.tgz, the card's memory and use every 15 s as smi.csv
+    [ $staged = 0 ] || exit $staged
+    began=$(date +%s)
+    source /tmp/wb-stage/env.sh
+    smi_log /tmp/bg-smi/smi.csv
+    convert_once
+    start_bg
+    left=$(( ${DEADLINE:-570} - ($(date +%s) - began) )); [ $left -gt 0 ] || left=1
+    collect_bg $left
+    cp /tmp/bg-smi/smi.csv "$OUT/smi.csv" 2>/dev/null
+    exit 0 ;;
 first)
     # The Gluon key pass check (issue 19, ~2 min; needs no staged part), alone on the GPU, its files in $OUT;
     # then, in the background while the parts arrive, every gpu-marked kernel test file but the Gluon one's
@@ -127,13 +149,7 @@ e2e)  # the commands (one call: ~17 processes, each loading the model)
         > /tmp/gpu-tests/test_devices_analyses.log 2>&1 < /dev/null & )
     convert_once
     if [ -n "${BG:-}" ]; then
-        rm -rf /tmp/bg; mkdir -p /tmp/bg
-        for job in $BG; do
-            mkdir -p /tmp/bg/$job
-            ( OUT=/tmp/bg/$job OMP_NUM_THREADS=2 setsid nohup nice -n 10 bash -c \
-                "echo \$\$ > /tmp/bg/$job.pid; bash benchmarks/gpu_calls.sh $job > /tmp/bg/$job/call.log 2>&1; touch /tmp/bg/$job.done" \
-                < /dev/null > /dev/null 2>&1 & )
-        done
+        start_bg
         export E2E_NOTE="these ran on the same GPU at the same time (niced): $BG"
     fi
     timeout ${E2E_TIMEOUT:-500} python3 benchmarks/e2e.py --device cuda --out /tmp/e2e ${E2E_ONLY:+--only "$E2E_ONLY"} --json "$OUT/gpu_e2e_commands.json" > "$OUT/e2e_commands.log" 2>&1
