@@ -132,6 +132,32 @@ def test_all_heads_units_from_before_the_lr_fix_are_left_out(tmp_path):
     assert "Left out: 1 all-heads units trained before the learning-rate fix" in table
 
 
+def test_lofit_findings_compare_with_all_heads_too(tmp_path):
+    run = tmp_path / "lofit" / "gpu-test"
+    run.mkdir(parents=True)
+    ids = list(range(40))
+    units = []
+    for seed in (0, 1):
+        units.append(_unit("lofit", 8, seed, 0, ids, [1.0] * 40, [0.6] * 40))
+        units.append(_unit("random", 8, seed, 0, ids, [1.0] * 40, [0.6] * 40))
+    # all heads worse on MC2 for seed 0 only; seed 1 of the all-heads control is missing
+    units.append({**_unit("all", 8, 0, 0, ids, [1.0] * 40, [0.5] * 40), "lr_scale": 0.17})
+    (run / "results.json").write_text(json.dumps({"device": "test", "finished": True, "units": units}))
+    found = lofit_report.findings(tmp_path)
+    versus_all = [e for e in found if "all heads" in e["finding"]]
+    assert {e["finding"] for e in versus_all} == {
+        "LoFiT-selected heads beat all heads with the same parameter budget (K = 8, truthfulqa mc1)",
+        "LoFiT-selected heads beat all heads with the same parameter budget (K = 8, truthfulqa mc2)",
+    }
+    mc2 = next(e for e in versus_all if e["finding"].endswith("mc2)"))
+    assert mc2["value"] == pytest.approx(0.1) and mc2["verdict"] == "reproduced"
+    assert "2 and 1 seeds" in mc2["metric"]
+    mc1 = next(e for e in versus_all if e["finding"].endswith("mc1)"))
+    assert mc1["value"] == 0 and mc1["verdict"] == "not reproduced"  # a CI of [0, 0] does not exclude 0 from above
+    random = [e for e in found if "random heads" in e["finding"]]
+    assert len(random) == 2 and all(e["verdict"] == "not reproduced" for e in random)
+
+
 def test_rendered_tables_carry_the_raw_numbers():
     """Spot checks against the raw files, read here independently of the renderers."""
     import pandas as pd

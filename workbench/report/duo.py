@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.report.files import no_results, result_files
-from workbench.report.stats import bootstrap_ci, paired_test
+from workbench.report.stats import bootstrap_ci, paired_test, verdict_above_zero
 
 DETECTION = "retrieval/detection-heads-cpu.json"
 CURVE_WINDOW = 100  # steps per row of the loss-curve table
@@ -196,7 +196,7 @@ def findings(data: Path) -> list[dict]:
                 continue
             diffs = [top[k] - random[k] for k in common]
             low, high = bootstrap_ci(diffs)
-            verdict = "reproduced" if low > 0 else "not reproduced" if high <= 0 else "inconclusive"
+            verdict = verdict_above_zero(low, high)
             seeds = len(_seeds(conditions, "random", ratio))
             train = (result.get("train") or {}).get("params") or {}
             partial = ""

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from workbench.report.files import no_results, result_files
-from workbench.report.stats import bootstrap_ci, paired_test
+from workbench.report.stats import bootstrap_ci, paired_test, verdict_above_zero
 
 CONDITIONS = ("base", "lofit", "random", "all")
 METRICS = {"truthfulqa": ("mc1", "mc2"), "clutrr": ("accuracy",)}
@@ -106,6 +106,15 @@ def table(data: Path, task: str = "truthfulqa") -> str:
     return "\n".join(parts) if parts else f"No {task} units in the committed LoFiT results.\n"
 
 
+CONTROLS = {  # the control each finding compares LoFiT heads with: the finding's wording, the metric's label
+    "random": ("LoFiT-selected heads beat random heads at equal K = {k} ({task} {metric})", "random"),
+    "all": (
+        "LoFiT-selected heads beat all heads with the same parameter budget (K = {k}, {task} {metric})",
+        "all heads, same budget",
+    ),
+}
+
+
 def findings(data: Path) -> list[dict]:
     out = []
     for path in result_files(data, "lofit"):
@@ -113,29 +122,34 @@ def findings(data: Path) -> list[dict]:
         source = f"docs/results/data/lofit/{path.parent.name}/results.json"
         units, _ = usable(result["units"])
         for task, metrics in METRICS.items():
-            for k in sorted({u["k"] for u in units if u["task"] == task and u["condition"] == "lofit"}):
-                for metric in metrics:
-                    lofit, seeds = _per_item(units, task, "lofit", k, metric)
-                    random, _ = _per_item(units, task, "random", k, metric)
-                    common = sorted(set(lofit) & set(random))
-                    if not common:
-                        continue
-                    diffs = [lofit[i] - random[i] for i in common]
-                    task_units = [u for u in units if u["task"] == task]
-                    model = task_units[0].get("model", "?")
-                    folds = len({u["fold"] for u in task_units})
-                    low, high = bootstrap_ci(diffs)
-                    verdict = "reproduced" if low > 0 else "not reproduced" if high <= 0 else "inconclusive"
-                    out.append(
-                        {
-                            "finding": f"LoFiT-selected heads beat random heads at equal K = {k} ({task} {metric})",
-                            "paper": "Yin, Ye, Durrett 2024, LoFiT",
-                            "metric": f"{metric}(LoFiT) - {metric}(random), {model}, {seeds} seeds, {folds} fold(s)",
-                            "value": round(sum(diffs) / len(diffs), 4),
-                            "ci": [round(low, 4), round(high, 4)],
-                            "n": len(diffs),
-                            "verdict": verdict,
-                            "source": source,
-                        }
-                    )
+            task_units = [u for u in units if u["task"] == task]
+            if not task_units:
+                continue
+            model = task_units[0].get("model", "?")
+            folds = len({u["fold"] for u in task_units})
+            for control, (claim, label) in CONTROLS.items():
+                for k in sorted({u["k"] for u in task_units if u["condition"] == "lofit"}):
+                    for metric in metrics:
+                        lofit, seeds = _per_item(units, task, "lofit", k, metric)
+                        other, other_seeds = _per_item(units, task, control, k, metric)
+                        common = sorted(set(lofit) & set(other))
+                        if not common:
+                            continue
+                        diffs = [lofit[i] - other[i] for i in common]
+                        counted = (
+                            f"{seeds} seeds" if seeds == other_seeds else f"{seeds} and {other_seeds} seeds"
+                        )
+                        low, high = bootstrap_ci(diffs)
+                        out.append(
+                            {
+                                "finding": claim.format(k=k, task=task, metric=metric),
+                                "paper": "Yin, Ye, Durrett 2024, LoFiT",
+                                "metric": f"{metric}(LoFiT) - {metric}({label}), {model}, {counted}, {folds} fold(s)",
+                                "value": round(sum(diffs) / len(diffs), 4),
+                                "ci": [round(low, 4), round(high, 4)],
+                                "n": len(diffs),
+                                "verdict": verdict_above_zero(low, high),
+                                "source": source,
+                            }
+                        )
     return out

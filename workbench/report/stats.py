@@ -28,6 +28,11 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def verdict_above_zero(low: float, high: float) -> str:
+    """The verdict of a claim "difference > 0" from its interval: above 0, at or below 0, or neither."""
+    return "reproduced" if low > 0 else "not reproduced" if high <= 0 else "inconclusive"
+
+
 def paired_test(
     a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED
 ) -> float:
