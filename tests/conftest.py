@@ -54,6 +54,23 @@ def sample_text():
 
 
 @pytest.fixture()
+def run_driver():
+    """Run ``benchmarks/SCRIPT`` with its arguments in a fresh interpreter; fail with its stderr unless it
+    exits 0; return the finished process (stdout for the caller's checks)."""
+    import subprocess
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def run(script: str, *args) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(benchmarks / script), *map(str, args)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    return run
+
+
+@pytest.fixture()
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
     from workbench.store import Store

@@ -3,7 +3,6 @@ branch for output-only edits, the fold split, and the driver end to end (--smoke
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -97,25 +96,11 @@ def test_folds_partition_the_questions():
     assert train1 | val1 == test0
 
 
-def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
+def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path, run_driver):
     if not (DATA / "truthfulqa" / "train.csv").exists():
         pytest.skip("the shared TruthfulQA data is not on this machine")
     out = tmp_path / "lofit" / "smoke"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "lofit_gpu.py"),
-            "--smoke",
-            "--data",
-            str(DATA),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_driver("lofit_gpu.py", "--smoke", "--data", DATA, "--out", out)
     result = json.loads((out / "results.json").read_text())
     assert result["finished"] and result["units_expected"] == len(result["units"]) == 8
     conditions = sorted((u["fold"], u["condition"]) for u in result["units"])
@@ -175,17 +160,13 @@ def test_merge_keeps_the_newest_unit_of_each_condition(tmp_path):
     assert result["torch"] == "2.11"  # a merge on another machine keeps the run's torch
 
 
-def test_a_run_without_the_lofit_condition_skips_step_1(tmp_path):
+def test_a_run_without_the_lofit_condition_skips_step_1(tmp_path, run_driver):
     """Random and all-heads runs do not rank heads: no step 1, no heads file, their own units file."""
     if not (DATA / "truthfulqa" / "train.csv").exists():
         pytest.skip("the shared TruthfulQA data is not on this machine")
     out = tmp_path / "random-only"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "lofit_gpu.py"), "--smoke", "--data", str(DATA),
-         "--conditions", "random", "--jobs", "truthfulqa-fold1-seed0", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_driver("lofit_gpu.py", "--smoke", "--data", DATA, "--conditions", "random",
+                      "--jobs", "truthfulqa-fold1-seed0", "--out", out)  # fmt: skip
     assert "step 1" not in done.stdout and not (out / "heads").exists()
     units = json.loads((out / "units" / "truthfulqa-fold1-seed0--random-k2.json").read_text())["units"]
     assert sorted(u["condition"] for u in units) == ["base", "random"]

@@ -2,7 +2,6 @@
 and the report that reads its results (workbench/report/calibration.py)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -137,21 +136,10 @@ def test_report_without_data_emits_nothing(tmp_path):
     assert all("partial run" in e["metric"] for e in report.findings(data))
 
 
-def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
+def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path, run_driver):
     out = tmp_path / "calibration" / "smoke"
-    command = [
-        sys.executable,
-        str(REPO / "benchmarks" / "calibration_gpu.py"),
-        "--smoke",
-        "--tasks",
-        "sentiment",
-        "--limit",
-        "4",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    smoke = ("--smoke", "--tasks", "sentiment", "--limit", "4")
+    run_driver("calibration_gpu.py", *smoke, "--out", out)
     result = json.loads((out / "results.json").read_text())
     assert result["finished"] and result["jobs_done"] == result["jobs_expected"] == 4
     for unit in result["units"]:
@@ -169,5 +157,5 @@ def test_driver_smoke_writes_the_layout_the_report_reads(tmp_path):
         4
     }  # tiny-gqa: 4 head indices
     assert {e["n"] for e in report.findings(tmp_path)} == {8}
-    subprocess.run([*command[:-2], "--merge", "--out", str(out)], check=True, capture_output=True)
+    run_driver("calibration_gpu.py", *smoke, "--merge", "--out", out)
     assert json.loads((out / "results.json").read_text())["units"] == result["units"]
