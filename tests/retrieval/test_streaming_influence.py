@@ -11,7 +11,13 @@ import torch
 import workbench as wb
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.influence import attention_influence, influence_heads, read_documents
-from workbench.analyses.retrieval.masking import build_mask, head_output_means, held_out_check, random_heads
+from workbench.analyses.retrieval.masking import (
+    build_mask,
+    head_output_means,
+    held_out_check,
+    per_run_seed,
+    random_heads,
+)
 from workbench.analyses.retrieval.streaming import (
     StreamingMix,
     correlations,
@@ -213,3 +219,27 @@ def test_attention_influence(tiny, tmp_path):
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text('{"id": "x", "domain": "web", "text": "hello there"}\n')
     assert read_documents(jsonl).domain.tolist() == ["web"]
+
+
+def test_attention_influence_random_control(tiny, tmp_path):
+    """The control masks as many random heads, a fresh set per document from outside the top
+    ``exclude_top``, and its columns are the means over the document's sets, recomputed here by hand."""
+    rows = [{"layer": layer, "head": head, "score": 1.0 - 0.01 * (4 * layer + head)}
+            for layer in range(tiny.shape.num_layers) for head in range(tiny.shape.num_heads)]
+    heads = make_head_table(rows, "retrieval")
+    texts = ["The cat sat on the mat. The cat sat on the mat again.", "Numbers: 1 2 3 4 5 6 7 8 9 10 11 12."]
+    scores = attention_influence(tiny, heads, texts, top=2, random_sets=2, exclude_top=3, seed=7, progress=False)
+    top = {(0, 0), (0, 1), (0, 2)}
+    for number, row in enumerate(scores.itertuples()):
+        sets = [[tuple(int(x) for x in h.split(".")) for h in s.split()] for s in row.random_heads.split(";")]
+        assert len(sets) == 2 and all(len(s) == 2 and not top & set(s) for s in sets)
+        assert sets == [random_heads(tiny.shape, 2, per_run_seed(7, draw, number), sorted(top)) for draw in (0, 1)]
+        ids = tiny.encode(texts[number])
+        losses = []
+        for s in sets:
+            logits = tiny.logits(ids, [UniformAttention(a, b) for a, b in s])[0, :-1]
+            losses.append(float(torch.nn.functional.cross_entropy(logits, ids[0, 1:])))
+        assert row.loss_random == pytest.approx(sum(losses) / 2, rel=1e-5)
+        expected = sum((loss - row.loss_base) / row.loss_base for loss in losses) / 2
+        assert row.influence_random == pytest.approx(expected, rel=1e-5)
+    assert scores.attrs["params"]["random_sets"] == 2

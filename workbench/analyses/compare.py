@@ -118,7 +118,7 @@ def compare_head_tables(a: pd.DataFrame, b: pd.DataFrame, *, top_k: int = TOP_K)
                 "max_abs_difference": float((both.iloc[:, 1] - both.iloc[:, 0]).abs().max())
                 if len(both)
                 else math.nan,
-                "rank_correlation": _spearman(both.iloc[:, 0], both.iloc[:, 1]),
+                "rank_correlation": spearman(both.iloc[:, 0], both.iloc[:, 1]),
                 "top_overlap": len(top_a & top_b),
                 "top_k": k,
             }
@@ -134,11 +134,13 @@ def compare_head_tables(a: pd.DataFrame, b: pd.DataFrame, *, top_k: int = TOP_K)
     )
 
 
-def _spearman(x: pd.Series, y: pd.Series) -> float:
-    """Spearman's rho (Pearson's r of average ranks); NaN when either side is constant or too short."""
+def spearman(x, y) -> float:
+    """Spearman's rho (Pearson's r of average ranks) of two equal-length sequences; NaN when either side is
+    constant or too short. The one definition: head comparisons, streaming correlations and the reports."""
     if len(x) < 2:
         return math.nan
-    rx, ry = x.rank(), y.rank()
+    rx = pd.Series(list(x) if not isinstance(x, pd.Series) else x.to_numpy(), dtype=float).rank()
+    ry = pd.Series(list(y) if not isinstance(y, pd.Series) else y.to_numpy(), dtype=float).rank()
     if rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(rx.corr(ry))

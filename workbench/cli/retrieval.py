@@ -180,6 +180,9 @@ def influence(
     fraction: float | None = option(InfluenceOptions, "fraction"),
     top: int | None = option(InfluenceOptions, "top"),
     max_tokens: int | None = option(InfluenceOptions, "max_tokens"),
+    random_sets: int | None = option(InfluenceOptions, "random_sets"),
+    exclude_top: int | None = option(InfluenceOptions, "exclude_top"),
+    seed: int | None = option(InfluenceOptions, "seed"),
     device: Device = DEFAULT_DEVICE,
     dtype: Dtype = DEFAULT_DTYPE,
 ) -> None:
@@ -191,4 +194,6 @@ def influence(
     done = run_step("influence", options)
     scores = done.output.table("scores")
     write_parquet(scores, out)
-    typer.echo(f"{len(scores)} documents, mean influence {scores.influence.mean():.4f}; wrote {out}; run {done.run_id}")
+    control = (f", random heads {scores.influence_random.mean():.4f}" if "influence_random" in scores else "")
+    typer.echo(f"{len(scores)} documents, mean influence {scores.influence.mean():.4f}{control}; wrote {out}; "
+               f"run {done.run_id}")

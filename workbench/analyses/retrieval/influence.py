@@ -1,5 +1,9 @@
 """AttentionInfluence (Hua et al. 2025): how much a document's loss rises when the retrieval heads are
-made uniform. Score = (L_masked - L_base) / L_base, L = mean next-token cross-entropy of the document."""
+made uniform. Score = (L_masked - L_base) / L_base, L = mean next-token cross-entropy of the document.
+
+The control (the paper's "mirror effect", Table 6): the same number of random heads made uniform, a fresh
+set per document drawn from outside the top ``exclude_top`` heads (the way Wu et al.'s repository draws its
+random heads), ``random_sets`` times per document."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pandas as pd
 import torch
 
 from workbench.analyses.heads import top_heads
+from workbench.analyses.retrieval.masking import per_run_seed, random_heads
 from workbench.runners.hf import InputError
 from workbench.seam.interventions import mask_heads
 
@@ -64,12 +69,17 @@ def attention_influence(
     fraction: float = 0.05,
     top: int | None = None,
     max_tokens: int = 1024,
+    random_sets: int = 0,
+    exclude_top: int = 50,
+    seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Per-document AttentionInfluence with the top retrieval heads made uniform (prefill and decode).
 
     ``documents``: a path (see ``read_documents``), a DataFrame with ``text``, or a list of strings.
-    Returns ``doc, domain, tokens, loss_base, loss_masked, influence`` (heads in ``attrs``).
+    Returns ``doc, domain, tokens, loss_base, loss_masked, influence`` (heads in ``attrs``); with
+    ``random_sets`` > 0 also ``loss_random`` and ``influence_random`` (means over the document's random
+    sets) and ``random_heads`` (its sets, ``layer.head`` joined by spaces, sets by ``;``).
     """
     from tqdm.auto import tqdm
 
@@ -80,16 +90,27 @@ def attention_influence(
     shape = model.shape
     chosen = influence_heads(heads, shape.num_layers * shape.num_heads, fraction, top)
     mask = mask_heads(chosen, mode="uniform", scope="both")
+    excluded = top_heads(heads, len(heads))[: max(exclude_top, len(chosen))] if random_sets else []
     rows = []
-    for record in tqdm(documents.to_dict(orient="records"), desc="documents", disable=not progress, leave=False):
+    records = documents.to_dict(orient="records")
+    for number, record in enumerate(tqdm(records, desc="documents", disable=not progress, leave=False)):
         ids = model.encode(record["text"], window=max_tokens) if record["text"].strip() else None
         if ids is None or ids.shape[-1] < 2:
             continue
         base = document_loss(model, ids)
         masked = document_loss(model, ids, mask)
-        rows.append({"doc": record.get("doc", ""), "domain": record.get("domain", ""), "tokens": int(ids.shape[-1]),
-                     "loss_base": base, "loss_masked": masked, "influence": (masked - base) / base})
+        row = {"doc": record.get("doc", ""), "domain": record.get("domain", ""), "tokens": int(ids.shape[-1]),
+               "loss_base": base, "loss_masked": masked, "influence": (masked - base) / base}
+        if random_sets:
+            sets = [random_heads(shape, len(chosen), per_run_seed(seed, draw, number), excluded)
+                    for draw in range(random_sets)]
+            losses = [document_loss(model, ids, mask_heads(s, mode="uniform", scope="both")) for s in sets]
+            row["loss_random"] = sum(losses) / len(losses)
+            row["influence_random"] = sum((loss - base) / base for loss in losses) / len(losses)
+            row["random_heads"] = ";".join(" ".join(f"{a}.{b}" for a, b in s) for s in sets)
+        rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["heads"] = [list(h) for h in chosen]
-    table.attrs["params"] = {"fraction": fraction, "top": top, "max_tokens": max_tokens, "mask": "uniform"}
+    table.attrs["params"] = {"fraction": fraction, "top": top, "max_tokens": max_tokens, "mask": "uniform",
+                             "random_sets": random_sets, "exclude_top": exclude_top, "seed": seed}
     return table

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.analyses.compare import spearman
 from workbench.analyses.heads import make_head_table
 from workbench.analyses.retrieval.haystack import Haystack, PromptBuilder, read_haystack
 from workbench.analyses.retrieval.niah import BATCH_SIZE, grid_prompts, resolve_inputs, run_conditions
@@ -356,14 +357,6 @@ def streaming_head_table(model, per_kv: pd.DataFrame, column: str, method: str, 
 def per_kv(table: pd.DataFrame, column: str = "score", how: str = "mean") -> pd.DataFrame:
     """Pool a per-query-head column to KV heads."""
     return table.groupby(["layer", "kv_head"], as_index=False)[column].agg(how)
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def correlations(gates: pd.DataFrame | None, lrm: pd.DataFrame | None, retrieval: pd.DataFrame | None) -> pd.DataFrame:

@@ -92,6 +92,9 @@ class InfluenceOptions(StepOptions):
     fraction: float = help_field(0.05, "mask the top fraction of heads")
     top: int | None = help_field(None, "mask the top K heads instead of a fraction")
     max_tokens: int = help_field(1024, "keep the first N tokens of each document")
+    random_sets: int = help_field(0, "the control: also mask as many random heads, N fresh sets per document")
+    exclude_top: int = help_field(50, "draw the random heads from outside the top N by score")
+    seed: int = help_field(0, "seed of the random heads")
 
 
 class InfluenceStep(Step):
@@ -102,6 +105,8 @@ class InfluenceStep(Step):
     def validate_options(self, o: InfluenceOptions) -> None:
         if not 0 < o.fraction <= 1 or (o.top is not None and o.top < 1) or o.max_tokens < 2:
             raise OptionError("need 0 < --fraction <= 1, --top >= 1 and --max-tokens >= 2")
+        if o.random_sets < 0 or o.exclude_top < 0:
+            raise OptionError("need --random-sets >= 0 and --exclude-top >= 0")
 
     def execute(self, ctx: Context, o: InfluenceOptions, inputs) -> StepOutput:
         from workbench.analyses.heads import read_heads_json
@@ -110,10 +115,14 @@ class InfluenceStep(Step):
         table = read_heads_json(o.heads)
         documents = read_documents(o.docs)
         scores = attention_influence(ctx.model(), table, documents, fraction=o.fraction, top=o.top,
-                                     max_tokens=o.max_tokens)  # fmt: skip
+                                     max_tokens=o.max_tokens, random_sets=o.random_sets,
+                                     exclude_top=o.exclude_top, seed=o.seed)  # fmt: skip
         params = {**scores.attrs["params"], "heads": scores.attrs["heads"], "docs": str(o.docs)}
+        summary = {"documents": len(scores), "mean_influence": float(scores.influence.mean())}
+        if o.random_sets:
+            summary["mean_influence_random"] = float(scores.influence_random.mean())
         return StepOutput(
             arrays={"scores": scores},
-            summary={"documents": len(scores), "mean_influence": float(scores.influence.mean())},
+            summary=summary,
             input_hash=hashlib.sha256("".join(documents.text).encode()).hexdigest()[:16], params=params,
         )  # fmt: skip
