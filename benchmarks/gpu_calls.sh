@@ -22,6 +22,10 @@
 #           $OUT/long (8 files at most come back, so the kernel-test logs are appended to e2e_commands.log)
 #   calibration  ACT and ZeroTuning, hundreds of tuning items, random-head controls (benchmarks/calibration_gpu.sh)
 #   retrieval-random  the random-K masking control drawn both ways, 128 held-out NIAH runs (benchmarks/retrieval_gpu.py)
+#   influence  AttentionInfluence on every document the local data give (871 of 512 tokens: the essays hold
+#           only 218 such pieces), 3 fresh random sets each (benchmarks/influence_corpus.py, `workbench
+#           influence`), and the Table 6 mirror check (benchmarks/influence_mirror.py, 500 kv prompts), side by
+#           side (~2-4 min) -> influence.tgz
 # BG="lofit calibration ..." on `e2e` starts those verbs in the background (niced, 2 CPU threads each)
 # beside the commands: a 135M model leaves the GPU mostly idle and the device time of a session is short.
 # The commands' wall times then say so in the report's "note". `long` first waits for them (BG_WAIT
@@ -256,5 +260,22 @@ retrieval-random)  # one process for the fixed sets (batched), one per fresh dra
     wait; date
     for f in $out/*.log; do echo "== $f"; grep -v "Warning\|forward_call" "$f" | tail -4; done
     tar czf "$OUT/retrieval-random.tgz" -C /tmp retrieval-random
+    exit 0 ;;
+influence)
+    [ $staged = 0 ] || exit $staged
+    source /tmp/wb-stage/env.sh
+    out=/tmp/influence; mkdir -p $out/scores $out/mirror
+    convert_once
+    python3 benchmarks/influence_corpus.py --out $out/docs.jsonl --per-domain ${PER_DOMAIN:-1000} > $out/corpus.log 2>&1
+    cp $out/docs.manifest.json $out/scores/
+    timeout ${INFLUENCE_TIMEOUT:-540} python3 -m workbench.cli influence smollm2-135m --device cuda \
+        --heads docs/results/data/retrieval/detection-heads-cpu.json --docs $out/docs.jsonl --max-tokens 512 \
+        --random-sets 3 --out $out/scores/SCORES.parquet > $out/scores/run.log 2>&1 &
+    scores_pid=$!
+    timeout ${INFLUENCE_TIMEOUT:-540} python3 benchmarks/influence_mirror.py --device cuda --items ${MIRROR_ITEMS:-500} \
+        --out $out/mirror > $out/mirror/run.log 2>&1
+    echo "mirror exit $?"; wait $scores_pid; echo "influence exit $?"
+    tail -n 12 $out/mirror/run.log; tail -c 600 $out/scores/run.log
+    tar czf "$OUT/influence.tgz" --exclude docs.jsonl -C /tmp influence
     exit 0 ;;
 esac
