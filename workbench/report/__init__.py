@@ -43,6 +43,8 @@ FINDING_BUILDERS: tuple[Callable[[Path], list[dict]], ...] = (
     rhythm.findings,
     calibration.findings,
     binding.findings,
+    influence.findings,
+    influence.mirror_findings,
 )
 
 
@@ -84,6 +86,7 @@ def tables(root: Path, entries: list[dict]) -> dict[str, Callable[[], str]]:
         "binding-tiny-vit-layers": lambda: binding.tiny_vit_layers(data),
         "binding-tiny-vit-ablation": lambda: binding.tiny_vit_ablation(data),
         "influence": lambda: influence.table(data),
+        "influence-mirror": lambda: influence.mirror_table(data),
         "kernels-capture": lambda: kernels.capture_table(data),
         "kernels-model": lambda: kernels.model_table(data),
         "kernels-round4": lambda: kernels.targets_table(data),
