@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from workbench.seam.spec import SpecError
@@ -139,8 +140,8 @@ def spearman(x, y) -> float:
     constant or too short. The one definition: head comparisons, streaming correlations and the reports."""
     if len(x) < 2:
         return math.nan
-    rx = pd.Series(list(x) if not isinstance(x, pd.Series) else x.to_numpy(), dtype=float).rank()
-    ry = pd.Series(list(y) if not isinstance(y, pd.Series) else y.to_numpy(), dtype=float).rank()
+    rx = pd.Series(np.asarray(x, dtype=float)).rank()  # positions, not index labels, pair the two sides
+    ry = pd.Series(np.asarray(y, dtype=float)).rank()
     if rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(rx.corr(ry))

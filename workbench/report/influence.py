@@ -13,6 +13,7 @@ Verdict rules, fixed before the 2026-12-07 run (spec §7, "small reproduction", 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -47,86 +48,98 @@ def proxy_verdict(low: float, high: float, bound: float = PROXY_BOUND) -> str:
     return "not reproduced" if high <= -bound or low >= bound else "inconclusive"
 
 
-def _domains(scores):
-    return sorted(d for d in scores.domain.unique())
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _run(path: Path, stamp: tuple[int, int]) -> tuple[int, list[dict]]:
+    """A SCORES.parquet's document count and per-domain statistics, computed once for the table and the
+    findings (``stamp``, the file's mtime and size, keys the cache to its contents)."""
+    import pandas as pd
+
+    scores = pd.read_parquet(path)
+    domains = []
+    for domain in sorted(scores.domain.unique()):
+        rows = scores[scores.domain == domain]
+        stats = {
+            "domain": domain, "n": len(rows), "tokens": int(rows.tokens.median()),
+            "loss_base": rows.loss_base.mean(), "influence": rows.influence.mean(),
+            "rho": spearman(rows.influence, rows.loss_base),
+            "rho_increase": spearman(rows.loss_masked - rows.loss_base, rows.loss_base),
+            "rho_ci": spearman_ci(rows.influence, rows.loss_base),
+        }
+        if "influence_random" in scores:
+            diffs = (rows.influence - rows.influence_random).to_numpy()
+            stats.update(random=rows.influence_random.mean(), diff=float(diffs.mean()), diff_ci=bootstrap_ci(diffs))
+        domains.append(stats)
+    return len(scores), domains
+
+
+def _runs(data: Path):
+    for path in score_files(data):
+        yield path, *_run(path, _stamp(path))
 
 
 def table(data: Path) -> str:
-    import pandas as pd
-
-    files = score_files(data)
-    if not files:
-        return "No committed SCORES.parquet yet.\n"
     parts = []
-    for path in files:
-        scores = pd.read_parquet(path)
-        control = "influence_random" in scores
+    for path, count, domains in _runs(data):
         lines = [
-            f"`{path.parent.name}`: {len(scores)} documents",
+            f"`{path.parent.name}`: {count} documents",
             "",
             "| domain | docs | median tokens | mean L_base | AttentionInfluence, top heads | random heads "
             "| top - random [95% CI] | Spearman(score, L_base) [95% CI] | Spearman(L_masked - L_base, L_base) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for domain in _domains(scores):
-            rows = scores[scores.domain == domain]
+        for d in domains:
             random, diff = "-", "-"
-            if control:
-                low, high = bootstrap_ci(rows.influence - rows.influence_random)
-                random = f"{rows.influence_random.mean():.3f}"
-                diff = f"{(rows.influence - rows.influence_random).mean():+.3f} [{low:+.3f}, {high:+.3f}]"
-            rho = spearman(rows.influence, rows.loss_base)
-            rho_text = f"{rho:+.2f}"
-            if len(rows) >= 20:
-                low, high = spearman_ci(rows.influence, rows.loss_base)
-                rho_text += f" [{low:+.2f}, {high:+.2f}]"
+            if "diff" in d:
+                random = f"{d['random']:.3f}"
+                diff = f"{d['diff']:+.3f} [{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}]"
+            rho = f"{d['rho']:+.2f}"
+            if d["n"] >= 20:  # an interval over fewer documents says little
+                rho += f" [{d['rho_ci'][0]:+.2f}, {d['rho_ci'][1]:+.2f}]"
             lines.append(
-                f"| {domain} | {len(rows)} | {int(rows.tokens.median())} | {rows.loss_base.mean():.3f} "
-                f"| {rows.influence.mean():.3f} | {random} | {diff} | {rho_text} "
-                f"| {spearman(rows.loss_masked - rows.loss_base, rows.loss_base):+.2f} |"
+                f"| {d['domain']} | {d['n']} | {d['tokens']} | {d['loss_base']:.3f} | {d['influence']:.3f} "
+                f"| {random} | {diff} | {rho} | {d['rho_increase']:+.2f} |"
             )
         parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
+    return "\n".join(parts) if parts else "No committed SCORES.parquet yet.\n"
 
 
 def findings(data: Path) -> list[dict]:
-    import pandas as pd
-
     out = []
-    for path in score_files(data):
-        scores = pd.read_parquet(path)
-        if "influence_random" not in scores:
-            continue  # the 8-document run of 2026-12-06 had no control and too few documents per domain
+    for path, _, domains in _runs(data):
         source = f"docs/results/data/influence/{path.parent.name}/SCORES.parquet"
-        for domain in _domains(scores):
-            rows = scores[scores.domain == domain]
-            tokens = int(rows.tokens.median())
-            diffs = (rows.influence - rows.influence_random).to_numpy()
-            low, high = bootstrap_ci(diffs)
+        for d in domains:
+            if "diff" not in d:
+                continue  # the 8-document run of 2026-12-06 had no control and too few documents per domain
+            low, high = d["diff_ci"]
             out.append(
                 {
                     "finding": f"AttentionInfluence mirror effect: masking the top-5% retrieval heads raises "
-                    f"loss more than as many random heads ({domain} documents)",
+                    f"loss more than as many random heads ({d['domain']} documents)",
                     "paper": PAPER,
                     "metric": f"influence(top heads) - influence(random heads, a fresh set per document), "
-                    f"{tokens} tokens",
-                    "value": round(float(diffs.mean()), 4),
+                    f"{d['tokens']} tokens",
+                    "value": round(d["diff"], 4),
                     "ci": [round(low, 4), round(high, 4)],
-                    "n": len(rows),
+                    "n": d["n"],
                     "verdict": verdict_above_zero(low, high),
                     "source": source,
                 }
             )
-            low, high = spearman_ci(rows.influence, rows.loss_base)
+            low, high = d["rho_ci"]
             out.append(
                 {
                     "finding": f"AttentionInfluence is not a perplexity proxy: |Spearman(score, L_base)| < "
-                    f"{PROXY_BOUND} within {domain} documents",
+                    f"{PROXY_BOUND} within {d['domain']} documents",
                     "paper": PAPER,
                     "metric": "Spearman rho of AttentionInfluence and the base loss over documents",
-                    "value": round(spearman(rows.influence, rows.loss_base), 4),
+                    "value": round(d["rho"], 4),
                     "ci": [round(low, 4), round(high, 4)],
-                    "n": len(rows),
+                    "n": d["n"],
                     "verdict": proxy_verdict(low, high),
                     "source": source,
                 }
@@ -138,10 +151,6 @@ def findings(data: Path) -> list[dict]:
 
 TASK_NAMES = {"kv": "JSON key-value retrieval", "icl": "8-shot sentiment ICL"}
 METRIC_NAMES = {"correct": "accuracy", "loglik": "mean log-likelihood of the value's tokens"}
-
-
-def mirror_files(data: Path) -> list[Path]:
-    return sorted((data / "influence").glob("*/results.json"))
 
 
 def _mirror(result: dict, entry: dict, metric: str):
@@ -162,15 +171,34 @@ def _metrics(entry: dict) -> list[str]:
     return [m for m in METRIC_NAMES if m in first]
 
 
-def mirror_table(data: Path) -> str:
+@functools.lru_cache(maxsize=16)
+def _mirror_run(path: Path, stamp: tuple[int, int]) -> tuple[dict, list[dict]]:
+    """A mirror-check results.json and one row per complete (task, metric), its two-level bootstrap computed
+    once for the table and the findings (``stamp``, the file's mtime and size, keys the cache to its contents)."""
     from workbench.report.stats import bootstrap_ci_two_level
 
-    files = mirror_files(data)
-    if not files:
-        return "No committed mirror-check results yet: run `python benchmarks/influence_mirror.py`.\n"
+    result = json.loads(path.read_text())
+    rows = []
+    for task, entry in result["tasks"].items():
+        for metric in _metrics(entry):
+            parts_of = _mirror(result, entry, metric)
+            if parts_of is None:
+                continue  # a run cut before its last condition
+            means, randoms, matrix = parts_of
+            rows.append({"task": task, "metric": metric, "means": means, "randoms": randoms, "n": len(matrix[0]),
+                         "tokens": "-".join(map(str, entry["prompt_tokens"])), "value": float(np.mean(matrix)),
+                         "ci": bootstrap_ci_two_level(matrix)})
+    return result, rows
+
+
+def _mirror_runs(data: Path):
+    for path in sorted((data / "influence").glob("*/results.json")):
+        yield path, *_mirror_run(path, _stamp(path))
+
+
+def mirror_table(data: Path) -> str:
     parts = []
-    for path in files:
-        result = json.loads(path.read_text())
+    for path, result, rows in _mirror_runs(data):
         lines = [
             f"`{path.parent.name}`: {result['model']} on {result['device']}, top {len(result['conditions']['top'])} "
             f"heads vs {len(result['conditions']) - 2} random sets of as many (outside the top {result['exclude_top']})",
@@ -179,50 +207,36 @@ def mirror_table(data: Path) -> str:
             "| random - top [95% CI] |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for task, entry in result["tasks"].items():
-            for metric in _metrics(entry):
-                parts_of = _mirror(result, entry, metric)
-                if parts_of is None:
-                    continue
-                means, randoms, matrix = parts_of
-                low, high = bootstrap_ci_two_level(matrix)
-                each = ", ".join(f"{means[c]:.3f}" for c in randoms)
-                tokens = "-".join(map(str, entry["prompt_tokens"]))
-                lines.append(
-                    f"| {TASK_NAMES.get(task, task)} | {METRIC_NAMES[metric]} | {len(matrix[0])} | {tokens} "
-                    f"| {means['base']:.3f} | {means['top']:.3f} | {each} "
-                    f"| {np.mean(matrix):+.3f} [{low:+.3f}, {high:+.3f}] |"
-                )
+        for r in rows:
+            means, (low, high) = r["means"], r["ci"]
+            each = ", ".join(f"{means[c]:.3f}" for c in r["randoms"])
+            lines.append(
+                f"| {TASK_NAMES.get(r['task'], r['task'])} | {METRIC_NAMES[r['metric']]} | {r['n']} | {r['tokens']} "
+                f"| {means['base']:.3f} | {means['top']:.3f} | {each} | {r['value']:+.3f} [{low:+.3f}, {high:+.3f}] |"
+            )
         parts.append("\n".join(lines) + "\n")
+    if not parts:
+        return "No committed mirror-check results yet: run `python benchmarks/influence_mirror.py`.\n"
     return "\n".join(parts)
 
 
 def mirror_findings(data: Path) -> list[dict]:
-    from workbench.report.stats import bootstrap_ci_two_level
-
     out = []
-    for path in mirror_files(data):
-        result = json.loads(path.read_text())
-        for task, entry in result["tasks"].items():
-            for metric in _metrics(entry):
-                parts_of = _mirror(result, entry, metric)
-                if parts_of is None:
-                    continue  # a run cut before its last condition
-                means, randoms, matrix = parts_of
-                low, high = bootstrap_ci_two_level(matrix)
-                label = METRIC_NAMES[metric]
-                out.append(
-                    {
-                        "finding": f"Masking the top-5% retrieval heads hurts {TASK_NAMES.get(task, task)} "
-                        f"({label}) more than masking as many random heads (Table 6)",
-                        "paper": PAPER,
-                        "metric": f"{label}, random heads masked - top heads masked, {result['model']}, "
-                        f"{len(randoms)} random sets",
-                        "value": round(float(np.mean(matrix)), 4),
-                        "ci": [round(low, 4), round(high, 4)],
-                        "n": len(matrix[0]),
-                        "verdict": verdict_above_zero(low, high),
-                        "source": f"docs/results/data/influence/{path.parent.name}/results.json",
-                    }
-                )
+    for path, result, rows in _mirror_runs(data):
+        for r in rows:
+            label, (low, high) = METRIC_NAMES[r["metric"]], r["ci"]
+            out.append(
+                {
+                    "finding": f"Masking the top-5% retrieval heads hurts {TASK_NAMES.get(r['task'], r['task'])} "
+                    f"({label}) more than masking as many random heads (Table 6)",
+                    "paper": PAPER,
+                    "metric": f"{label}, random heads masked - top heads masked, {result['model']}, "
+                    f"{len(r['randoms'])} random sets",
+                    "value": round(r["value"], 4),
+                    "ci": [round(low, 4), round(high, 4)],
+                    "n": r["n"],
+                    "verdict": verdict_above_zero(low, high),
+                    "source": f"docs/results/data/influence/{path.parent.name}/results.json",
+                }
+            )
     return out
