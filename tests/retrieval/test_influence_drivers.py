@@ -36,6 +36,8 @@ def test_mirror_check_smoke_feeds_the_report(tmp_path, run_driver):
     for task in ("kv", "icl"):
         for condition in result["tasks"][task]["conditions"].values():
             assert len(condition["correct"]) == 4
+    kv = result["tasks"]["kv"]["conditions"]
+    assert kv["top"]["loglik"] != kv["base"]["loglik"]  # the mask reaches the model
     entries = influence.mirror_findings(tmp_path)
     assert {e["finding"].split(" (")[0] for e in entries} >= {
         "Masking the top-5% retrieval heads hurts JSON key-value retrieval",
